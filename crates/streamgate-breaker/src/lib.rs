@@ -1,0 +1,1 @@
+//! A circuit breaker tower layer that judges the whole LLM stream.

@@ -1,0 +1,171 @@
+//! Watching a response and its stream to the end, for layers that learn from
+//! outcomes (breaker, quota, TPM, metrics).
+//!
+//! [`Observed`] wraps a response future; when it resolves, its body is
+//! wrapped in an [`ObservedBody`]. The [`StreamObserver`] sees the response
+//! head, every chunk, and exactly one end: complete, failed, or dropped.
+
+use std::{
+    error::Error,
+    future::Future,
+    pin::Pin,
+    task::{ready, Context, Poll},
+};
+
+use futures_core::Stream;
+use http::{response::Parts, Response};
+use pin_project::{pin_project, pinned_drop};
+
+use crate::BoxError;
+
+/// How an observed request ended.
+#[derive(Debug, Clone, Copy)]
+pub enum StreamEnd<'a> {
+    /// The stream ended cleanly.
+    Complete,
+    /// The response future failed, or the stream yielded an error item.
+    Failed(&'a (dyn Error + 'static)),
+    /// The caller dropped the future or the body before the end.
+    Dropped,
+}
+
+/// The end of one observed request. Split from [`StreamObserver`] so that
+/// drop, which cannot name the chunk type, can report it.
+pub trait EndObserver: Sized {
+    /// The request ended. Called exactly once, from the future or the body.
+    fn on_end(self, end: StreamEnd<'_>);
+}
+
+/// Callbacks for one request; both default to doing nothing.
+pub trait StreamObserver<C>: EndObserver {
+    /// The response head arrived (status and headers).
+    fn on_response(&mut self, _parts: &Parts) {}
+
+    /// A chunk is about to be handed to the caller.
+    fn on_chunk(&mut self, _chunk: &C) {}
+}
+
+/// A response future whose outcome is reported to an observer.
+#[pin_project(PinnedDrop)]
+#[must_use = "futures do nothing unless polled"]
+pub struct Observed<F, O: EndObserver> {
+    #[pin]
+    future: F,
+    observer: Option<O>,
+}
+
+impl<F, O: EndObserver> Observed<F, O> {
+    /// Observes the response `future` produces.
+    pub fn new(future: F, observer: O) -> Self {
+        Self {
+            future,
+            observer: Some(observer),
+        }
+    }
+}
+
+impl<F, FE, B, C, E, O> Future for Observed<F, O>
+where
+    F: Future<Output = Result<Response<B>, FE>>,
+    FE: Into<BoxError>,
+    B: Stream<Item = Result<C, E>>,
+    E: Into<BoxError>,
+    O: StreamObserver<C>,
+{
+    type Output = Result<Response<ObservedBody<B, O>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.future.poll(cx));
+        let Some(mut observer) = this.observer.take() else {
+            return Poll::Ready(Err("observed future polled after completion".into()));
+        };
+        match result {
+            Ok(response) => {
+                let (parts, body) = response.into_parts();
+                observer.on_response(&parts);
+                let body = ObservedBody {
+                    body,
+                    observer: Some(observer),
+                };
+                Poll::Ready(Ok(Response::from_parts(parts, body)))
+            }
+            Err(error) => {
+                let error = error.into();
+                observer.on_end(StreamEnd::Failed(&*error));
+                Poll::Ready(Err(error))
+            }
+        }
+    }
+}
+
+#[pinned_drop]
+impl<F, O: EndObserver> PinnedDrop for Observed<F, O> {
+    fn drop(self: Pin<&mut Self>) {
+        if let Some(observer) = self.project().observer.take() {
+            observer.on_end(StreamEnd::Dropped);
+        }
+    }
+}
+
+/// A body whose chunks and end are reported to an observer.
+#[pin_project(PinnedDrop)]
+pub struct ObservedBody<B, O: EndObserver> {
+    #[pin]
+    body: B,
+    observer: Option<O>,
+}
+
+impl<B, O: EndObserver> ObservedBody<B, O> {
+    /// The inner body.
+    pub fn get_ref(&self) -> &B {
+        &self.body
+    }
+}
+
+impl<B, C, E, O> Stream for ObservedBody<B, O>
+where
+    B: Stream<Item = Result<C, E>>,
+    E: Into<BoxError>,
+    O: StreamObserver<C>,
+{
+    type Item = Result<C, BoxError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.project();
+        match ready!(this.body.poll_next(cx)) {
+            Some(Ok(chunk)) => {
+                if let Some(observer) = this.observer.as_mut() {
+                    observer.on_chunk(&chunk);
+                }
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Some(Err(error)) => {
+                let error = error.into();
+                if let Some(observer) = this.observer.take() {
+                    observer.on_end(StreamEnd::Failed(&*error));
+                }
+                Poll::Ready(Some(Err(error)))
+            }
+            None => {
+                if let Some(observer) = this.observer.take() {
+                    observer.on_end(StreamEnd::Complete);
+                }
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.body.size_hint()
+    }
+}
+
+#[pinned_drop]
+impl<B, O: EndObserver> PinnedDrop for ObservedBody<B, O> {
+    fn drop(self: Pin<&mut Self>) {
+        if let Some(observer) = self.project().observer.take() {
+            observer.on_end(StreamEnd::Dropped);
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Sliding TPM meter, TPM budget and minimum-throughput gates, and a failover router for LLM backends.

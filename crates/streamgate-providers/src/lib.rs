@@ -1,0 +1,1 @@
+//! Streaming LLM provider clients (OpenAI, Anthropic, Gemini, OpenAI-compatible) as tower services.

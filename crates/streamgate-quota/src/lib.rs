@@ -1,0 +1,1 @@
+//! Rate-limit header parsing, quota tracking and pacing for LLM backends.

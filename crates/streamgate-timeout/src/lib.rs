@@ -1,0 +1,1 @@
+//! First-content, idle and total deadlines for streaming tower services, cancelling by drop.
