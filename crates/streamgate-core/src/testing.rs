@@ -5,18 +5,18 @@
 //! ```
 //! use std::time::Duration;
 //! use streamgate_core::testing::{Script, ScriptedService, TestRequest};
-//! use tower::{Service, ServiceExt};
+//! use tower::ServiceExt;
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() {
-//! let mut service = ScriptedService::new(
+//! let service = ScriptedService::new(
 //!     Script::new()
 //!         .headers_after(Duration::from_millis(50))
 //!         .meta("role")
 //!         .wait(Duration::from_millis(100))
 //!         .text("hello"),
 //! );
-//! let response = service.ready().await.unwrap().call(TestRequest::new("m")).await.unwrap();
+//! let response = service.clone().oneshot(TestRequest::new("m")).await.unwrap();
 //! assert_eq!(response.status(), 200);
 //! assert_eq!(service.probe().calls(), 1);
 //! # }
