@@ -1,1 +1,116 @@
-fn main() {}
+//! `cargo xtask`: the project's automation, in Rust so it runs wherever cargo does.
+//!
+//! - `cargo xtask ci`: everything CI checks (format, lints, tests and doc
+//!   tests, benchmark build, provider conformance).
+//! - `cargo xtask conformance [--fixtures DIR]`: the provider parsers against
+//!   recorded wire samples.
+//! - `cargo xtask demo [ARGS]`: the demo, in release mode.
+//! - `cargo xtask bench`: runs the benchmarks and writes `BENCHMARKS.md`.
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+const USAGE: &str = "usage: cargo xtask <ci | conformance [--fixtures DIR] | demo [ARGS] | bench>";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("conformance") => conformance(&args[1..]),
+        Some("demo") => demo(&args[1..]),
+        Some("bench") => bench(&args[1..]),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => Err(USAGE.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (the parent of this package's directory).
+fn root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
+}
+
+fn cargo(args: &[&str]) -> Result<(), String> {
+    run(Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args(args))
+}
+
+fn run(command: &mut Command) -> Result<(), String> {
+    let shown = format!("{command:?}").replace('"', "");
+    eprintln!("\n==> {shown}");
+    let status = command
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("could not start {shown}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{shown} failed ({status})"))
+    }
+}
+
+fn ci() -> Result<(), String> {
+    cargo(&["fmt", "--all", "--", "--check"])?;
+    cargo(&["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"])?;
+    run(Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["doc", "--workspace", "--no-deps", "--all-features"])
+        .env("RUSTDOCFLAGS", "-D warnings"))?;
+    cargo(&["test", "--workspace", "--all-features", "--no-fail-fast"])?;
+    cargo(&["bench", "--workspace", "--no-run"])?;
+    conformance(&[])
+}
+
+fn conformance(args: &[String]) -> Result<(), String> {
+    let dir = match args {
+        [] => root().join("../shared/fixtures"),
+        [flag, dir] if flag == "--fixtures" => PathBuf::from(dir),
+        _ => return Err(USAGE.to_string()),
+    };
+    if !dir.is_dir() {
+        if args.is_empty() && env::var_os("CI").is_none() {
+            eprintln!(
+                "\n==> conformance skipped: no recorded samples at {} (pass --fixtures DIR)",
+                dir.display()
+            );
+            return Ok(());
+        }
+        return Err(format!("no fixtures directory at {}", dir.display()));
+    }
+    let dir = dir.to_string_lossy().into_owned();
+    cargo(&[
+        "run",
+        "--quiet",
+        "--package",
+        "streamgate-providers",
+        "--features",
+        "conformance",
+        "--example",
+        "conformance",
+        "--",
+        &dir,
+    ])
+}
+
+fn demo(args: &[String]) -> Result<(), String> {
+    let mut full = vec!["run", "--release", "--example", "demo", "--"];
+    full.extend(args.iter().map(String::as_str));
+    cargo(&full)
+}
+
+fn bench(args: &[String]) -> Result<(), String> {
+    let mut full = vec!["run", "--release", "--package", "streamgate-benches", "--bin", "bench-report", "--"];
+    full.extend(args.iter().map(String::as_str));
+    cargo(&full)
+}
