@@ -46,7 +46,10 @@ impl MockConfig {
 
     /// Chooses the plan from the request (its index, model, headers or body) once the
     /// sequence is used up.
-    pub fn with_script(mut self, script: impl Fn(&RequestInfo) -> Plan + Send + Sync + 'static) -> Self {
+    pub fn with_script(
+        mut self,
+        script: impl Fn(&RequestInfo) -> Plan + Send + Sync + 'static,
+    ) -> Self {
         self.script = Some(Arc::new(script));
         self
     }
@@ -72,7 +75,10 @@ impl fmt::Debug for MockConfig {
         f.debug_struct("MockConfig")
             .field("default_plan", &self.default_plan)
             .field("sequence", &self.sequence)
-            .field("script", &self.script.as_ref().map(|_| "Fn(&RequestInfo) -> Plan"))
+            .field(
+                "script",
+                &self.script.as_ref().map(|_| "Fn(&RequestInfo) -> Plan"),
+            )
             .field("limits", &self.limits)
             .finish()
     }

@@ -8,7 +8,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::formats::Provider;
-use crate::ratelimit::{Admission, Limits, RateLimiter};
+use crate::ratelimit::{Admission, Limits, QuotaReport, RateLimiter};
 
 /// A request as the server received it; what a [script](crate::MockConfig::with_script)
 /// sees to choose a plan.
@@ -42,8 +42,8 @@ pub struct RequestLog {
     /// The status answered, `None` while the headers are still being delayed (or if
     /// the client left before they were sent).
     pub status: Option<StatusCode>,
-    /// Input tokens reported and charged to the rate limiter (the plan's override or
-    /// the estimate).
+    /// Input tokens reported in the usage (the plan's override or the estimate), and
+    /// charged to the rate limiter if the stream was admitted.
     pub input_tokens: u64,
     /// Content chunks handed to the connection.
     pub chunks_sent: u64,
@@ -52,8 +52,8 @@ pub struct RequestLog {
     /// When the request arrived.
     pub started_at: Instant,
     /// When the server finished its plan: the whole stream, an error response, or a
-    /// scripted fault that ends the stream (including an abort). `None` while streaming
-    /// and for a stream that never ends (a stall).
+    /// scripted fault that ends the stream (including an abort), or the server shutting
+    /// down. `None` while streaming, and for a stall until shutdown.
     pub ended_at: Option<Instant>,
     /// When the server saw the client go away before the plan was finished (the
     /// response body was dropped early), `None` if it did not.
@@ -108,13 +108,17 @@ impl Recorder {
 
     fn update<R>(&self, change: impl FnOnce(&mut State) -> R) -> R {
         let result = change(&mut self.state());
-        self.changed.send_modify(|version| *version = version.wrapping_add(1));
+        self.changed
+            .send_modify(|version| *version = version.wrapping_add(1));
         result
     }
 
     fn update_log(&self, index: u64, change: impl FnOnce(&mut RequestLog)) {
         self.update(|state| {
-            if let Some(log) = usize::try_from(index).ok().and_then(|i| state.logs.get_mut(i)) {
+            if let Some(log) = usize::try_from(index)
+                .ok()
+                .and_then(|i| state.logs.get_mut(i))
+            {
                 change(log);
             }
         });
@@ -153,12 +157,21 @@ impl Recorder {
         self.state().limiter.limits()
     }
 
-    pub(crate) fn quota_report(&self) -> crate::ratelimit::QuotaReport {
+    pub(crate) fn quota_report(&self) -> QuotaReport {
         self.state().limiter.report(Instant::now())
     }
 
     pub(crate) fn requests(&self) -> Vec<RequestLog> {
         self.state().logs.clone()
+    }
+
+    pub(crate) fn request(&self, index: u64) -> Option<RequestLog> {
+        let index = usize::try_from(index).ok()?;
+        self.state().logs.get(index).cloned()
+    }
+
+    pub(crate) fn count(&self, counted: impl Fn(&RequestLog) -> bool) -> u64 {
+        self.state().logs.iter().filter(|log| counted(log)).count() as u64
     }
 
     pub(crate) fn tokens_served(&self) -> u64 {
@@ -170,7 +183,10 @@ impl Recorder {
     }
 
     /// Resolves once `ready` holds for the logs, checking after every change.
-    pub(crate) async fn wait_until<T>(&self, mut ready: impl FnMut(&[RequestLog]) -> Option<T>) -> T {
+    pub(crate) async fn wait_until<T>(
+        &self,
+        mut ready: impl FnMut(&[RequestLog]) -> Option<T>,
+    ) -> T {
         // Subscribing before the first check means no change can slip in between.
         let mut changes = self.changed.subscribe();
         loop {
@@ -210,7 +226,10 @@ impl StreamGuard {
         self.recorder.update(|state| {
             state.tokens_served += 1;
             state.limiter.record_output(now, 1);
-            if let Some(log) = usize::try_from(self.index).ok().and_then(|i| state.logs.get_mut(i)) {
+            if let Some(log) = usize::try_from(self.index)
+                .ok()
+                .and_then(|i| state.logs.get_mut(i))
+            {
                 log.chunks_sent += 1;
                 log.tokens_sent += 1;
             }
@@ -222,7 +241,8 @@ impl StreamGuard {
         if !self.ended {
             self.ended = true;
             let now = Instant::now();
-            self.recorder.update_log(self.index, |log| log.ended_at = Some(now));
+            self.recorder
+                .update_log(self.index, |log| log.ended_at = Some(now));
         }
     }
 }
@@ -231,7 +251,8 @@ impl Drop for StreamGuard {
     fn drop(&mut self) {
         if !self.ended {
             let now = Instant::now();
-            self.recorder.update_log(self.index, |log| log.disconnected_at = Some(now));
+            self.recorder
+                .update_log(self.index, |log| log.disconnected_at = Some(now));
         }
     }
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use http::StatusCode;
+use serde_json::Value;
 
 /// Output tokens a [`Plan`] streams unless told otherwise.
 pub const DEFAULT_OUTPUT_TOKENS: u64 = 10;
@@ -52,7 +53,8 @@ impl Fault {
 /// A script for one response: delays, length and at most one fault.
 ///
 /// Every delay is a `tokio::time` sleep, so plans behave the same on paused time.
-/// Building a plan never fails; the last fault set wins.
+/// Building a plan never fails; the last fault set wins. Faults counted in content
+/// chunks (one token each) strike after the last one when the count is past the end.
 ///
 /// ```
 /// use std::time::Duration;
@@ -82,6 +84,7 @@ pub struct Plan {
     pub(crate) input_tokens: Option<u64>,
     pub(crate) cached_input_tokens: u64,
     pub(crate) retry_after: Option<Duration>,
+    pub(crate) error_body: Option<Value>,
     pub(crate) fault: Option<Fault>,
 }
 
@@ -103,6 +106,7 @@ impl Plan {
             input_tokens: None,
             cached_input_tokens: 0,
             retry_after: None,
+            error_body: None,
             fault: None,
         }
     }
@@ -160,6 +164,13 @@ impl Plan {
         self
     }
 
+    /// Replaces the provider-style JSON body of an HTTP error, for errors the mock
+    /// does not model (a context-length 400, a content-filter refusal, …).
+    pub fn with_error_body(mut self, body: Value) -> Self {
+        self.error_body = Some(body);
+        self
+    }
+
     /// Answers with this HTTP status and the provider's JSON error body instead of a
     /// stream: 429, 500, 503, Anthropic's 529, or any 4xx. A code outside 100..=999
     /// is treated as 500.
@@ -172,7 +183,9 @@ impl Plan {
     /// Sends the provider's in-band error event after `chunks` content chunks, inside
     /// the HTTP 200 stream, then closes the stream cleanly.
     pub fn error_after(mut self, chunks: u64) -> Self {
-        self.fault = Some(Fault::ErrorEvent { after_chunks: chunks });
+        self.fault = Some(Fault::ErrorEvent {
+            after_chunks: chunks,
+        });
         self
     }
 
@@ -180,21 +193,27 @@ impl Plan {
     /// finishes; keep-alives, if configured, continue. The stream ends when the client
     /// leaves or the server shuts down.
     pub fn stall_after(mut self, chunks: u64) -> Self {
-        self.fault = Some(Fault::Stall { after_chunks: chunks });
+        self.fault = Some(Fault::Stall {
+            after_chunks: chunks,
+        });
         self
     }
 
     /// Aborts the connection after `chunks` content chunks: no terminal marker and no
     /// final chunk of the chunked encoding, so the client sees a body error.
     pub fn disconnect_after(mut self, chunks: u64) -> Self {
-        self.fault = Some(Fault::Disconnect { after_chunks: chunks });
+        self.fault = Some(Fault::Disconnect {
+            after_chunks: chunks,
+        });
         self
     }
 
     /// Closes the stream cleanly after `chunks` content chunks, without the closing
     /// events and terminal marker (`[DONE]`, `message_stop`, `finishReason`).
     pub fn truncate_after(mut self, chunks: u64) -> Self {
-        self.fault = Some(Fault::Truncate { after_chunks: chunks });
+        self.fault = Some(Fault::Truncate {
+            after_chunks: chunks,
+        });
         self
     }
 
@@ -235,7 +254,13 @@ mod tests {
             Plan::new().fail_with_status(42).http_error(),
             Some(StatusCode::INTERNAL_SERVER_ERROR)
         );
-        assert_eq!(Plan::new().fail_with_status(529).http_error().map(|s| s.as_u16()), Some(529));
+        assert_eq!(
+            Plan::new()
+                .fail_with_status(529)
+                .http_error()
+                .map(|s| s.as_u16()),
+            Some(529)
+        );
     }
 
     #[test]

@@ -22,6 +22,15 @@ pub(crate) enum LimitKind {
     Tokens,
 }
 
+/// A refusal: which limit, and the numbers a provider puts in its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LimitExceeded {
+    pub(crate) kind: LimitKind,
+    pub(crate) limit: u64,
+    pub(crate) used: u64,
+    pub(crate) requested: u64,
+}
+
 /// The configured limits; `None` means unlimited and unreported.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Limits {
@@ -70,10 +79,7 @@ pub(crate) enum Admission {
     /// Over a limit; nothing was counted.
     Limited {
         report: QuotaReport,
-        kind: LimitKind,
-        limit: u64,
-        used: u64,
-        requested: u64,
+        exceeded: LimitExceeded,
         /// When enough usage will have left the window for this request to fit.
         retry_after: Duration,
     },
@@ -142,7 +148,9 @@ impl RateLimiter {
             limit.map(|limit| Budget {
                 limit,
                 remaining: limit.saturating_sub(self.sum(count)),
-                reset: self.time_until_freed(now, count, 1).unwrap_or(Duration::ZERO),
+                reset: self
+                    .time_until_freed(now, count, 1)
+                    .unwrap_or(Duration::ZERO),
             })
         };
         let tpm = self.limits.tokens_per_minute;
@@ -159,7 +167,14 @@ impl RateLimiter {
         self.limits
     }
 
-    fn limited(&mut self, now: Instant, kind: LimitKind, limit: u64, used: u64, requested: u64) -> Admission {
+    fn limited(
+        &mut self,
+        now: Instant,
+        kind: LimitKind,
+        limit: u64,
+        used: u64,
+        requested: u64,
+    ) -> Admission {
         let excess = (used.saturating_add(requested)).saturating_sub(limit);
         let count = |s: &Slot| match kind {
             LimitKind::Requests => s.requests,
@@ -170,16 +185,23 @@ impl RateLimiter {
         let retry_after = self.time_until_freed(now, &count, excess).unwrap_or(WINDOW);
         Admission::Limited {
             report: self.report(now),
-            kind,
-            limit,
-            used,
-            requested,
+            exceeded: LimitExceeded {
+                kind,
+                limit,
+                used,
+                requested,
+            },
             retry_after,
         }
     }
 
     /// How long until at least `amount` units of `count` have left the window.
-    fn time_until_freed(&self, now: Instant, count: &dyn Fn(&Slot) -> u64, amount: u64) -> Option<Duration> {
+    fn time_until_freed(
+        &self,
+        now: Instant,
+        count: &dyn Fn(&Slot) -> u64,
+        amount: u64,
+    ) -> Option<Duration> {
         let mut freed = 0u64;
         for slot in &self.slots {
             freed = freed.saturating_add(count(slot));
@@ -222,6 +244,7 @@ impl RateLimiter {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -240,7 +263,10 @@ mod tests {
     fn unlimited_reports_nothing_but_still_measures_tokens() {
         let mut rl = limiter(None, None);
         let t0 = Instant::now();
-        assert_eq!(rl.admit(t0, 100), Admission::Admitted(QuotaReport::default()));
+        assert_eq!(
+            rl.admit(t0, 100),
+            Admission::Admitted(QuotaReport::default())
+        );
         rl.record_output(t0 + secs(1), 20);
         assert_eq!(rl.tokens_in_window(t0 + secs(2)), 120);
         assert_eq!(rl.tokens_in_window(t0 + secs(61)), 0);
@@ -266,10 +292,12 @@ mod tests {
         rl.admit(t0, 0);
         match rl.admit(t0 + secs(15), 0) {
             Admission::Limited {
-                kind, retry_after, used, ..
+                exceeded,
+                retry_after,
+                ..
             } => {
-                assert_eq!(kind, LimitKind::Requests);
-                assert_eq!(used, 1);
+                assert_eq!(exceeded.kind, LimitKind::Requests);
+                assert_eq!(exceeded.used, 1);
                 assert_eq!(retry_after, secs(45));
             }
             other => panic!("expected a refusal, got {other:?}"),
@@ -287,8 +315,12 @@ mod tests {
         // 80 used; 40 more needs 20 freed: the input at t0 is not enough alone (30),
         // the output at t0+20 s is.
         match rl.admit(t0 + secs(30), 40) {
-            Admission::Limited { kind, retry_after, .. } => {
-                assert_eq!(kind, LimitKind::Tokens);
+            Admission::Limited {
+                exceeded,
+                retry_after,
+                ..
+            } => {
+                assert_eq!(exceeded.kind, LimitKind::Tokens);
                 assert_eq!(retry_after, secs(30));
             }
             other => panic!("expected a refusal, got {other:?}"),

@@ -128,7 +128,9 @@ impl Wire {
         if striking {
             self.phase = Phase::Done;
             match self.plan.fault {
-                Some(Fault::ErrorEvent { .. }) => self.queued.push_back(Step::Frame(self.dialect.error_event(&self.meta))),
+                Some(Fault::ErrorEvent { .. }) => self
+                    .queued
+                    .push_back(Step::Frame(self.dialect.error_event(&self.meta))),
                 Some(Fault::Stall { .. }) => self.phase = Phase::Stalled,
                 Some(Fault::Disconnect { .. }) => self.queued.push_back(Step::Abort),
                 Some(Fault::Truncate { .. } | Fault::Http(_)) | None => {}
@@ -139,7 +141,8 @@ impl Wire {
             self.phase = Phase::Done;
         } else {
             let last = index + 1 == total && strike.is_none();
-            self.queued.push_back(Step::Content(self.dialect.content(&self.meta, index, last)));
+            self.queued
+                .push_back(Step::Content(self.dialect.content(&self.meta, index, last)));
             self.phase = Phase::Content { next: index + 1 };
         }
     }
@@ -213,7 +216,12 @@ mod tests {
 
     #[test]
     fn gemini_puts_the_finish_reason_on_the_last_content_chunk() {
-        let steps: Vec<_> = Wire::new(Provider::Gemini.dialect(), meta(), Plan::new().with_output_tokens(2)).collect();
+        let steps: Vec<_> = Wire::new(
+            Provider::Gemini.dialect(),
+            meta(),
+            Plan::new().with_output_tokens(2),
+        )
+        .collect();
         assert_eq!(steps.len(), 2);
         let Step::Content(last) = &steps[1] else {
             panic!("the last step is content");
@@ -237,7 +245,10 @@ mod tests {
             .with_output_tokens(1)
             .with_first_content_delay(ms(25))
             .with_keep_alive(ms(10), KeepAlive::Comment);
-        assert_eq!(shape(Provider::OpenAi, plan.clone(), 100), "f S10 k S10 k S5 c f f");
+        assert_eq!(
+            shape(Provider::OpenAi, plan.clone(), 100),
+            "f S10 k S10 k S5 c f f"
+        );
         let exact = plan.with_first_content_delay(ms(20));
         assert_eq!(shape(Provider::OpenAi, exact, 100), "f S10 k S10 c f f");
     }
@@ -253,7 +264,10 @@ mod tests {
 
     #[test]
     fn error_event_strikes_after_the_delay_and_ends_the_stream() {
-        let plan = Plan::new().with_output_tokens(5).with_chunk_delay(ms(1)).error_after(2);
+        let plan = Plan::new()
+            .with_output_tokens(5)
+            .with_chunk_delay(ms(1))
+            .error_after(2);
         assert_eq!(shape(Provider::OpenAi, plan, 100), "f c S1 c S1 f");
     }
 
@@ -265,8 +279,13 @@ mod tests {
 
     #[test]
     fn stall_with_keep_alive_pings_forever() {
-        let plan = Plan::new().stall_after(1).with_keep_alive(ms(5), KeepAlive::Comment);
-        assert_eq!(shape(Provider::Anthropic, plan, 10), "f f f c S5 f S5 f S5 f");
+        let plan = Plan::new()
+            .stall_after(1)
+            .with_keep_alive(ms(5), KeepAlive::Comment);
+        assert_eq!(
+            shape(Provider::Anthropic, plan, 10),
+            "f f f c S5 f S5 f S5 f"
+        );
     }
 
     #[test]

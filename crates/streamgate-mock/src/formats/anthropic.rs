@@ -6,9 +6,11 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use serde_json::{json, Value};
 
-use super::{event_frame, insert_header, retry_after_secs, token_text, Dialect, ErrorCause, StreamMeta};
+use super::{
+    event_frame, insert_header, retry_after_secs, token_text, Dialect, ErrorCause, StreamMeta,
+};
 use crate::plan::KeepAlive;
-use crate::ratelimit::{Budget, LimitKind, QuotaReport};
+use crate::ratelimit::{Budget, LimitExceeded, LimitKind, QuotaReport};
 
 pub(crate) struct Anthropic;
 
@@ -78,15 +80,24 @@ impl Dialect for Anthropic {
             "usage": {"output_tokens": output_tokens},
         });
         vec![
-            event_frame("content_block_stop", &json!({"type": "content_block_stop", "index": 0})),
+            event_frame(
+                "content_block_stop",
+                &json!({"type": "content_block_stop", "index": 0}),
+            ),
             event_frame("message_delta", &delta),
             event_frame("message_stop", &json!({"type": "message_stop"})),
         ]
     }
 
-    fn error_body(&self, status: StatusCode, cause: ErrorCause, _meta: &StreamMeta, _retry_after: Option<Duration>) -> Value {
+    fn error_body(
+        &self,
+        status: StatusCode,
+        cause: ErrorCause,
+        _meta: &StreamMeta,
+        _retry_after: Option<Duration>,
+    ) -> Value {
         match cause {
-            ErrorCause::RateLimited { kind, limit, .. } => {
+            ErrorCause::RateLimited(LimitExceeded { kind, limit, .. }) => {
                 let unit = match kind {
                     LimitKind::Requests => "requests",
                     LimitKind::Tokens => "input tokens",
@@ -96,15 +107,30 @@ impl Dialect for Anthropic {
                 );
                 error_json("rate_limit_error", &message)
             }
-            ErrorCause::InvalidJson => error_json("invalid_request_error", "The request body is not valid JSON."),
+            ErrorCause::InvalidJson => error_json(
+                "invalid_request_error",
+                "The request body is not valid JSON.",
+            ),
             ErrorCause::Scripted => {
                 let (kind, message) = match status.as_u16() {
                     400 => ("invalid_request_error", "Invalid request."),
                     401 => ("authentication_error", "invalid x-api-key"),
-                    403 => ("permission_error", "Your API key does not have permission to use the specified resource."),
-                    404 => ("not_found_error", "The requested resource could not be found."),
-                    413 => ("request_too_large", "Request exceeds the maximum allowed number of bytes."),
-                    429 => ("rate_limit_error", "Number of requests has exceeded your rate limit."),
+                    403 => (
+                        "permission_error",
+                        "Your API key does not have permission to use the specified resource.",
+                    ),
+                    404 => (
+                        "not_found_error",
+                        "The requested resource could not be found.",
+                    ),
+                    413 => (
+                        "request_too_large",
+                        "Request exceeds the maximum allowed number of bytes.",
+                    ),
+                    429 => (
+                        "rate_limit_error",
+                        "Number of requests has exceeded your rate limit.",
+                    ),
                     529 => ("overloaded_error", "Overloaded"),
                     _ => ("api_error", "Internal server error"),
                 };
@@ -113,7 +139,13 @@ impl Dialect for Anthropic {
         }
     }
 
-    fn quota_headers(&self, quota: &QuotaReport, retry_after: Option<Duration>, now: SystemTime, headers: &mut HeaderMap) {
+    fn quota_headers(
+        &self,
+        quota: &QuotaReport,
+        retry_after: Option<Duration>,
+        now: SystemTime,
+        headers: &mut HeaderMap,
+    ) {
         let mut budget = |budget: Option<Budget>, [limit, remaining, reset]: [&'static str; 3]| {
             if let Some(b) = budget {
                 insert_header(headers, limit, b.limit);
@@ -158,8 +190,8 @@ impl Dialect for Anthropic {
         }
     }
 
-    fn request_id_header(&self) -> &'static str {
-        "request-id"
+    fn request_id_header(&self) -> Option<&'static str> {
+        Some("request-id")
     }
 }
 

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::{crlf_data_frame, retry_after_secs, token_text, Dialect, ErrorCause, StreamMeta};
 use crate::plan::KeepAlive;
-use crate::ratelimit::{LimitKind, QuotaReport};
+use crate::ratelimit::{LimitExceeded, LimitKind, QuotaReport};
 
 pub(crate) struct Gemini;
 
@@ -28,7 +28,8 @@ impl Gemini {
             "totalTokenCount": meta.input_tokens + output_tokens,
         });
         if meta.cached_input_tokens > 0 {
-            usage["cachedContentTokenCount"] = json!(meta.cached_input_tokens.min(meta.input_tokens));
+            usage["cachedContentTokenCount"] =
+                json!(meta.cached_input_tokens.min(meta.input_tokens));
         }
         crlf_data_frame(&json!({
             "candidates": [candidate],
@@ -75,7 +76,13 @@ impl Dialect for Gemini {
         }
     }
 
-    fn error_body(&self, status: StatusCode, cause: ErrorCause, meta: &StreamMeta, retry_after: Option<Duration>) -> Value {
+    fn error_body(
+        &self,
+        status: StatusCode,
+        cause: ErrorCause,
+        meta: &StreamMeta,
+        retry_after: Option<Duration>,
+    ) -> Value {
         let code = status.as_u16();
         let (grpc_status, message) = match (cause, code) {
             (ErrorCause::InvalidJson, _) => ("INVALID_ARGUMENT", "Invalid JSON payload received."),
@@ -86,8 +93,14 @@ impl Dialect for Gemini {
                 "RESOURCE_EXHAUSTED",
                 "You exceeded your current quota, please check your plan and billing details.",
             ),
-            (_, 503) => ("UNAVAILABLE", "The model is overloaded. Please try again later."),
-            (_, 504) => ("DEADLINE_EXCEEDED", "Deadline expired before operation could complete."),
+            (_, 503) => (
+                "UNAVAILABLE",
+                "The model is overloaded. Please try again later.",
+            ),
+            (_, 504) => (
+                "DEADLINE_EXCEEDED",
+                "Deadline expired before operation could complete.",
+            ),
             (_, _) => ("INTERNAL", "An internal error has occurred."),
         };
         let mut error = json!({"code": code, "message": message, "status": grpc_status});
@@ -97,12 +110,19 @@ impl Dialect for Gemini {
         json!({ "error": error })
     }
 
-    fn quota_headers(&self, _quota: &QuotaReport, _retry_after: Option<Duration>, _now: SystemTime, _headers: &mut HeaderMap) {
+    fn quota_headers(
+        &self,
+        _quota: &QuotaReport,
+        _retry_after: Option<Duration>,
+        _now: SystemTime,
+        _headers: &mut HeaderMap,
+    ) {
         // The real API sends no rate-limit headers; the retry delay is in the 429 body.
     }
 
-    fn request_id_header(&self) -> &'static str {
-        "x-goog-request-id"
+    fn request_id_header(&self) -> Option<&'static str> {
+        // The id travels in the body (`responseId`).
+        None
     }
 }
 
@@ -110,16 +130,16 @@ impl Dialect for Gemini {
 /// to retry (`RetryInfo`, seconds rounded up as in `"7s"`).
 fn quota_details(cause: ErrorCause, meta: &StreamMeta, retry_after: Option<Duration>) -> Value {
     let (metric, quota_id, value) = match cause {
-        ErrorCause::RateLimited {
+        ErrorCause::RateLimited(LimitExceeded {
             kind: LimitKind::Tokens,
             limit,
             ..
-        } => (
+        }) => (
             "generativelanguage.googleapis.com/generate_content_free_tier_input_token_count",
             "GenerateContentInputTokensPerModelPerMinute-FreeTier",
             limit,
         ),
-        ErrorCause::RateLimited { limit, .. } => (
+        ErrorCause::RateLimited(LimitExceeded { limit, .. }) => (
             "generativelanguage.googleapis.com/generate_content_free_tier_requests",
             "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
             limit,

@@ -14,7 +14,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde_json::Value;
 
 use crate::plan::KeepAlive;
-use crate::ratelimit::{LimitKind, QuotaReport};
+use crate::ratelimit::{LimitExceeded, QuotaReport};
 
 /// The provider API a request was addressed to, chosen by its path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -91,12 +91,7 @@ pub(crate) enum ErrorCause {
     /// The plan said so.
     Scripted,
     /// The server's own rate limit was exceeded.
-    RateLimited {
-        kind: LimitKind,
-        limit: u64,
-        used: u64,
-        requested: u64,
-    },
+    RateLimited(LimitExceeded),
     /// The request body was not valid JSON.
     InvalidJson,
 }
@@ -123,13 +118,25 @@ pub(crate) trait Dialect: Sync {
     fn epilogue(&self, meta: &StreamMeta, output_tokens: u64) -> Vec<Bytes>;
 
     /// The JSON body of an error response.
-    fn error_body(&self, status: StatusCode, cause: ErrorCause, meta: &StreamMeta, retry_after: Option<Duration>) -> Value;
+    fn error_body(
+        &self,
+        status: StatusCode,
+        cause: ErrorCause,
+        meta: &StreamMeta,
+        retry_after: Option<Duration>,
+    ) -> Value;
 
     /// Adds the provider's rate-limit headers and `retry-after` (if it sends one).
-    fn quota_headers(&self, quota: &QuotaReport, retry_after: Option<Duration>, now: SystemTime, headers: &mut HeaderMap);
+    fn quota_headers(
+        &self,
+        quota: &QuotaReport,
+        retry_after: Option<Duration>,
+        now: SystemTime,
+        headers: &mut HeaderMap,
+    );
 
-    /// The name of the header that carries the request id.
-    fn request_id_header(&self) -> &'static str;
+    /// The name of the header that carries the response id, if the provider sends one.
+    fn request_id_header(&self) -> Option<&'static str>;
 }
 
 /// `data: {json}\n\n`, the OpenAI framing.

@@ -6,9 +6,11 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use serde_json::{json, Value};
 
-use super::{data_frame, insert_header, retry_after_secs, token_text, Dialect, ErrorCause, StreamMeta};
+use super::{
+    data_frame, insert_header, retry_after_secs, token_text, Dialect, ErrorCause, StreamMeta,
+};
 use crate::plan::KeepAlive;
-use crate::ratelimit::{Budget, LimitKind, QuotaReport};
+use crate::ratelimit::{Budget, LimitExceeded, LimitKind, QuotaReport};
 
 pub(crate) struct OpenAi;
 
@@ -91,22 +93,30 @@ impl Dialect for OpenAi {
         frames
     }
 
-    fn error_body(&self, status: StatusCode, cause: ErrorCause, meta: &StreamMeta, retry_after: Option<Duration>) -> Value {
+    fn error_body(
+        &self,
+        status: StatusCode,
+        cause: ErrorCause,
+        meta: &StreamMeta,
+        retry_after: Option<Duration>,
+    ) -> Value {
         let (message, kind, code) = match (cause, status.as_u16()) {
             (
-                ErrorCause::RateLimited {
+                ErrorCause::RateLimited(LimitExceeded {
                     kind,
                     limit,
                     used,
                     requested,
-                },
+                }),
                 _,
             ) => {
                 let (unit, kind) = match kind {
                     LimitKind::Requests => ("requests per min (RPM)", "requests"),
                     LimitKind::Tokens => ("tokens per min (TPM)", "tokens"),
                 };
-                let wait = retry_after.map(go_duration).unwrap_or_else(|| "a moment".to_owned());
+                let wait = retry_after
+                    .map(go_duration)
+                    .unwrap_or_else(|| "a moment".to_owned());
                 let message = format!(
                     "Rate limit reached for {} in organization org-mock on {unit}: Limit {limit}, Used {used}, Requested {requested}. Please try again in {wait}.",
                     meta.model
@@ -119,7 +129,10 @@ impl Dialect for OpenAi {
                 Value::Null,
             ),
             (ErrorCause::Scripted, 429) => (
-                format!("Rate limit reached for {} in organization org-mock on requests per min (RPM).", meta.model),
+                format!(
+                    "Rate limit reached for {} in organization org-mock on requests per min (RPM).",
+                    meta.model
+                ),
                 "requests",
                 Value::from("rate_limit_exceeded"),
             ),
@@ -134,7 +147,8 @@ impl Dialect for OpenAi {
                 Value::Null,
             ),
             (ErrorCause::Scripted, s) if s >= 500 => (
-                "The server had an error while processing your request. Sorry about that!".to_owned(),
+                "The server had an error while processing your request. Sorry about that!"
+                    .to_owned(),
                 "server_error",
                 Value::Null,
             ),
@@ -147,7 +161,13 @@ impl Dialect for OpenAi {
         json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
     }
 
-    fn quota_headers(&self, quota: &QuotaReport, retry_after: Option<Duration>, _now: SystemTime, headers: &mut HeaderMap) {
+    fn quota_headers(
+        &self,
+        quota: &QuotaReport,
+        retry_after: Option<Duration>,
+        _now: SystemTime,
+        headers: &mut HeaderMap,
+    ) {
         let mut budget = |budget: Option<Budget>, [limit, remaining, reset]: [&'static str; 3]| {
             if let Some(b) = budget {
                 insert_header(headers, limit, b.limit);
@@ -176,8 +196,8 @@ impl Dialect for OpenAi {
         }
     }
 
-    fn request_id_header(&self) -> &'static str {
-        "x-request-id"
+    fn request_id_header(&self) -> Option<&'static str> {
+        Some("x-request-id")
     }
 }
 
