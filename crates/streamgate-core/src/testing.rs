@@ -387,6 +387,12 @@ impl Future for ScriptFuture {
     }
 }
 
+impl fmt::Debug for ScriptFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScriptFuture").finish_non_exhaustive()
+    }
+}
+
 impl Drop for ScriptFuture {
     fn drop(&mut self) {
         if self.script.is_some() {
@@ -440,6 +446,15 @@ impl Stream for ScriptBody {
                 }
             }
         }
+    }
+}
+
+impl fmt::Debug for ScriptBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScriptBody")
+            .field("steps_left", &self.steps.len())
+            .field("finished", &self.finished)
+            .finish_non_exhaustive()
     }
 }
 
