@@ -1,0 +1,28 @@
+//! Configuration errors.
+
+use std::{error::Error, fmt};
+
+/// A builder was given settings that cannot work together.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    message: &'static str,
+}
+
+impl ConfigError {
+    pub(crate) const fn new(message: &'static str) -> Self {
+        Self { message }
+    }
+
+    /// What is wrong.
+    pub fn message(&self) -> &str {
+        self.message
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: {}", self.message)
+    }
+}
+
+impl Error for ConfigError {}

@@ -1,0 +1,198 @@
+//! Configuring the router.
+
+use std::{sync::Arc, time::Duration};
+
+use streamgate_core::{
+    boxed, BackendId, BoxError, BoxStreamingService, Classifier, DefaultClassifier, MetricsSink,
+    SharedSink,
+};
+use tower_service::Service;
+
+use super::{backoff::Jitter, service::Inner, Backoff, Failover};
+use crate::ConfigError;
+
+/// The most retries of one backend a router may be configured with.
+const MAX_RETRIES: u32 = 10;
+
+/// What to do when a backend says the prompt does not fit its context
+/// window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ContextLengthPolicy {
+    /// Try the next backend, which may serve a model with a larger window
+    /// (the default).
+    #[default]
+    NextBackend,
+    /// Stop and return the error.
+    Stop,
+}
+
+/// Configures a [`Failover`] router. Backends are tried in the order they
+/// are added.
+#[must_use]
+pub struct FailoverBuilder<Req, C> {
+    backends: Vec<(BackendId, BoxStreamingService<Req, C>)>,
+    retries: u32,
+    backoff: Backoff,
+    context_length: ContextLengthPolicy,
+    wait_when_unavailable: Option<Duration>,
+    first_content_timeout: Option<Duration>,
+    last_attempt_extra: Duration,
+    classifier: Arc<dyn Classifier>,
+    sink: SharedSink,
+}
+
+impl<Req, C> std::fmt::Debug for FailoverBuilder<Req, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FailoverBuilder")
+            .field(
+                "backends",
+                &self.backends.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+            )
+            .field("retries", &self.retries)
+            .field("backoff", &self.backoff)
+            .field("context_length", &self.context_length)
+            .field("wait_when_unavailable", &self.wait_when_unavailable)
+            .field("first_content_timeout", &self.first_content_timeout)
+            .field("last_attempt_extra", &self.last_attempt_extra)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<Req, C> Default for FailoverBuilder<Req, C> {
+    fn default() -> Self {
+        Self {
+            backends: Vec::new(),
+            retries: 0,
+            backoff: Backoff::default(),
+            context_length: ContextLengthPolicy::default(),
+            wait_when_unavailable: None,
+            first_content_timeout: None,
+            last_attempt_extra: Duration::ZERO,
+            classifier: Arc::new(DefaultClassifier),
+            sink: None,
+        }
+    }
+}
+
+impl<Req: 'static, C: 'static> FailoverBuilder<Req, C> {
+    /// Adds a backend already boxed with [`boxed`].
+    pub fn backend(
+        mut self,
+        id: impl Into<BackendId>,
+        service: BoxStreamingService<Req, C>,
+    ) -> Self {
+        self.backends.push((id.into(), service));
+        self
+    }
+
+    /// Adds a backend, boxing its service (typically the backend's stack of
+    /// layers around its client).
+    pub fn service<S, B, E>(self, id: impl Into<BackendId>, service: S) -> Self
+    where
+        S: Service<Req, Response = http::Response<B>> + Clone + Send + Sync + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+        B: futures_core::Stream<Item = Result<C, E>> + Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        self.backend(id, boxed(service))
+    }
+
+    /// Retries of the same backend on a retryable failure before the stream
+    /// is committed, before moving on (default 0: move on at once, since
+    /// another backend is usually the quickest retry; at most 10).
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// The delays between retries of the same backend (default
+    /// [`Backoff::default`]).
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// What a context-length error does (default: next backend).
+    pub fn context_length(mut self, policy: ContextLengthPolicy) -> Self {
+        self.context_length = policy;
+        self
+    }
+
+    /// When every backend refuses (no backend was called), waits for the
+    /// earliest time one expects to admit again, then tries again, as long
+    /// as the total wait stays within `max` (reported as a `Throttled`
+    /// event). Default: no waiting; fail at once with the attempts.
+    pub fn wait_when_unavailable(mut self, max: Duration) -> Self {
+        self.wait_when_unavailable = Some(max);
+        self
+    }
+
+    /// A deadline from each attempt's start to its first content chunk;
+    /// on expiry the attempt is dropped (cancelling it) and counts as a
+    /// timeout. Default: none (rely on each backend's timeout layer).
+    pub fn first_content_timeout(mut self, after: Duration) -> Self {
+        self.first_content_timeout = Some(after);
+        self
+    }
+
+    /// Extra first-content time for the last remaining attempt, which has
+    /// nowhere to fail over to (default none). Only with
+    /// [`first_content_timeout`](Self::first_content_timeout).
+    pub fn last_attempt_extra(mut self, extra: Duration) -> Self {
+        self.last_attempt_extra = extra;
+        self
+    }
+
+    /// The classification policy (default [`DefaultClassifier`]).
+    pub fn classifier(mut self, classifier: impl Classifier) -> Self {
+        self.classifier = Arc::new(classifier);
+        self
+    }
+
+    /// Reports `Failover` and `Throttled` events to `sink`.
+    pub fn sink(mut self, sink: Arc<dyn MetricsSink>) -> Self {
+        self.sink = Some(sink);
+        self
+    }
+
+    /// Checks the settings and builds the router.
+    pub fn build(self) -> Result<Failover<Req, C>, ConfigError> {
+        if self.backends.is_empty() {
+            return Err(ConfigError::new("at least one backend is needed"));
+        }
+        for (i, (id, _)) in self.backends.iter().enumerate() {
+            if self.backends[..i].iter().any(|(other, _)| other == id) {
+                return Err(ConfigError::new("backend names must be unique"));
+            }
+        }
+        if self.retries > MAX_RETRIES {
+            return Err(ConfigError::new("retries must be at most 10"));
+        }
+        if self.backoff.base > self.backoff.max {
+            return Err(ConfigError::new("backoff base must not exceed its maximum"));
+        }
+        if self.first_content_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(ConfigError::new("first-content timeout must be above 0"));
+        }
+        if !self.last_attempt_extra.is_zero() && self.first_content_timeout.is_none() {
+            return Err(ConfigError::new(
+                "last-attempt extra time needs a first-content timeout",
+            ));
+        }
+        Ok(Failover {
+            inner: Arc::new(Inner {
+                backends: self.backends,
+                retries: self.retries,
+                backoff: self.backoff,
+                context_length: self.context_length,
+                wait_when_unavailable: self.wait_when_unavailable,
+                first_content_timeout: self.first_content_timeout,
+                last_attempt_extra: self.last_attempt_extra,
+                classifier: self.classifier,
+                sink: self.sink,
+                jitter: Jitter::new(),
+            }),
+        })
+    }
+}

@@ -1,0 +1,65 @@
+//! The failover router: ordered backends, tried until one commits a stream.
+//!
+//! [`Failover`] holds backends in priority order (a waterfall), each a boxed
+//! streaming service, typically the backend's own stack of layers around
+//! its client (see [`boxed`](streamgate_core::boxed)). Each request is tried
+//! backend by backend; an attempt ends when the stream is *committed* (its
+//! first content chunk arrived, see [`Commit`](streamgate_core::Commit)) or
+//! fails before that:
+//!
+//! - [`Rejected`](streamgate_core::Rejected) (a gate refused without calling
+//!   the backend): skipped at once, no penalty, no retry;
+//! - a retryable class (rate limited, overloaded, server, timeout, network,
+//!   truncated): retried on the same backend up to
+//!   [`retries`](FailoverBuilder::retries) times after a [`Backoff`] delay
+//!   (Retry-After honoured up to a cap; a longer one moves on at once), then
+//!   the next backend;
+//! - client errors, content-filter refusals and cancellations: stop, and
+//!   that error is returned as is (another backend would refuse the same
+//!   way);
+//! - context length: the next backend or stop, per [`ContextLengthPolicy`];
+//! - anything else: the next backend, without retrying.
+//!
+//! **After commit there is no failover.** The caller may already have shown
+//! tokens; a later failure reaches it as an `Err` item of the
+//! [`FailoverBody`], never as a clean end.
+//!
+//! A backend refused as slow (the minimum-throughput gate) is tried again at
+//! the end, marked as a [`last_resort`](crate::last_resort), so slowness
+//! only deprioritises and never empties the pool.
+//!
+//! When every backend refused (none was called), the router can wait for
+//! the earliest `retry_after` and try again, up to a total wait
+//! ([`wait_when_unavailable`](FailoverBuilder::wait_when_unavailable),
+//! reported as a `Throttled` event). Otherwise it fails with a
+//! [`FailoverError`](streamgate_core::FailoverError) listing every attempt,
+//! e.g. "all 3 backends unavailable: openai circuit open (retry in 12 s), …".
+//!
+//! # Deadlines and the timeout layer
+//!
+//! The router can race each attempt against its own first-content deadline
+//! ([`first_content_timeout`](FailoverBuilder::first_content_timeout)),
+//! measured from the attempt's start, and give the last remaining attempt
+//! (the last backend's last try, when no slow backend waits for the
+//! last-resort pass) extra time
+//! ([`last_attempt_extra`](FailoverBuilder::last_attempt_extra)). A
+//! `FirstChunkTimeoutLayer` inside a backend's stack keeps running: the
+//! earlier of the two deadlines wins. So give the layer the *longest*
+//! first-content time you accept (at least the router's deadline plus the
+//! extra time), and the router the shorter one for attempts that still have
+//! somewhere to go; or leave the router's deadline off and let the layer
+//! decide alone.
+//!
+//! Emits `Failover { from, to, reason }` when it moves on from a backend, and
+//! puts a [`FailoverReport`] (who served, and every attempt skipped before)
+//! in the response's extensions.
+
+mod backoff;
+mod body;
+mod builder;
+mod service;
+
+pub use backoff::Backoff;
+pub use body::FailoverBody;
+pub use builder::{ContextLengthPolicy, FailoverBuilder};
+pub use service::{Failover, FailoverFuture, FailoverReport};

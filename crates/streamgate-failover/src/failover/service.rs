@@ -1,0 +1,392 @@
+//! The router and the attempt loop.
+
+use std::{
+    error::Error,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use http::Response;
+use streamgate_core::{
+    emit, Attempt, BackendId, BoxError, BoxStreamingService, Chunk, Classifier, Commit, ErrorClass,
+    Event, FailoverError, LlmRequest, RejectReason, Rejected, SharedSink, StreamTimeout,
+    TimeoutKind,
+};
+use tower::ServiceExt;
+use tower_service::Service;
+
+use super::{backoff::Jitter, Backoff, ContextLengthPolicy, FailoverBody, FailoverBuilder};
+use crate::throughput::last_resort;
+
+/// The shortest wait between two rounds when every backend refused, so a
+/// gate that says "retry in 0 s" cannot make the router spin.
+const MIN_ROUND_WAIT: Duration = Duration::from_millis(10);
+
+/// Which backend served a response and why the ones before it were skipped;
+/// the router puts it in the response's extensions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailoverReport {
+    /// The backend whose stream this is.
+    pub served_by: BackendId,
+    /// Every attempt that did not commit, in order (empty when the first
+    /// backend served at once).
+    pub skipped: Vec<Attempt>,
+}
+
+/// The response future of [`Failover`]: one allocation per request.
+pub type FailoverFuture<C> =
+    Pin<Box<dyn Future<Output = Result<Response<FailoverBody<C>>, BoxError>> + Send + 'static>>;
+
+/// Tries ordered backends until one commits a stream. See the
+/// [module docs](super) for the rules.
+///
+/// Cheap to clone (shared). Always ready: each backend is readied inside
+/// the response future, just before it is tried.
+pub struct Failover<Req, C> {
+    pub(crate) inner: Arc<Inner<Req, C>>,
+}
+
+pub(crate) struct Inner<Req, C> {
+    pub(crate) backends: Vec<(BackendId, BoxStreamingService<Req, C>)>,
+    pub(crate) retries: u32,
+    pub(crate) backoff: Backoff,
+    pub(crate) context_length: ContextLengthPolicy,
+    pub(crate) wait_when_unavailable: Option<Duration>,
+    pub(crate) first_content_timeout: Option<Duration>,
+    pub(crate) last_attempt_extra: Duration,
+    pub(crate) classifier: Arc<dyn Classifier>,
+    pub(crate) sink: SharedSink,
+    pub(crate) jitter: Jitter,
+}
+
+impl<Req, C> Clone for Failover<Req, C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<Req, C> std::fmt::Debug for Failover<Req, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Failover")
+            .field("backends", &self.backends().collect::<Vec<_>>())
+            .field("retries", &self.inner.retries)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<Req: 'static, C: 'static> Failover<Req, C> {
+    /// Starts configuring a router.
+    pub fn builder() -> FailoverBuilder<Req, C> {
+        FailoverBuilder::default()
+    }
+}
+
+impl<Req, C> Failover<Req, C> {
+    /// The backends, in the order they are tried.
+    pub fn backends(&self) -> impl Iterator<Item = &BackendId> {
+        self.inner.backends.iter().map(|(id, _)| id)
+    }
+}
+
+impl<Req, C> Service<Req> for Failover<Req, C>
+where
+    Req: LlmRequest + Send + Sync + 'static,
+    C: Chunk + Send + 'static,
+{
+    type Response = Response<FailoverBody<C>>;
+    type Error = BoxError;
+    type Future = FailoverFuture<C>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        Box::pin(run(Arc::clone(&self.inner), request))
+    }
+}
+
+/// What became of one backend.
+enum Verdict<C> {
+    /// It committed a stream.
+    Served(Response<FailoverBody<C>>),
+    /// Stop trying: return this error.
+    Stop(BoxError),
+    /// Move on. `called` is false when a gate refused without calling it.
+    Next { called: bool, class: ErrorClass },
+    /// Refused as slow: tried again as a last resort if nothing else works.
+    Slow,
+}
+
+async fn run<Req, C>(
+    inner: Arc<Inner<Req, C>>,
+    request: Req,
+) -> Result<Response<FailoverBody<C>>, BoxError>
+where
+    Req: LlmRequest + Send + Sync + 'static,
+    C: Chunk + Send + 'static,
+{
+    let n = inner.backends.len();
+    let mut attempts: Vec<Attempt> = Vec::new();
+    let mut waited = Duration::ZERO;
+    loop {
+        let round_start = attempts.len();
+        let mut called_any = false;
+        // Backends refused as slow, retried after all others as a last
+        // resort, so slowness only ever deprioritises.
+        let mut slow: Vec<usize> = Vec::new();
+        for i in 0..n {
+            // Only the last backend can be the last remaining attempt, and
+            // only if no slow backend is waiting for the last-resort pass.
+            let last = i + 1 == n && slow.is_empty();
+            let verdict = try_backend(&inner, i, &request, last, false, &mut attempts).await;
+            let class = match verdict {
+                Verdict::Served(response) => return Ok(report(&inner, i, response, attempts)),
+                Verdict::Stop(error) => return Err(error),
+                Verdict::Next { called, class } => {
+                    called_any |= called;
+                    class
+                }
+                Verdict::Slow => {
+                    slow.push(i);
+                    ErrorClass::Rejected
+                }
+            };
+            let to = if i + 1 < n {
+                Some(i + 1)
+            } else {
+                slow.first().copied()
+            };
+            failover_event(&inner, i, to, request.model(), class);
+        }
+        for (k, &i) in slow.iter().enumerate() {
+            let last = k + 1 == slow.len();
+            match try_backend(&inner, i, &request, last, true, &mut attempts).await {
+                Verdict::Served(response) => return Ok(report(&inner, i, response, attempts)),
+                Verdict::Stop(error) => return Err(error),
+                Verdict::Next { called, class } => {
+                    called_any |= called;
+                    failover_event(&inner, i, slow.get(k + 1).copied(), request.model(), class);
+                }
+                Verdict::Slow => {
+                    failover_event(
+                        &inner,
+                        i,
+                        slow.get(k + 1).copied(),
+                        request.model(),
+                        ErrorClass::Rejected,
+                    );
+                }
+            }
+        }
+        let round = &attempts[round_start..];
+        let earliest = round
+            .iter()
+            .filter(|a| a.retry_after.is_some())
+            .min_by_key(|a| a.retry_after);
+        let retry_after = earliest.and_then(|a| a.retry_after);
+        if !called_any {
+            if let (Some(max), Some(attempt)) = (inner.wait_when_unavailable, earliest) {
+                let wait = retry_after.unwrap_or_default().max(MIN_ROUND_WAIT);
+                if waited + wait <= max {
+                    emit(&inner.sink, || Event::Throttled {
+                        backend: &attempt.backend,
+                        model: request.model(),
+                        waited: wait,
+                    });
+                    tokio::time::sleep(wait).await;
+                    waited += wait;
+                    continue;
+                }
+            }
+        }
+        return Err(FailoverError {
+            attempts,
+            retry_after,
+        }
+        .into());
+    }
+}
+
+fn report<Req, C>(
+    inner: &Inner<Req, C>,
+    i: usize,
+    mut response: Response<FailoverBody<C>>,
+    skipped: Vec<Attempt>,
+) -> Response<FailoverBody<C>> {
+    response.extensions_mut().insert(FailoverReport {
+        served_by: inner.backends[i].0.clone(),
+        skipped,
+    });
+    response
+}
+
+fn failover_event<Req, C>(
+    inner: &Inner<Req, C>,
+    from: usize,
+    to: Option<usize>,
+    model: &str,
+    reason: ErrorClass,
+) {
+    emit(&inner.sink, || Event::Failover {
+        from: &inner.backends[from].0,
+        to: to.map(|to| &inner.backends[to].0),
+        model,
+        reason,
+    });
+}
+
+/// Tries backend `i`, with retries, and records every attempt.
+async fn try_backend<Req, C>(
+    inner: &Inner<Req, C>,
+    i: usize,
+    request: &Req,
+    last_backend: bool,
+    as_last_resort: bool,
+    attempts: &mut Vec<Attempt>,
+) -> Verdict<C>
+where
+    Req: LlmRequest + Send + Sync + 'static,
+    C: Chunk + Send + 'static,
+{
+    let (id, service) = &inner.backends[i];
+    let mut retry = 0;
+    loop {
+        let last_try = retry >= inner.retries;
+        let deadline = inner.first_content_timeout.map(|after| {
+            if last_backend && last_try {
+                after + inner.last_attempt_extra
+            } else {
+                after
+            }
+        });
+        let error = match attempt(service.clone(), request.clone(), deadline, as_last_resort).await
+        {
+            Ok(response) => return Verdict::Served(response),
+            Err(error) => error,
+        };
+        if let Some(rejected) = find::<Rejected>(&*error) {
+            attempts.push(Attempt {
+                backend: id.clone(),
+                class: ErrorClass::Rejected,
+                rejected: Some(rejected.reason),
+                message: rejected.to_string(),
+                retry_after: rejected.retry_after,
+            });
+            if rejected.reason == RejectReason::SlowBackend && !as_last_resort {
+                return Verdict::Slow;
+            }
+            return Verdict::Next {
+                called: false,
+                class: ErrorClass::Rejected,
+            };
+        }
+        let class = inner.classifier.classify(&*error);
+        let retry_after = streamgate_core::retry_after(&*error);
+        attempts.push(Attempt {
+            backend: id.clone(),
+            class,
+            rejected: None,
+            message: error.to_string(),
+            retry_after,
+        });
+        match class {
+            ErrorClass::Client | ErrorClass::ContentFilter | ErrorClass::Cancelled => {
+                return Verdict::Stop(error)
+            }
+            ErrorClass::ContextLength => {
+                return match inner.context_length {
+                    ContextLengthPolicy::Stop => Verdict::Stop(error),
+                    ContextLengthPolicy::NextBackend => Verdict::Next {
+                        called: true,
+                        class,
+                    },
+                };
+            }
+            // A nested router whose backends all refused: a refusal too.
+            ErrorClass::Rejected => {
+                return Verdict::Next {
+                    called: false,
+                    class,
+                }
+            }
+            class if class.is_retryable() && !last_try => {
+                match inner.backoff.delay(retry, retry_after, inner.jitter.unit()) {
+                    Some(delay) => {
+                        tokio::time::sleep(delay).await;
+                        retry += 1;
+                    }
+                    // The provider asks for longer than is worth waiting.
+                    None => {
+                        return Verdict::Next {
+                            called: true,
+                            class,
+                        }
+                    }
+                }
+            }
+            // Retryable with no retry left, or unknown: another backend
+            // may well succeed.
+            class => {
+                return Verdict::Next {
+                    called: true,
+                    class,
+                }
+            }
+        }
+    }
+}
+
+/// One call of one backend, up to its commit (first content) or its
+/// first-content deadline.
+async fn attempt<Req, C>(
+    mut service: BoxStreamingService<Req, C>,
+    request: Req,
+    deadline: Option<Duration>,
+    as_last_resort: bool,
+) -> Result<Response<FailoverBody<C>>, BoxError>
+where
+    Req: LlmRequest + Send + 'static,
+    C: Chunk + Send + 'static,
+{
+    let committed = async move {
+        ServiceExt::<Req>::ready(&mut service).await?;
+        let future = if as_last_resort {
+            last_resort(|| service.call(request))
+        } else {
+            service.call(request)
+        };
+        let response = Commit::new(future).await?;
+        Ok::<_, BoxError>(response.map(FailoverBody::new))
+    };
+    match deadline {
+        None => committed.await,
+        // Dropping `committed` on expiry drops the backend's future or body,
+        // which cancels the request.
+        Some(after) => match tokio::time::timeout(after, committed).await {
+            Ok(result) => result,
+            Err(_) => Err(StreamTimeout {
+                kind: TimeoutKind::FirstContent,
+                after,
+            }
+            .into()),
+        },
+    }
+}
+
+/// The first error of type `T` in `error`'s source chain.
+fn find<'a, T: Error + 'static>(error: &'a (dyn Error + 'static)) -> Option<&'a T> {
+    let mut current = Some(error);
+    while let Some(err) = current {
+        if let Some(found) = err.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = err.source();
+    }
+    None
+}

@@ -1,0 +1,233 @@
+//! The service, its response future and the stream observer that reconciles.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use futures_core::Stream;
+use http::{response::Parts, Response};
+use pin_project::pin_project;
+use streamgate_core::{
+    emit, BoxError, Chunk, EndObserver, Event, LlmRequest, Observed, ObservedBody, RejectReason,
+    Rejected, StreamEnd, StreamObserver, Usage,
+};
+use tokio::time::Instant;
+use tower_service::Service;
+
+use super::layer::Shared;
+use crate::{meter::Reservation, throughput::should_refuse_as_slow, ThroughputTracker};
+
+/// The TPM gates around one backend's service. Made by
+/// [`TpmLayer`](super::TpmLayer).
+///
+/// `call` checks the minimum-throughput gate, then reserves the request's
+/// estimate against the budget; a refusal resolves at once to
+/// [`Rejected`] without calling the inner service. The reservation is
+/// reconciled when the stream ends (see [`TpmObserver`]).
+#[derive(Clone, Debug)]
+pub struct Tpm<S> {
+    pub(crate) inner: S,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl<S, Req, B, C, E> Service<Req> for Tpm<S>
+where
+    S: Service<Req, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+    B: Stream<Item = Result<C, E>>,
+    E: Into<BoxError>,
+    C: Chunk,
+    Req: LlmRequest,
+{
+    type Response = Response<ObservedBody<B, TpmObserver>>;
+    type Error = BoxError;
+    type Future = TpmFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        let shared = &*self.shared;
+        let now = Instant::now();
+        if should_refuse_as_slow(&shared.throughput, shared.group.as_ref(), now) {
+            return reject(shared, request.model(), RejectReason::SlowBackend, None);
+        }
+        let estimate = request.estimated_tokens();
+        let meter = shared.meters.meter(request.model());
+        let reservation = match meter.try_reserve(now, estimate, shared.max_tokens_per_minute) {
+            Ok(reservation) => reservation,
+            Err(exceeded) => {
+                return reject(
+                    shared,
+                    request.model(),
+                    RejectReason::TpmBudget,
+                    exceeded.retry_after,
+                )
+            }
+        };
+        let observer = TpmObserver {
+            reservation: Some(reservation),
+            estimate,
+            usage: None,
+            streamed: 0,
+            responded: false,
+            first_content: None,
+            throughput: Arc::clone(&shared.throughput),
+        };
+        TpmFuture {
+            state: State::Called {
+                future: Observed::new(self.inner.call(request), observer),
+            },
+        }
+    }
+}
+
+fn reject<F>(
+    shared: &Shared,
+    model: &str,
+    reason: RejectReason,
+    retry_after: Option<std::time::Duration>,
+) -> TpmFuture<F> {
+    emit(&shared.sink, || Event::Rejected {
+        backend: &shared.backend,
+        model,
+        reason,
+        retry_after,
+    });
+    TpmFuture {
+        state: State::Rejected {
+            error: Some(
+                Rejected::new(shared.backend.clone(), reason).with_retry_after(retry_after),
+            ),
+        },
+    }
+}
+
+/// The response future of [`Tpm`].
+#[pin_project]
+#[must_use = "futures do nothing unless polled"]
+pub struct TpmFuture<F> {
+    #[pin]
+    state: State<F>,
+}
+
+#[pin_project(project = StateProj)]
+enum State<F> {
+    Rejected {
+        error: Option<Rejected>,
+    },
+    Called {
+        #[pin]
+        future: Observed<F, TpmObserver>,
+    },
+}
+
+impl<F, FE, B, C, E> Future for TpmFuture<F>
+where
+    F: Future<Output = Result<Response<B>, FE>>,
+    FE: Into<BoxError>,
+    B: Stream<Item = Result<C, E>>,
+    E: Into<BoxError>,
+    C: Chunk,
+{
+    type Output = Result<Response<ObservedBody<B, TpmObserver>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Rejected { error } => Poll::Ready(Err(match error.take() {
+                Some(error) => error.into(),
+                None => "tpm future polled after completion".into(),
+            })),
+            StateProj::Called { future } => future.poll(cx),
+        }
+    }
+}
+
+/// Follows one admitted request and settles its reservation when it ends.
+///
+/// Tokens recorded at the end:
+/// - the provider's usage (input + output), merged over the stream, when
+///   reported;
+/// - otherwise the estimate plus the output tokens streamed: without a
+///   report the estimate is the only figure for the prompt, and counting
+///   the output on top never under-counts;
+/// - nothing if the request failed before any response (a refused HTTP
+///   request is not billed);
+/// - at least the estimate if the caller dropped the request (the provider
+///   has likely billed the prompt already).
+///
+/// A stream that completes also gives the backend a throughput sample:
+/// output tokens (reported, else streamed) over the time from the first
+/// content chunk to the end.
+#[derive(Debug)]
+pub struct TpmObserver {
+    reservation: Option<Reservation>,
+    estimate: u64,
+    usage: Option<Usage>,
+    streamed: u64,
+    responded: bool,
+    first_content: Option<Instant>,
+    throughput: Arc<ThroughputTracker>,
+}
+
+impl TpmObserver {
+    fn used(&self) -> u64 {
+        match self.usage {
+            Some(usage) if usage.total() > 0 => usage.total(),
+            _ => self.estimate.saturating_add(self.streamed),
+        }
+    }
+
+    fn output_tokens(&self) -> u64 {
+        match self.usage {
+            Some(usage) if usage.output_tokens > 0 => usage.output_tokens,
+            _ => self.streamed,
+        }
+    }
+}
+
+impl<C: Chunk> StreamObserver<C> for TpmObserver {
+    fn on_response(&mut self, _parts: &Parts) {
+        self.responded = true;
+    }
+
+    fn on_chunk(&mut self, chunk: &C) {
+        Usage::merge_option(&mut self.usage, chunk.usage());
+        if chunk.is_content() {
+            // A content delta that does not say how many tokens it holds
+            // counts as one, the usual size of a streamed delta.
+            let tokens = chunk.output_tokens().unwrap_or(1);
+            self.streamed = self.streamed.saturating_add(tokens);
+            if self.first_content.is_none() {
+                self.first_content = Some(Instant::now());
+            }
+        } else if let Some(tokens) = chunk.output_tokens() {
+            self.streamed = self.streamed.saturating_add(tokens);
+        }
+    }
+}
+
+impl EndObserver for TpmObserver {
+    fn on_end(mut self, end: StreamEnd<'_>) {
+        let now = Instant::now();
+        let used = match end {
+            StreamEnd::Failed(_) if !self.responded => 0,
+            StreamEnd::Dropped => self.used().max(self.estimate),
+            StreamEnd::Complete | StreamEnd::Failed(_) => self.used(),
+        };
+        if let Some(reservation) = self.reservation.take() {
+            reservation.settle(now, used);
+        }
+        if let (StreamEnd::Complete, Some(first)) = (end, self.first_content) {
+            self.throughput.record(
+                now,
+                self.output_tokens(),
+                now.saturating_duration_since(first),
+            );
+        }
+    }
+}
