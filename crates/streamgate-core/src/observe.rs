@@ -108,6 +108,14 @@ impl<F, O: EndObserver> PinnedDrop for Observed<F, O> {
     }
 }
 
+impl<F, O: EndObserver> std::fmt::Debug for Observed<F, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observed")
+            .field("finished", &self.observer.is_none())
+            .finish_non_exhaustive()
+    }
+}
+
 /// A body whose chunks and end are reported to an observer.
 #[pin_project(PinnedDrop)]
 pub struct ObservedBody<B, O: EndObserver> {
@@ -158,6 +166,15 @@ where
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         self.body.size_hint()
+    }
+}
+
+impl<B: std::fmt::Debug, O: EndObserver> std::fmt::Debug for ObservedBody<B, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObservedBody")
+            .field("body", &self.body)
+            .field("finished", &self.observer.is_none())
+            .finish()
     }
 }
 

@@ -130,6 +130,7 @@ pub enum Step {
 pub struct Script {
     header_delay: Duration,
     call_error: Option<ErrorClass>,
+    retry_after: Option<Duration>,
     stall_call: bool,
     steps: Vec<Step>,
 }
@@ -152,6 +153,14 @@ impl Script {
     #[must_use]
     pub fn fail_call(mut self, class: ErrorClass) -> Self {
         self.call_error = Some(class);
+        self
+    }
+
+    /// Scripted errors (of the call and of the stream) carry this
+    /// retry-after, as a provider's 429 would.
+    #[must_use]
+    pub fn retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
         self
     }
 
@@ -387,6 +396,18 @@ impl Future for ScriptFuture {
     }
 }
 
+fn scripted_error(
+    class: ErrorClass,
+    message: &str,
+    retry_after: Option<Duration>,
+) -> ProviderError {
+    let error = ProviderError::new(class, message);
+    match retry_after {
+        Some(after) => error.with_retry_after(after),
+        None => error,
+    }
+}
+
 impl fmt::Debug for ScriptFuture {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ScriptFuture").finish_non_exhaustive()
@@ -405,6 +426,7 @@ impl Drop for ScriptFuture {
 
 /// The body of a [`ScriptedService`] response.
 pub struct ScriptBody {
+    retry_after: Option<Duration>,
     steps: std::vec::IntoIter<Step>,
     sleep: Option<Pin<Box<Sleep>>>,
     shared: Arc<Shared>,
@@ -426,7 +448,8 @@ impl Stream for ScriptBody {
                 Some(Step::Wait(delay)) => self.sleep = Some(Box::pin(tokio::time::sleep(delay))),
                 Some(Step::Chunk(chunk)) => return Poll::Ready(Some(Ok(chunk))),
                 Some(Step::Fail(class)) => {
-                    let error = ProviderError::new(class, "scripted stream failure").in_band();
+                    let error = scripted_error(class, "scripted stream failure", self.retry_after)
+                        .in_band();
                     return Poll::Ready(Some(Err(error.into())));
                 }
                 Some(Step::Stall) => {
