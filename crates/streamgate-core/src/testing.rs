@@ -383,11 +383,11 @@ impl Future for ScriptFuture {
             return Poll::Ready(Err("scripted future polled after completion".into()));
         };
         if let Some(class) = script.call_error {
-            return Poll::Ready(Err(
-                ProviderError::new(class, "scripted call failure").into()
-            ));
+            let error = scripted_error(class, "scripted call failure", script.retry_after);
+            return Poll::Ready(Err(error.into()));
         }
         Poll::Ready(Ok(Response::new(ScriptBody {
+            retry_after: script.retry_after,
             steps: script.steps.into_iter(),
             sleep: None,
             shared: self.shared.clone(),
