@@ -55,16 +55,13 @@ async fn observe(script: Script, read: usize) -> Vec<Seen> {
     let recorder = Recorder::default();
     let service = ScriptedService::new(script);
     let observed = Observed::new(service.oneshot(TestRequest::new("m")), recorder.clone());
-    match observed.await {
-        Ok(response) => {
-            let mut body = response.into_body();
-            for _ in 0..read {
-                if body.next().await.is_none() {
-                    break;
-                }
+    if let Ok(response) = observed.await {
+        let mut body = response.into_body();
+        for _ in 0..read {
+            if body.next().await.is_none() {
+                break;
             }
         }
-        Err(_) => {}
     }
     recorder.seen()
 }
