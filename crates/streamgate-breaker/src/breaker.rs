@@ -1,0 +1,350 @@
+//! The shared breaker handle and its RAII permit.
+
+use std::{error::Error, fmt, sync::Arc, time::Duration};
+
+use streamgate_core::{
+    emit, retry_after, BackendId, BreakerState, Chunk, EndObserver, ErrorClass, Event,
+    RejectReason, Rejected, StreamEnd, StreamObserver,
+};
+use tokio::time::Instant;
+
+use crate::{
+    config::{BreakerBuilder, Settings},
+    machine::{Admission, Machine, Ticket, Transition, Verdict},
+    CircuitBreakerLayer,
+};
+
+/// A circuit breaker for one backend (or one model of a backend).
+///
+/// Clones share one state, so the handle kept by the application and the
+/// layers stacked with it see and change the same circuit.
+#[derive(Clone)]
+pub struct Breaker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    machine: Machine,
+    settings: Arc<Settings>,
+    backend: BackendId,
+    model: Option<Box<str>>,
+}
+
+impl fmt::Debug for Breaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Breaker")
+            .field("backend", &self.inner.backend)
+            .field("model", &self.inner.model)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+/// What a breaker holds at one moment (see [`Breaker::snapshot`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Snapshot {
+    /// The reported state ([`Breaker::state`]).
+    pub state: BreakerState,
+    /// The circuit's own state, which metrics-only mode keeps running
+    /// (closed, open or half-open; forced open or disabled otherwise).
+    pub circuit: BreakerState,
+    /// Calls in the window of the rate triggers (0 without a rate trigger).
+    pub calls: u64,
+    /// Failed calls in that window.
+    pub failures: u64,
+    /// Slow calls in that window.
+    pub slow_calls: u64,
+    /// Failures in a row since the last success.
+    pub consecutive_failures: u32,
+    /// Opens since the last close (what a growing wait grows with).
+    pub opens: u32,
+    /// While open: how long until probes are let through.
+    pub open_for: Option<Duration>,
+    /// While half-open: probes admitted and not yet ended.
+    pub probes_in_flight: u32,
+    /// Calls rejected since the breaker was built.
+    pub rejected: u64,
+}
+
+impl Breaker {
+    /// A breaker for `backend` with the default settings (see
+    /// [`BreakerBuilder`]): 3 failures within 60 s open it for 30 s, then one
+    /// probe decides.
+    pub fn new(backend: impl Into<BackendId>) -> Self {
+        let (backend, settings) = BreakerBuilder::new(backend.into()).into_settings();
+        Self::from_settings(backend, None, Arc::new(settings))
+    }
+
+    /// Configures a breaker for `backend`.
+    pub fn builder(backend: impl Into<BackendId>) -> BreakerBuilder {
+        BreakerBuilder::new(backend.into())
+    }
+
+    pub(crate) fn from_settings(
+        backend: BackendId,
+        model: Option<Box<str>>,
+        settings: Arc<Settings>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                machine: Machine::new(settings.machine.clone(), Instant::now()),
+                settings,
+                backend,
+                model,
+            }),
+        }
+    }
+
+    /// A layer that guards a service with this breaker.
+    pub fn layer(&self) -> CircuitBreakerLayer {
+        CircuitBreakerLayer::new(self.clone())
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &BackendId {
+        &self.inner.backend
+    }
+
+    /// The model, for a breaker from a per-model [`BreakerRegistry`](crate::BreakerRegistry).
+    pub fn model(&self) -> Option<&str> {
+        self.inner.model.as_deref()
+    }
+
+    /// The current state. An open breaker turns half-open on the first call
+    /// after its wait, not by itself.
+    pub fn state(&self) -> BreakerState {
+        self.inner.machine.state()
+    }
+
+    /// State and counts now.
+    pub fn snapshot(&self) -> Snapshot {
+        let s = self.inner.machine.snapshot(Instant::now());
+        Snapshot {
+            state: s.state,
+            circuit: s.circuit,
+            calls: s.counts.calls,
+            failures: s.counts.failures,
+            slow_calls: s.counts.slow,
+            consecutive_failures: s.consecutive_failures,
+            opens: s.opens,
+            open_for: s.open_for,
+            probes_in_flight: s.probes_in_flight,
+            rejected: s.rejected,
+        }
+    }
+
+    /// Holds the breaker open until [`reset`](Self::reset); it never turns
+    /// half-open by itself. Calls in flight record nothing.
+    pub fn force_open(&self) {
+        let transition = self.inner.machine.force_open();
+        self.report(transition);
+    }
+
+    /// Lets every call through and records nothing until [`reset`](Self::reset).
+    pub fn disable(&self) {
+        let transition = self.inner.machine.disable();
+        self.report(transition);
+    }
+
+    /// Keeps recording outcomes and reporting transitions, but never rejects,
+    /// until [`reset`](Self::reset). Calls the circuit would have rejected
+    /// pass without being recorded and without a rejection event.
+    pub fn metrics_only(&self) {
+        let transition = self.inner.machine.metrics_only();
+        self.report(transition);
+    }
+
+    /// Back to closed with an empty window, from any state or mode.
+    pub fn reset(&self) {
+        let transition = self.inner.machine.reset();
+        self.report(transition);
+    }
+
+    /// Asks to send one call. The permit records the call's outcome when told
+    /// ([`Permit::success`], [`Permit::failure`]) or, as the layer does, when
+    /// the observed stream ends; dropped unused, it records nothing and gives
+    /// a half-open probe's place to the next call.
+    pub fn try_acquire(&self) -> Result<Permit, Rejected> {
+        self.acquire(self.model().unwrap_or(""))
+    }
+
+    /// Admission for a call of `model`, reported under that model.
+    #[inline]
+    pub(crate) fn acquire(&self, model: &str) -> Result<Permit, Rejected> {
+        let now = Instant::now();
+        let (admission, transition) = self.inner.machine.admit(now);
+        self.report(transition);
+        match admission {
+            Admission::Admit(ticket) => Ok(Permit {
+                breaker: self.clone(),
+                ticket,
+                started: self.inner.settings.slow_threshold.map(|_| now),
+                slow: None,
+                done: false,
+            }),
+            Admission::Reject { retry_after } => {
+                emit(&self.inner.settings.sink, || Event::Rejected {
+                    backend: &self.inner.backend,
+                    model,
+                    reason: RejectReason::CircuitOpen,
+                    retry_after,
+                });
+                Err(
+                    Rejected::new(self.inner.backend.clone(), RejectReason::CircuitOpen)
+                        .with_retry_after(retry_after),
+                )
+            }
+        }
+    }
+
+    fn report(&self, transition: Option<Transition>) {
+        if let Some(Transition { from, to }) = transition {
+            emit(&self.inner.settings.sink, || Event::BreakerTransition {
+                backend: &self.inner.backend,
+                model: self.model(),
+                from,
+                to,
+            });
+        }
+    }
+
+    /// What an error means to this breaker.
+    fn verdict(&self, error: &(dyn Error + 'static)) -> Verdict {
+        let settings = &self.inner.settings;
+        let class = settings.classifier.classify(error);
+        let hint = || {
+            settings
+                .honor_retry_after
+                .then(|| retry_after(error))
+                .flatten()
+        };
+        if class == ErrorClass::RateLimited {
+            if let Some(until) = hint() {
+                return Verdict::OpenUntil(until);
+            }
+        }
+        if settings.counted.contains(class) {
+            Verdict::Failure {
+                retry_after: hint(),
+            }
+        } else {
+            Verdict::Ignore
+        }
+    }
+}
+
+/// Admission of one call. Records the call's outcome once; dropped without
+/// an outcome it records nothing (a cancelled call says nothing about the
+/// backend) and frees its half-open probe place.
+///
+/// It is also the [`StreamObserver`] the layer attaches to the response: a
+/// clean end is a success, an error (from the future or as a stream item) is
+/// judged by its class, a drop records nothing.
+#[must_use = "a permit dropped at once records nothing"]
+pub struct Permit {
+    breaker: Breaker,
+    ticket: Ticket,
+    /// When the call started, if slow calls are tracked.
+    started: Option<Instant>,
+    /// Whether the first content was slow, once it arrived.
+    slow: Option<bool>,
+    done: bool,
+}
+
+impl fmt::Debug for Permit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permit")
+            .field("backend", self.breaker.backend())
+            .field("probe", &self.is_probe())
+            .finish()
+    }
+}
+
+impl Permit {
+    /// Whether this call is a half-open probe.
+    pub fn is_probe(&self) -> bool {
+        matches!(self.ticket, Ticket::Probe(_))
+    }
+
+    /// The call succeeded.
+    pub fn success(mut self) {
+        self.finish(Verdict::Success);
+    }
+
+    /// The call failed with `error`; its class decides what that means.
+    pub fn failure(mut self, error: &(dyn Error + 'static)) {
+        let verdict = self.breaker.verdict(error);
+        self.finish(verdict);
+    }
+
+    /// Marks when the first content arrived, for the slow-call check.
+    #[inline]
+    fn first_content(&mut self) {
+        if let (Some(started), None) = (self.started, self.slow) {
+            self.slow = Some(self.is_slow_at(started, Instant::now()));
+        }
+    }
+
+    fn is_slow_at(&self, started: Instant, now: Instant) -> bool {
+        self.breaker
+            .inner
+            .settings
+            .slow_threshold
+            .is_some_and(|threshold| now.saturating_duration_since(started) > threshold)
+    }
+
+    #[inline]
+    fn finish(&mut self, verdict: Verdict) {
+        self.done = true;
+        if matches!(self.ticket, Ticket::Passthrough | Ticket::Shadow) {
+            return;
+        }
+        let machine = &self.breaker.inner.machine;
+        if verdict == Verdict::Ignore {
+            machine.release(self.ticket);
+            return;
+        }
+        let now = Instant::now();
+        // A call that never produced content is slow if it took that long.
+        let slow = match (self.slow, self.started) {
+            (Some(slow), _) => slow,
+            (None, Some(started)) => self.is_slow_at(started, now),
+            (None, None) => false,
+        };
+        let transition = machine.record(self.ticket, verdict, slow, now);
+        self.breaker.report(transition);
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if !self.done {
+            self.done = true;
+            self.breaker.inner.machine.release(self.ticket);
+        }
+    }
+}
+
+impl EndObserver for Permit {
+    fn on_end(mut self, end: StreamEnd<'_>) {
+        match end {
+            StreamEnd::Complete => self.finish(Verdict::Success),
+            StreamEnd::Failed(error) => {
+                let verdict = self.breaker.verdict(error);
+                self.finish(verdict);
+            }
+            // Drop releases.
+            StreamEnd::Dropped => {}
+        }
+    }
+}
+
+impl<C: Chunk> StreamObserver<C> for Permit {
+    #[inline]
+    fn on_chunk(&mut self, chunk: &C) {
+        if self.started.is_some() && self.slow.is_none() && chunk.is_content() {
+            self.first_content();
+        }
+    }
+}
