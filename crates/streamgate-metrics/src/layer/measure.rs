@@ -1,0 +1,225 @@
+//! What is measured about one request, fed with `now`; no tower types.
+
+use std::time::{Duration, SystemTime};
+
+use streamgate_core::{BackendId, Outcome, RequestRecord, Usage};
+use tokio::time::Instant;
+
+/// Slots in the burst window; with [`BURST_SLOT`] they cover one second.
+const BURST_SLOTS: usize = 10;
+/// The width of one burst slot.
+const BURST_SLOT: Duration = Duration::from_millis(100);
+
+/// The most output tokens seen in any one-second window of a stream, on a
+/// fixed ring of ten 100 ms slots: windows start on slot boundaries (counted
+/// from `call()`), so the window is exact to 100 ms. No allocation.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct BurstWindow {
+    slots: [u64; BURST_SLOTS],
+    /// The slot (counted from the start) the ring's head is in.
+    current: u64,
+    /// Tokens in the ten slots ending at `current`.
+    sum: u64,
+    max: u64,
+}
+
+impl BurstWindow {
+    /// Adds `tokens` that arrived `elapsed` after the start.
+    pub(crate) fn record(&mut self, elapsed: Duration, tokens: u64) {
+        let slot = (elapsed.as_nanos() / BURST_SLOT.as_nanos()) as u64;
+        if slot > self.current {
+            if slot - self.current >= BURST_SLOTS as u64 {
+                self.slots = [0; BURST_SLOTS];
+                self.sum = 0;
+            } else {
+                for s in self.current + 1..=slot {
+                    let i = (s % BURST_SLOTS as u64) as usize;
+                    self.sum -= self.slots[i];
+                    self.slots[i] = 0;
+                }
+            }
+            self.current = slot;
+        }
+        let i = (self.current % BURST_SLOTS as u64) as usize;
+        self.slots[i] = self.slots[i].saturating_add(tokens);
+        self.sum = self.sum.saturating_add(tokens);
+        self.max = self.max.max(self.sum);
+    }
+
+    /// The most tokens in one window, as tokens per second; `None` before any
+    /// token.
+    pub(crate) fn tokens_per_sec(&self) -> Option<f64> {
+        (self.max > 0).then_some(self.max as f64)
+    }
+}
+
+/// Which "first" a chunk was.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Firsts {
+    /// The first chunk of any kind, with the time since the start.
+    pub(crate) chunk: Option<Duration>,
+    /// The first content chunk, with the time since the start.
+    pub(crate) content: Option<Duration>,
+}
+
+/// Everything measured about one request so far.
+#[derive(Clone, Debug)]
+pub(crate) struct Measurement {
+    start: Instant,
+    started_at: SystemTime,
+    estimated_tokens: u64,
+    first_chunk: Option<Duration>,
+    first_content: Option<Duration>,
+    last_chunk: Option<Duration>,
+    usage: Option<Usage>,
+    streamed_output_tokens: u64,
+    chunks: u64,
+    burst: BurstWindow,
+}
+
+impl Measurement {
+    /// A request sent at `now` (`started_at` on the wall clock).
+    pub(crate) fn start(now: Instant, started_at: SystemTime, estimated_tokens: u64) -> Self {
+        Self {
+            start: now,
+            started_at,
+            estimated_tokens,
+            first_chunk: None,
+            first_content: None,
+            last_chunk: None,
+            usage: None,
+            streamed_output_tokens: 0,
+            chunks: 0,
+            burst: BurstWindow::default(),
+        }
+    }
+
+    /// A chunk arrived at `now`.
+    pub(crate) fn chunk(
+        &mut self,
+        now: Instant,
+        is_content: bool,
+        usage: Option<Usage>,
+        output_tokens: Option<u64>,
+    ) -> Firsts {
+        let elapsed = now.saturating_duration_since(self.start);
+        let mut firsts = Firsts::default();
+        self.chunks += 1;
+        if self.first_chunk.is_none() {
+            self.first_chunk = Some(elapsed);
+            firsts.chunk = Some(elapsed);
+        }
+        if is_content && self.first_content.is_none() {
+            self.first_content = Some(elapsed);
+            firsts.content = Some(elapsed);
+        }
+        self.last_chunk = Some(elapsed);
+        Usage::merge_option(&mut self.usage, usage);
+        if let Some(tokens) = output_tokens.filter(|&t| t > 0) {
+            self.streamed_output_tokens = self.streamed_output_tokens.saturating_add(tokens);
+            self.burst.record(elapsed, tokens);
+        }
+        firsts
+    }
+
+    /// The record of a request that ended at `now` with `outcome`.
+    pub(crate) fn record<'a>(
+        &self,
+        backend: &'a BackendId,
+        model: &'a str,
+        now: Instant,
+        outcome: Outcome,
+    ) -> RequestRecord<'a> {
+        let output_duration = match (self.first_content, self.last_chunk) {
+            (Some(first), Some(last)) => Some(last.saturating_sub(first)),
+            _ => None,
+        };
+        RequestRecord {
+            backend,
+            model,
+            started_at: self.started_at,
+            estimated_tokens: self.estimated_tokens,
+            time_to_first_chunk: self.first_chunk,
+            time_to_first_content: self.first_content,
+            duration: now.saturating_duration_since(self.start),
+            output_duration,
+            usage: self.usage,
+            streamed_output_tokens: self.streamed_output_tokens,
+            burst_tokens_per_sec: self.burst.tokens_per_sec(),
+            chunks: self.chunks,
+            outcome,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn burst_is_the_most_tokens_in_one_second() {
+        let mut w = BurstWindow::default();
+        // 5 tokens in the first second, then 8 within 0.9 s, then a slow tail.
+        for t in [0, 200, 400, 600, 800] {
+            w.record(ms(t), 1);
+        }
+        for t in 0..8 {
+            w.record(ms(1500 + t * 100), 1);
+        }
+        w.record(ms(5000), 1);
+        assert_eq!(w.tokens_per_sec(), Some(8.0));
+    }
+
+    #[test]
+    fn burst_window_slides_and_forgets_old_slots() {
+        let mut w = BurstWindow::default();
+        w.record(ms(0), 3);
+        w.record(ms(950), 3); // same window: 6
+        w.record(ms(1000), 3); // slot 10 evicts slot 0: 6
+        assert_eq!(w.tokens_per_sec(), Some(6.0));
+        w.record(ms(1050), 1); // 7
+        assert_eq!(w.tokens_per_sec(), Some(7.0));
+        w.record(ms(60_000), 2); // long gap clears everything
+        assert_eq!(w.tokens_per_sec(), Some(7.0));
+    }
+
+    #[test]
+    fn burst_is_none_without_tokens() {
+        assert_eq!(BurstWindow::default().tokens_per_sec(), None);
+    }
+
+    #[test]
+    fn first_chunk_and_first_content_are_reported_once() {
+        let start = Instant::now();
+        let mut m = Measurement::start(start, SystemTime::UNIX_EPOCH, 7);
+        let f = m.chunk(start + ms(10), false, None, None);
+        assert_eq!(
+            f,
+            Firsts {
+                chunk: Some(ms(10)),
+                content: None
+            }
+        );
+        let f = m.chunk(start + ms(30), true, None, Some(1));
+        assert_eq!(
+            f,
+            Firsts {
+                chunk: None,
+                content: Some(ms(30))
+            }
+        );
+        let f = m.chunk(start + ms(50), true, None, Some(1));
+        assert_eq!(f, Firsts::default());
+        let backend = BackendId::new("b");
+        let r = m.record(&backend, "m", start + ms(70), Outcome::Success);
+        assert_eq!(r.duration, ms(70));
+        assert_eq!(r.output_duration, Some(ms(20)));
+        assert_eq!(r.chunks, 3);
+        assert_eq!(r.streamed_output_tokens, 2);
+        assert_eq!(r.estimated_tokens, 7);
+    }
+}

@@ -1,0 +1,95 @@
+//! The measuring layer.
+//!
+//! [`MetricsLayer`] measures each request where it sits in the stack: placed
+//! outermost it sees what the caller sees (including time spent in the layers
+//! below it, such as pacing); placed right above the client it measures the
+//! provider alone.
+//!
+//! Per request it emits [`Event::RequestStarted`] at `call()`,
+//! [`Event::FirstChunk`] and [`Event::FirstContent`] as they arrive, and
+//! exactly one [`Event::Completed`] with a [`RequestRecord`], including when
+//! the caller drops the future or the stream (outcome cancelled).
+//!
+//! [`Event::RequestStarted`]: streamgate_core::Event::RequestStarted
+//! [`Event::FirstChunk`]: streamgate_core::Event::FirstChunk
+//! [`Event::FirstContent`]: streamgate_core::Event::FirstContent
+//! [`Event::Completed`]: streamgate_core::Event::Completed
+//! [`RequestRecord`]: streamgate_core::RequestRecord
+
+pub(crate) mod measure;
+mod service;
+
+use std::sync::Arc;
+
+use streamgate_core::{BackendId, Classifier, DefaultClassifier, MetricsSink};
+use tower_layer::Layer;
+
+pub use service::{MetricsFuture, MetricsObserver, MetricsService};
+
+/// Measures every request of one backend and reports it to a sink.
+///
+/// ```
+/// use std::sync::Arc;
+/// use streamgate_metrics::{MetricsLayer, PerformanceTracker};
+///
+/// let tracker = Arc::new(PerformanceTracker::new());
+/// let layer = MetricsLayer::new("openai", tracker.clone());
+/// # let _ = layer;
+/// ```
+#[derive(Clone)]
+pub struct MetricsLayer {
+    shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) backend: BackendId,
+    pub(crate) sink: Arc<dyn MetricsSink>,
+    pub(crate) classifier: Arc<dyn Classifier>,
+}
+
+impl MetricsLayer {
+    /// Measures requests to `backend` and records them in `sink`.
+    pub fn new(backend: impl Into<BackendId>, sink: Arc<dyn MetricsSink>) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                backend: backend.into(),
+                sink,
+                classifier: Arc::new(DefaultClassifier),
+            }),
+        }
+    }
+
+    /// Classifies failures with `classifier` instead of
+    /// [`classify`](streamgate_core::classify).
+    #[must_use]
+    pub fn with_classifier(self, classifier: impl Classifier) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                backend: self.shared.backend.clone(),
+                sink: self.shared.sink.clone(),
+                classifier: Arc::new(classifier),
+            }),
+        }
+    }
+
+    /// The backend measured.
+    pub fn backend(&self) -> &BackendId {
+        &self.shared.backend
+    }
+}
+
+impl std::fmt::Debug for MetricsLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsLayer")
+            .field("backend", &self.shared.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Layer<S> for MetricsLayer {
+    type Service = MetricsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        MetricsService::new(inner, self.shared.clone())
+    }
+}

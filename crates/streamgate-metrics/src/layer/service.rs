@@ -1,0 +1,169 @@
+//! The service, and the observer that measures one request.
+
+use std::{
+    fmt,
+    sync::Arc,
+    task::{Context, Poll},
+    time::SystemTime,
+};
+
+use futures_core::Stream;
+use http::Response;
+use streamgate_core::{
+    BoxError, Chunk, EndObserver, Event, LlmRequest, Observed, ObservedBody, Outcome, StreamEnd,
+    StreamObserver,
+};
+use tokio::time::Instant;
+use tower_service::Service;
+
+use super::{measure::Measurement, Shared};
+
+/// The response future of a [`MetricsService`].
+pub type MetricsFuture<F> = Observed<F, MetricsObserver>;
+
+/// A service that measures every request it forwards. Made by
+/// [`MetricsLayer`](super::MetricsLayer).
+pub struct MetricsService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+    /// The model of the previous request, reused when the next names the same
+    /// one so a steady stream of requests allocates no model name.
+    last_model: Option<Arc<str>>,
+}
+
+impl<S> MetricsService<S> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
+        Self {
+            inner,
+            shared,
+            last_model: None,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    fn model(&mut self, model: &str) -> Arc<str> {
+        match &self.last_model {
+            Some(last) if **last == *model => last.clone(),
+            _ => {
+                let fresh: Arc<str> = Arc::from(model);
+                self.last_model = Some(fresh.clone());
+                fresh
+            }
+        }
+    }
+}
+
+impl<S: Clone> Clone for MetricsService<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+            last_model: self.last_model.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for MetricsService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetricsService")
+            .field("inner", &self.inner)
+            .field("backend", &self.shared.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, Req, B, C, E> Service<Req> for MetricsService<S>
+where
+    S: Service<Req, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+    B: Stream<Item = Result<C, E>>,
+    E: Into<BoxError>,
+    C: Chunk,
+    Req: LlmRequest,
+{
+    type Response = Response<ObservedBody<B, MetricsObserver>>;
+    type Error = BoxError;
+    type Future = MetricsFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        let model = self.model(request.model());
+        let estimated_tokens = request.estimated_tokens();
+        self.shared.sink.record(&Event::RequestStarted {
+            backend: &self.shared.backend,
+            model: &model,
+            estimated_tokens,
+        });
+        let measurement = Measurement::start(Instant::now(), SystemTime::now(), estimated_tokens);
+        let observer = MetricsObserver {
+            shared: self.shared.clone(),
+            model,
+            measurement,
+        };
+        Observed::new(self.inner.call(request), observer)
+    }
+}
+
+/// Measures one request; reports its end exactly once.
+pub struct MetricsObserver {
+    shared: Arc<Shared>,
+    model: Arc<str>,
+    measurement: Measurement,
+}
+
+impl fmt::Debug for MetricsObserver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetricsObserver")
+            .field("backend", &self.shared.backend)
+            .field("model", &self.model)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EndObserver for MetricsObserver {
+    fn on_end(self, end: StreamEnd<'_>) {
+        let outcome = match end {
+            StreamEnd::Complete => Outcome::Success,
+            StreamEnd::Failed(error) => {
+                Outcome::from_error(error, self.shared.classifier.classify(error))
+            }
+            StreamEnd::Dropped => Outcome::Cancelled,
+        };
+        let record =
+            self.measurement
+                .record(&self.shared.backend, &self.model, Instant::now(), outcome);
+        self.shared.sink.record(&Event::Completed(&record));
+    }
+}
+
+impl<C: Chunk> StreamObserver<C> for MetricsObserver {
+    fn on_chunk(&mut self, chunk: &C) {
+        let firsts = self.measurement.chunk(
+            Instant::now(),
+            chunk.is_content(),
+            chunk.usage(),
+            chunk.output_tokens(),
+        );
+        if let Some(after) = firsts.chunk {
+            self.shared.sink.record(&Event::FirstChunk {
+                backend: &self.shared.backend,
+                model: &self.model,
+                after,
+            });
+        }
+        if let Some(after) = firsts.content {
+            self.shared.sink.record(&Event::FirstContent {
+                backend: &self.shared.backend,
+                model: &self.model,
+                after,
+            });
+        }
+    }
+}

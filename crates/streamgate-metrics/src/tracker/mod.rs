@@ -1,0 +1,410 @@
+//! The embedded default sink: per backend × model statistics in memory.
+
+mod rate;
+mod recommend;
+mod size;
+mod snapshot;
+mod stats;
+
+use std::{
+    error::Error,
+    fmt,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, PoisonError,
+    },
+    time::Duration,
+};
+
+use streamgate_core::{BackendId, BreakerState, ErrorClass, Event, MetricsSink, Outcome};
+use tokio::time::Instant;
+
+pub use recommend::{Candidate, Evidence, NotEnoughSamples, Recommendation};
+pub use size::{InputSize, INPUT_SIZE_BOUNDARIES};
+pub use snapshot::{
+    BreakerSnapshot, CategorySnapshot, KeySnapshot, Percentiles, QuotaSnapshot, SessionSnapshot,
+    TimeoutCounts, TrackerSnapshot,
+};
+
+use crate::{keyed::KeyedMap, names};
+use stats::{counted_usage, KeyStats};
+
+/// Samples a candidate needs before [`PerformanceTracker::recommend`] ranks
+/// it: 10, so that its 10th percentile is not a single request.
+pub const DEFAULT_MIN_SAMPLES: u64 = 10;
+
+/// A configuration value that cannot work.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError(&'static str);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl Error for ConfigError {}
+
+/// Builds a [`PerformanceTracker`].
+#[derive(Clone, Debug)]
+pub struct PerformanceTrackerBuilder {
+    model_cap: usize,
+    min_samples: u64,
+}
+
+impl PerformanceTrackerBuilder {
+    /// Distinct models kept per backend before folding into `_OTHER`
+    /// (default [`DEFAULT_MODEL_CAP`](names::DEFAULT_MODEL_CAP)).
+    #[must_use]
+    pub fn model_cap(mut self, cap: usize) -> Self {
+        self.model_cap = cap;
+        self
+    }
+
+    /// Samples a candidate needs before it is recommended (default
+    /// [`DEFAULT_MIN_SAMPLES`]).
+    #[must_use]
+    pub fn min_samples(mut self, samples: u64) -> Self {
+        self.min_samples = samples;
+        self
+    }
+
+    /// The tracker, if the configuration works.
+    pub fn build(self) -> Result<PerformanceTracker, ConfigError> {
+        if self.model_cap == 0 {
+            return Err(ConfigError("model cap must be at least 1"));
+        }
+        if self.min_samples == 0 {
+            return Err(ConfigError("minimum samples must be at least 1"));
+        }
+        Ok(PerformanceTracker {
+            min_samples: self.min_samples,
+            origin: Instant::now(),
+            keys: KeyedMap::new(self.model_cap),
+            session: Session::default(),
+            breakers: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+#[derive(Default)]
+struct Session {
+    requests: AtomicU64,
+    input: AtomicU64,
+    output: AtomicU64,
+    cached: AtomicU64,
+    reasoning: AtomicU64,
+    rejections: AtomicU64,
+    throttled: AtomicU64,
+    throttle_wait_nanos: AtomicU64,
+}
+
+struct BreakerEntry {
+    backend: BackendId,
+    model: Option<Arc<str>>,
+    state: BreakerState,
+    transitions: u64,
+}
+
+/// The in-memory sink that answers: how fast is each backend and model, how
+/// much did this session use, how long did we wait, which backend is best for
+/// my input size.
+///
+/// Keyed by backend × model; models past the cap fold into
+/// [`OTHER_MODEL`](names::OTHER_MODEL). Recording takes the read side of a
+/// map lock and then the one key's own short lock, so tasks recording for
+/// different keys never wait for each other, and session totals are atomics.
+/// Histograms are bounded (1% resolution), so memory per key is fixed.
+///
+/// Requests are counted when they finish ([`Event::Completed`]); requests
+/// refused by a gate count only under rejections. Throughput histograms
+/// (duration, decode and end-to-end tokens per second, per input size) hold
+/// successful requests only; time to first content holds every request that
+/// got content.
+///
+/// ```
+/// use streamgate_metrics::{InputSize, PerformanceTracker};
+///
+/// let tracker = PerformanceTracker::new();
+/// let snapshot = tracker.snapshot();
+/// assert_eq!(snapshot.session.requests, 0);
+/// assert!(tracker.recommend(InputSize::Small).is_err());
+/// println!("{tracker}");
+/// ```
+pub struct PerformanceTracker {
+    min_samples: u64,
+    origin: Instant,
+    keys: KeyedMap<Mutex<KeyStats>>,
+    session: Session,
+    /// Breaker transitions are rare, so one lock serves them all.
+    breakers: Mutex<Vec<BreakerEntry>>,
+}
+
+impl Default for PerformanceTracker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for PerformanceTracker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PerformanceTracker")
+            .field("min_samples", &self.min_samples)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PerformanceTracker {
+    /// A tracker with the default configuration.
+    pub fn new() -> Self {
+        Self {
+            min_samples: DEFAULT_MIN_SAMPLES,
+            origin: Instant::now(),
+            keys: KeyedMap::new(names::DEFAULT_MODEL_CAP),
+            session: Session::default(),
+            breakers: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Configures a tracker.
+    pub fn builder() -> PerformanceTrackerBuilder {
+        PerformanceTrackerBuilder {
+            model_cap: names::DEFAULT_MODEL_CAP,
+            min_samples: DEFAULT_MIN_SAMPLES,
+        }
+    }
+
+    fn second(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.origin).as_secs()
+    }
+
+    fn with_key(&self, backend: &BackendId, model: &str, f: impl FnOnce(&mut KeyStats)) {
+        let entry =
+            self.keys
+                .get_or_insert_with(backend, model, |_, _| Mutex::new(KeyStats::new()));
+        let mut stats = entry.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut stats);
+    }
+
+    /// A copy of everything, now.
+    pub fn snapshot(&self) -> TrackerSnapshot {
+        let now = Instant::now();
+        let second = self.second(now);
+        let keys = self
+            .keys
+            .entries()
+            .into_iter()
+            .map(|(backend, model, entry)| {
+                let stats = entry.lock().unwrap_or_else(PoisonError::into_inner);
+                stats.snapshot(&backend, &model, now, second)
+            })
+            .collect();
+        let mut breakers: Vec<BreakerSnapshot> = self
+            .breakers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|b| BreakerSnapshot {
+                backend: b.backend.clone(),
+                model: b.model.as_deref().map(str::to_owned),
+                state: b.state,
+                transitions: b.transitions,
+            })
+            .collect();
+        breakers.sort_by(|a, b| (&a.backend, &a.model).cmp(&(&b.backend, &b.model)));
+        let s = &self.session;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (input, output) = (load(&s.input), load(&s.output));
+        TrackerSnapshot {
+            session: SessionSnapshot {
+                requests: load(&s.requests),
+                input_tokens: input,
+                output_tokens: output,
+                cached_input_tokens: load(&s.cached),
+                reasoning_tokens: load(&s.reasoning),
+                total_tokens: input.saturating_add(output),
+                rejections: load(&s.rejections),
+                throttled: load(&s.throttled),
+                throttle_wait_secs: Duration::from_nanos(load(&s.throttle_wait_nanos))
+                    .as_secs_f64(),
+            },
+            keys,
+            breakers,
+        }
+    }
+
+    /// The best backend × model for requests of `category`, ranked by
+    /// end-to-end tokens per second discounted by failure rate (see
+    /// [`Evidence::score`]). Refuses when no candidate has the minimum number
+    /// of samples.
+    pub fn recommend(&self, category: InputSize) -> Result<Recommendation, NotEnoughSamples> {
+        self.recommend_where(category, |_| true)
+    }
+
+    /// Like [`recommend`](Self::recommend), among the backends serving `model`.
+    pub fn recommend_for_model(
+        &self,
+        category: InputSize,
+        model: &str,
+    ) -> Result<Recommendation, NotEnoughSamples> {
+        self.recommend_where(category, |m| m == model)
+    }
+
+    fn recommend_where(
+        &self,
+        category: InputSize,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<Recommendation, NotEnoughSamples> {
+        let candidates = self
+            .keys
+            .entries()
+            .into_iter()
+            .filter(|(_, model, _)| keep(model))
+            .filter_map(|(backend, model, entry)| {
+                let stats = entry.lock().unwrap_or_else(PoisonError::into_inner);
+                let c = stats.category(category)?;
+                let samples = c.end_to_end.len();
+                let (p50, p10) = if samples == 0 {
+                    (0.0, 0.0)
+                } else {
+                    (c.end_to_end.quantile(0.5), c.end_to_end.quantile(0.1))
+                };
+                let failure_rate = c.failure_rate();
+                Some(Candidate {
+                    backend,
+                    model: model.to_string(),
+                    evidence: Evidence {
+                        samples,
+                        p50_tokens_per_sec: p50,
+                        p10_tokens_per_sec: p10,
+                        failure_rate,
+                        score: p50 * (1.0 - failure_rate),
+                    },
+                    eligible: samples >= self.min_samples,
+                })
+            })
+            .collect();
+        recommend::rank(category, self.min_samples, candidates)
+    }
+
+    fn breaker(&self, backend: &BackendId, model: Option<&str>, to: BreakerState) {
+        let mut breakers = self.breakers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = breakers
+            .iter_mut()
+            .find(|b| b.backend == *backend && b.model.as_deref() == model)
+        {
+            entry.state = to;
+            entry.transitions += 1;
+            return;
+        }
+        // Per-model breakers are keyed by request models: bound them too.
+        let model = model.map(|m| {
+            let per_backend = breakers
+                .iter()
+                .filter(|b| b.backend == *backend && b.model.is_some())
+                .count();
+            if per_backend >= names::DEFAULT_MODEL_CAP {
+                Arc::from(names::OTHER_MODEL)
+            } else {
+                Arc::from(m)
+            }
+        });
+        if let Some(entry) = breakers
+            .iter_mut()
+            .find(|b| b.backend == *backend && b.model == model)
+        {
+            entry.state = to;
+            entry.transitions += 1;
+            return;
+        }
+        breakers.push(BreakerEntry {
+            backend: backend.clone(),
+            model,
+            state: to,
+            transitions: 1,
+        });
+    }
+}
+
+impl MetricsSink for PerformanceTracker {
+    fn record(&self, event: &Event<'_>) {
+        match event {
+            Event::RequestStarted { backend, model, .. } => {
+                self.with_key(backend, model, |k| k.started += 1);
+            }
+            Event::Completed(record) => {
+                let second = self.second(Instant::now());
+                self.with_key(record.backend, record.model, |k| {
+                    k.completed(record, second)
+                });
+                if record.outcome != Outcome::Failed(ErrorClass::Rejected) {
+                    let s = &self.session;
+                    let total = counted_usage(record);
+                    s.requests.fetch_add(1, Ordering::Relaxed);
+                    s.input.fetch_add(total.input_tokens, Ordering::Relaxed);
+                    s.output.fetch_add(total.output_tokens, Ordering::Relaxed);
+                    s.cached
+                        .fetch_add(total.cached_input_tokens, Ordering::Relaxed);
+                    s.reasoning
+                        .fetch_add(total.reasoning_tokens, Ordering::Relaxed);
+                }
+            }
+            Event::Rejected {
+                backend,
+                model,
+                reason,
+                ..
+            } => {
+                self.with_key(backend, model, |k| k.rejected(*reason));
+                self.session.rejections.fetch_add(1, Ordering::Relaxed);
+            }
+            Event::BreakerTransition {
+                backend, model, to, ..
+            } => {
+                self.breaker(backend, *model, *to);
+            }
+            Event::QuotaUpdate {
+                backend,
+                model,
+                state,
+                exhausted_for,
+                remaining_requests,
+                remaining_tokens,
+            } => {
+                let now = Instant::now();
+                self.with_key(backend, model, |k| {
+                    k.quota(
+                        now,
+                        *state,
+                        *exhausted_for,
+                        *remaining_requests,
+                        *remaining_tokens,
+                    );
+                });
+            }
+            Event::Throttled {
+                backend,
+                model,
+                waited,
+            } => {
+                self.with_key(backend, model, |k| k.throttled(*waited));
+                self.session.throttled.fetch_add(1, Ordering::Relaxed);
+                let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+                self.session
+                    .throttle_wait_nanos
+                    .fetch_add(nanos, Ordering::Relaxed);
+            }
+            Event::Failover { from, model, .. } => {
+                self.with_key(from, model, |k| k.failovers += 1);
+            }
+            // First chunk and first content are part of the completed record.
+            _ => {}
+        }
+    }
+}
+
+impl fmt::Display for PerformanceTracker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.snapshot(), f)
+    }
+}
