@@ -1,1 +1,63 @@
 //! Streaming LLM provider clients (OpenAI, Anthropic, Gemini, OpenAI-compatible) as tower services.
+//!
+//! Each client is a `tower::Service<`[`ChatRequest`]`>` whose response is an
+//! [`http::Response`] with a [`ProviderStream`] body: a
+//! `Stream<Item = Result<`[`ChatChunk`]`, ProviderError>>` that is `Unpin` and
+//! `Send`, so every streamgate layer can wrap it. All clients share the
+//! request and chunk types, so backends of different providers can sit behind
+//! one failover router.
+//!
+//! - HTTP error statuses become a [`ProviderError`](streamgate_core::ProviderError)
+//!   with the status, every header, a bounded body excerpt and the provider's
+//!   error type mapped to an [`ErrorClass`](streamgate_core::ErrorClass).
+//! - Error events inside an HTTP 200 become an error item; a stream that ends
+//!   without the provider's terminal marker yields a `Truncated` error item,
+//!   never a clean end.
+//! - The SSE decoder ([`sse`]) is incremental and bounded.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use futures_util::StreamExt;
+//! use streamgate_providers::{openai::OpenAiChat, ChatRequest};
+//! use tower::ServiceExt;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let client = OpenAiChat::builder()
+//!     .base_url("http://127.0.0.1:8080/v1")
+//!     .api_key("sk-...")
+//!     .build()?;
+//! let request = ChatRequest::new("gpt-4o-mini").with_user("Say hi");
+//! let response = client.oneshot(request).await?;
+//! let mut body = response.into_body();
+//! while let Some(chunk) = body.next().await {
+//!     print!("{}", chunk?.text);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+// `ProviderError` (from core, 200+ bytes) is the error type of the whole
+// contract; errors are the cold path, so it is returned unboxed like the
+// body items that carry it.
+#![allow(clippy::result_large_err)]
+
+#[cfg(feature = "anthropic")]
+pub mod anthropic;
+mod chunk;
+pub mod client;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+pub mod errors;
+#[cfg(feature = "gemini")]
+pub mod gemini;
+#[cfg(feature = "openai")]
+pub mod openai;
+mod request;
+pub mod sse;
+mod stream;
+
+pub use chunk::{ChatChunk, ChunkKind, ToolCallDelta};
+pub use client::{ClientBuilder, ConfigError, Endpoint};
+pub use request::{ChatRequest, Message, Role};
+pub use stream::{EventParser, ProviderStream, Step};
