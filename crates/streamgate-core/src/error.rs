@@ -23,13 +23,20 @@ pub const BODY_EXCERPT_LIMIT: usize = 2048;
 /// [`classify`](crate::classify).
 pub struct ProviderError {
     class: ErrorClass,
+    in_band: bool,
     message: String,
+    /// Rarely set, so kept behind one box: a `Result<Chunk, ProviderError>`
+    /// on the hot path stays small.
+    details: Option<Box<Details>>,
+}
+
+#[derive(Default)]
+struct Details {
     status: Option<StatusCode>,
     headers: HeaderMap,
     code: Option<String>,
     retry_after: Option<Duration>,
     body_excerpt: Option<String>,
-    in_band: bool,
     source: Option<BoxError>,
 }
 
@@ -38,15 +45,14 @@ impl ProviderError {
     pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
         Self {
             class,
-            message: message.into(),
-            status: None,
-            headers: HeaderMap::new(),
-            code: None,
-            retry_after: None,
-            body_excerpt: None,
             in_band: false,
-            source: None,
+            message: message.into(),
+            details: None,
         }
+    }
+
+    fn details(&mut self) -> &mut Details {
+        self.details.get_or_insert_with(Box::default)
     }
 
     /// The stream ended without the provider's terminal marker.
@@ -57,14 +63,14 @@ impl ProviderError {
     /// Sets the HTTP status.
     #[must_use]
     pub fn with_status(mut self, status: StatusCode) -> Self {
-        self.status = Some(status);
+        self.details().status = Some(status);
         self
     }
 
     /// Keeps the response headers (rate-limit headers live there).
     #[must_use]
     pub fn with_headers(mut self, headers: HeaderMap) -> Self {
-        self.headers = headers;
+        self.details().headers = headers;
         self
     }
 
@@ -72,14 +78,14 @@ impl ProviderError {
     /// `overloaded_error`.
     #[must_use]
     pub fn with_code(mut self, code: impl Into<String>) -> Self {
-        self.code = Some(code.into());
+        self.details().code = Some(code.into());
         self
     }
 
     /// When the provider says to try again.
     #[must_use]
     pub fn with_retry_after(mut self, after: Duration) -> Self {
-        self.retry_after = Some(after);
+        self.details().retry_after = Some(after);
         self
     }
 
@@ -92,7 +98,7 @@ impl ProviderError {
         if body.len() > BODY_EXCERPT_LIMIT {
             text.push('…');
         }
-        self.body_excerpt = Some(text);
+        self.details().body_excerpt = Some(text);
         self
     }
 
@@ -107,7 +113,7 @@ impl ProviderError {
     /// The underlying cause (a transport error, a JSON error).
     #[must_use]
     pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
-        self.source = Some(source.into());
+        self.details().source = Some(source.into());
         self
     }
 
@@ -123,27 +129,33 @@ impl ProviderError {
 
     /// The HTTP status, when the error came as one.
     pub fn status(&self) -> Option<StatusCode> {
-        self.status
+        self.details.as_ref().and_then(|d| d.status)
     }
 
     /// The response headers (empty for in-band errors without headers).
     pub fn headers(&self) -> &HeaderMap {
-        &self.headers
+        static EMPTY: std::sync::OnceLock<HeaderMap> = std::sync::OnceLock::new();
+        match &self.details {
+            Some(details) => &details.headers,
+            None => EMPTY.get_or_init(HeaderMap::new),
+        }
     }
 
     /// The provider's error type or code.
     pub fn code(&self) -> Option<&str> {
-        self.code.as_deref()
+        self.details.as_ref().and_then(|d| d.code.as_deref())
     }
 
     /// When the provider says to try again.
     pub fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
+        self.details.as_ref().and_then(|d| d.retry_after)
     }
 
     /// The first bytes of the error body.
     pub fn body_excerpt(&self) -> Option<&str> {
-        self.body_excerpt.as_deref()
+        self.details
+            .as_ref()
+            .and_then(|d| d.body_excerpt.as_deref())
     }
 
     /// Whether the error arrived inside the stream.
@@ -156,25 +168,28 @@ impl fmt::Debug for ProviderError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProviderError")
             .field("class", &self.class)
-            .field("status", &self.status)
-            .field("code", &self.code)
+            .field("status", &self.status())
+            .field("code", &self.code())
             .field("message", &self.message)
-            .field("retry_after", &self.retry_after)
+            .field("retry_after", &self.retry_after())
             .field("in_band", &self.in_band)
-            .field("body_excerpt", &self.body_excerpt)
-            .field("source", &self.source)
+            .field("body_excerpt", &self.body_excerpt())
+            .field(
+                "source",
+                &self.details.as_ref().and_then(|d| d.source.as_ref()),
+            )
             .finish_non_exhaustive()
     }
 }
 
 impl fmt::Display for ProviderError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.status {
+        match self.status() {
             Some(status) => write!(f, "provider error {}", status.as_u16())?,
             None if self.in_band => f.write_str("provider error in stream")?,
             None => f.write_str("provider error")?,
         }
-        if let Some(code) = &self.code {
+        if let Some(code) = self.code() {
             write!(f, " ({code})")?;
         }
         write!(f, ": {}", self.message)
@@ -183,7 +198,10 @@ impl fmt::Display for ProviderError {
 
 impl Error for ProviderError {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
-        self.source.as_deref().map(|e| e as &(dyn Error + 'static))
+        self.details
+            .as_ref()
+            .and_then(|d| d.source.as_deref())
+            .map(|e| e as &(dyn Error + 'static))
     }
 }
 
@@ -437,6 +455,14 @@ impl fmt::Display for DisplayDuration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn provider_error_stays_small_for_results_on_the_hot_path() {
+        assert!(std::mem::size_of::<ProviderError>() <= 48);
+        let bare = ProviderError::new(ErrorClass::Server, "x");
+        assert!(bare.headers().is_empty());
+        assert_eq!(bare.status(), None);
+    }
 
     #[test]
     fn body_excerpt_is_bounded_and_lossy() {
