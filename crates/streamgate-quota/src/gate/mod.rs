@@ -1,0 +1,87 @@
+//! [`QuotaLayer`]: refuses calls to a backend whose quota is known to be
+//! exhausted, and learns from every response and error.
+//!
+//! Before calling, the layer asks its [`QuotaTracker`] (a read lock; no
+//! allocation). When the key is exhausted, the call resolves at once to
+//! [`Rejected`](streamgate_core::Rejected) with reason
+//! [`QuotaExhausted`](streamgate_core::RejectReason::QuotaExhausted) and the
+//! time left, without readying or calling the inner service.
+//!
+//! After calling, it learns from:
+//! - the headers of every response (a 200 carries the remaining counts);
+//! - every [`ProviderError`](streamgate_core::ProviderError) in the error's
+//!   source chain, from the response future or from the stream: its status,
+//!   headers and body excerpt are parsed like a response, its own
+//!   `retry_after` is used when the headers give none, and an error
+//!   classified [`RateLimited`](streamgate_core::ErrorClass::RateLimited)
+//!   without a 429 status (an in-band error event) counts as a 429.
+
+mod future;
+mod service;
+
+use std::sync::Arc;
+use streamgate_core::{BackendId, MetricsSink, SharedSink};
+use tower_layer::Layer;
+
+pub use future::ResponseFuture;
+pub use service::{Quota, QuotaObserver};
+
+use crate::QuotaTracker;
+
+/// Gates a backend on its known quota and learns from its answers.
+#[derive(Clone)]
+pub struct QuotaLayer {
+    backend: BackendId,
+    tracker: QuotaTracker,
+    sink: SharedSink,
+}
+
+impl QuotaLayer {
+    /// A layer for `backend` that records into `tracker` (which may be
+    /// shared with other layers and with a pacing layer).
+    pub fn new(backend: BackendId, tracker: QuotaTracker) -> Self {
+        Self {
+            backend,
+            tracker,
+            sink: None,
+        }
+    }
+
+    /// Reports rejections as [`Event::Rejected`](streamgate_core::Event::Rejected).
+    /// State changes are reported by the tracker's own sink.
+    #[must_use]
+    pub fn with_sink(mut self, sink: Arc<dyn MetricsSink>) -> Self {
+        self.sink = Some(sink);
+        self
+    }
+
+    /// The tracker.
+    pub fn tracker(&self) -> &QuotaTracker {
+        &self.tracker
+    }
+}
+
+impl std::fmt::Debug for QuotaLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuotaLayer")
+            .field("backend", &self.backend)
+            .field("tracker", &self.tracker)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Layer<S> for QuotaLayer {
+    type Service = Quota<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Quota::new(
+            inner,
+            self.backend.clone(),
+            self.tracker.clone(),
+            self.sink.clone(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,153 @@
+use std::{
+    error::Error,
+    task::{Context, Poll},
+    time::SystemTime,
+};
+
+use futures_core::Stream;
+use http::{response::Parts, Response, StatusCode};
+use streamgate_core::{
+    classify, emit, BackendId, BoxError, Chunk, EndObserver, ErrorClass, Event, LlmRequest,
+    Observed, ProviderError, RejectReason, Rejected, SharedSink, StreamEnd, StreamObserver,
+};
+use tokio::time::Instant;
+use tower_service::Service;
+
+use super::ResponseFuture;
+use crate::{QuotaInfo, QuotaTracker};
+
+/// The service [`QuotaLayer`](super::QuotaLayer) makes.
+#[derive(Clone)]
+pub struct Quota<S> {
+    inner: S,
+    backend: BackendId,
+    tracker: QuotaTracker,
+    sink: SharedSink,
+}
+
+impl<S> Quota<S> {
+    pub(crate) fn new(
+        inner: S,
+        backend: BackendId,
+        tracker: QuotaTracker,
+        sink: SharedSink,
+    ) -> Self {
+        Self {
+            inner,
+            backend,
+            tracker,
+            sink,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for Quota<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Quota")
+            .field("inner", &self.inner)
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, Req, B, C, E> Service<Req> for Quota<S>
+where
+    S: Service<Req, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+    B: Stream<Item = Result<C, E>>,
+    E: Into<BoxError>,
+    C: Chunk,
+    Req: LlmRequest,
+{
+    type Response = Response<streamgate_core::ObservedBody<B, QuotaObserver>>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        let model = request.model();
+        let now = Instant::now();
+        if let Err(refusal) =
+            self.tracker
+                .check(&self.backend, model, request.estimated_tokens(), now)
+        {
+            emit(&self.sink, || Event::Rejected {
+                backend: &self.backend,
+                model,
+                reason: RejectReason::QuotaExhausted,
+                retry_after: Some(refusal.retry_after),
+            });
+            let rejected = Rejected::new(self.backend.clone(), RejectReason::QuotaExhausted)
+                .with_retry_after(Some(refusal.retry_after));
+            return ResponseFuture::rejected(rejected);
+        }
+        let observer = QuotaObserver {
+            tracker: self.tracker.clone(),
+            backend: self.backend.clone(),
+            model: model.to_owned(),
+        };
+        ResponseFuture::called(Observed::new(self.inner.call(request), observer))
+    }
+}
+
+/// Feeds one request's response head and errors to the tracker.
+#[derive(Debug)]
+pub struct QuotaObserver {
+    tracker: QuotaTracker,
+    backend: BackendId,
+    model: String,
+}
+
+impl QuotaObserver {
+    fn learn_from_error(&self, error: &(dyn Error + 'static)) {
+        let mut current = Some(error);
+        while let Some(err) = current {
+            if let Some(e) = err.downcast_ref::<ProviderError>() {
+                self.learn_from_provider_error(e, classify(error));
+                return;
+            }
+            current = err.source();
+        }
+    }
+
+    fn learn_from_provider_error(&self, e: &ProviderError, class: ErrorClass) {
+        let status = e.status().unwrap_or(StatusCode::OK);
+        let body = e.body_excerpt().map(str::as_bytes);
+        let mut info = QuotaInfo::parse(status, e.headers(), body, SystemTime::now());
+        if info.retry_after.is_none() {
+            info.retry_after = e.retry_after();
+        }
+        let now = Instant::now();
+        let rate_limited = e.class() == ErrorClass::RateLimited || class == ErrorClass::RateLimited;
+        if rate_limited && !info.is_rate_limited() {
+            self.tracker
+                .observe_rate_limited(&self.backend, &self.model, &info, now);
+        } else {
+            self.tracker.observe(&self.backend, &self.model, &info, now);
+        }
+    }
+}
+
+impl EndObserver for QuotaObserver {
+    fn on_end(self, end: StreamEnd<'_>) {
+        if let StreamEnd::Failed(error) = end {
+            self.learn_from_error(error);
+        }
+    }
+}
+
+impl<C> StreamObserver<C> for QuotaObserver {
+    fn on_response(&mut self, parts: &Parts) {
+        let info = QuotaInfo::parse(parts.status, &parts.headers, None, SystemTime::now());
+        self.tracker
+            .observe(&self.backend, &self.model, &info, Instant::now());
+    }
+}

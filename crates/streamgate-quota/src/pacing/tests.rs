@@ -1,0 +1,193 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::FutureExt;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use streamgate_core::{
+    testing::{Script, ScriptedService, TestRequest},
+    BackendId, Event, MetricsSink,
+};
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt};
+
+use super::PacingLayer;
+use crate::{QuotaInfo, QuotaTracker};
+
+#[derive(Default)]
+struct Waits(Mutex<Vec<Duration>>);
+
+impl MetricsSink for Waits {
+    fn record(&self, event: &Event<'_>) {
+        if let Event::Throttled { waited, .. } = event {
+            self.0.lock().unwrap().push(*waited);
+        }
+    }
+}
+
+fn backend() -> BackendId {
+    BackendId::new("b")
+}
+
+/// Sends `requests` one after another; returns when each call reached the
+/// backend, relative to the start.
+async fn send_all<S>(service: &mut S, requests: Vec<TestRequest>) -> Vec<Duration>
+where
+    S: Service<TestRequest> + Clone,
+    S::Error: std::fmt::Debug,
+{
+    let start = Instant::now();
+    let mut at = Vec::new();
+    for request in requests {
+        let _ = service.clone().oneshot(request).await;
+        at.push(start.elapsed());
+    }
+    at
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_wait_instead_of_failing_and_each_wait_is_reported() {
+    let waits = Arc::new(Waits::default());
+    let layer = PacingLayer::builder(backend())
+        .requests_per_minute(10)
+        .request_burst(1)
+        .sink(waits.clone())
+        .build()
+        .unwrap();
+    let inner = ScriptedService::new(Script::new().text("x"));
+    let mut service = layer.layer(inner.clone());
+    let at = send_all(&mut service, vec![TestRequest::new("m"); 3]).await;
+    // Burst 1, refill 9 per minute: one every 6.67 s after the first.
+    let period = Duration::from_secs(60) / 9;
+    assert_eq!(at[0], Duration::ZERO);
+    assert!(
+        at[1] >= period && at[1] < period + Duration::from_millis(1),
+        "{at:?}"
+    );
+    assert!(
+        at[2] >= 2 * period && at[2] < 2 * period + Duration::from_millis(1),
+        "{at:?}"
+    );
+    assert_eq!(inner.probe().calls(), 3);
+    let waits = waits.0.lock().unwrap().clone();
+    assert_eq!(waits.len(), 2);
+    assert_eq!(waits[0], at[1]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waits_are_weighted_by_the_token_estimate() {
+    let layer = PacingLayer::builder(backend())
+        .tokens_per_minute(1000)
+        .token_burst(500)
+        .build()
+        .unwrap();
+    let inner = ScriptedService::new(Script::new().text("x"));
+    let mut service = layer.layer(inner);
+    let at = send_all(
+        &mut service,
+        vec![
+            TestRequest::new("m").with_estimate(500),
+            TestRequest::new("m").with_estimate(50),
+            TestRequest::new("m").with_estimate(0),
+        ],
+    )
+    .await;
+    // The burst is spent; 50 tokens at 500 per minute take 6 s. A request
+    // without an estimate takes no tokens.
+    assert_eq!(at[0], Duration::ZERO);
+    assert!(
+        at[1] >= Duration::from_secs(6) && at[1] < Duration::from_millis(6001),
+        "{at:?}"
+    );
+    assert_eq!(at[2], at[1]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_larger_than_the_burst_is_clamped_and_goes_through() {
+    let layer = PacingLayer::builder(backend())
+        .tokens_per_minute(100)
+        .build()
+        .unwrap();
+    let mut service = layer.layer(ScriptedService::new(Script::new().text("x")));
+    let at = send_all(
+        &mut service,
+        vec![
+            TestRequest::new("m").with_estimate(1_000_000),
+            TestRequest::new("m").with_estimate(1_000_000),
+        ],
+    )
+    .await;
+    // Burst 10 (a tenth), refill 90 per minute: the second waits 10/90 min.
+    assert_eq!(at[0], Duration::ZERO);
+    assert!(at[1] <= Duration::from_secs(7), "{at:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_a_waiting_request_never_calls_the_backend() {
+    let layer = PacingLayer::builder(backend())
+        .requests_per_minute(2)
+        .request_burst(1)
+        .build()
+        .unwrap();
+    let inner = ScriptedService::new(Script::new().text("x"));
+    let mut service = layer.layer(inner.clone());
+    ServiceExt::<TestRequest>::ready(&mut service)
+        .await
+        .unwrap();
+    let _ = service.call(TestRequest::new("m")).await;
+    ServiceExt::<TestRequest>::ready(&mut service)
+        .await
+        .unwrap();
+    let mut waiting = service.call(TestRequest::new("m"));
+    assert!((&mut waiting).now_or_never().is_none());
+    drop(waiting);
+    tokio::time::advance(Duration::from_secs(120)).await;
+    assert_eq!(inner.probe().calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn adopts_limits_learned_from_headers() {
+    let tracker = QuotaTracker::new();
+    let mut headers = HeaderMap::new();
+    headers.insert("x-ratelimit-limit-tokens", HeaderValue::from_static("600"));
+    let info = QuotaInfo::parse(StatusCode::OK, &headers, None, std::time::SystemTime::now());
+    tracker.observe(&backend(), "m", &info, Instant::now());
+
+    let layer = PacingLayer::builder(backend())
+        .adopt_learned(tracker)
+        .build()
+        .unwrap();
+    let mut service = layer.layer(ScriptedService::new(Script::new().text("x")));
+    let at = send_all(
+        &mut service,
+        vec![
+            TestRequest::new("m").with_estimate(60),
+            TestRequest::new("m").with_estimate(60),
+            // No limits learned for this model: not paced.
+            TestRequest::new("other").with_estimate(60_000),
+        ],
+    )
+    .await;
+    // Learned 600/min: burst 60, refill 540/min, so 60 tokens take 6.67 s.
+    assert_eq!(at[0], Duration::ZERO);
+    let refill = Duration::from_secs(60) / 9;
+    assert!(
+        at[1] >= refill && at[1] < refill + Duration::from_millis(1),
+        "{at:?}"
+    );
+    assert_eq!(at[2], at[1]);
+}
+
+#[test]
+fn builder_validates_once() {
+    let b = || PacingLayer::builder(backend());
+    assert!(b().build().is_err());
+    assert!(b().tokens_per_minute(0).build().is_err());
+    assert!(b().tokens_per_minute(10).token_burst(11).build().is_err());
+    assert!(b().request_burst(1).build().is_err());
+    assert!(b().tokens_per_minute(10).token_burst(10).build().is_ok());
+    assert!(b().adopt_learned(QuotaTracker::new()).build().is_ok());
+}

@@ -1,0 +1,250 @@
+//! The IETF `RateLimit` / `RateLimit-Policy` fields
+//! (draft-ietf-httpapi-ratelimit-headers), in the forms the drafts have used:
+//!
+//! - drafts up to 06: separate `RateLimit-Limit`, `RateLimit-Remaining`,
+//!   `RateLimit-Reset` (delay seconds) — read by the caller as plain numbers;
+//! - draft 07: `RateLimit: limit=100, remaining=50, reset=50` (a dictionary)
+//!   with `RateLimit-Policy: 100;w=60` (a list of integers with a window);
+//! - draft 08 and later: `RateLimit-Policy: "day";q=1000;w=86400` and
+//!   `RateLimit: "day";r=50;t=30` (lists of named items with parameters).
+//!
+//! Quota units (`qu`) other than `requests` (the default) are ignored,
+//! except `tokens`, which is not in the draft but is what an LLM gateway
+//! would send and maps onto the token limit.
+
+use std::time::Duration;
+
+use super::value::{count, seconds, trim};
+
+/// What a policy or a limit counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Unit {
+    Requests,
+    Tokens,
+}
+
+/// The strictest item of the `RateLimit` field for one unit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Item {
+    pub(crate) limit: Option<u64>,
+    pub(crate) remaining: Option<u64>,
+    pub(crate) reset: Option<Duration>,
+    pub(crate) window: Option<Duration>,
+}
+
+impl Item {
+    /// Whether `self` is stricter than `other`: less remaining, or the same
+    /// remaining for longer. Items without a remaining count lose.
+    fn stricter_than(&self, other: &Item) -> bool {
+        match (self.remaining, other.remaining) {
+            (Some(a), Some(b)) if a != b => a < b,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            _ => self.reset > other.reset,
+        }
+    }
+}
+
+/// Splits on `sep` outside double quotes.
+fn split_outside_quotes(bytes: &[u8], sep: u8) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    let mut quoted = false;
+    let mut escaped = false;
+    let mut i = 0;
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        while i < bytes.len() {
+            let b = bytes[i];
+            i += 1;
+            if quoted {
+                match (escaped, b) {
+                    (true, _) => escaped = false,
+                    (false, b'\\') => escaped = true,
+                    (false, b'"') => quoted = false,
+                    _ => {}
+                }
+            } else if b == b'"' {
+                quoted = true;
+            } else if b == sep {
+                let piece = &bytes[start..i - 1];
+                start = i;
+                return Some(trim(piece));
+            }
+        }
+        done = true;
+        Some(trim(&bytes[start..]))
+    })
+    .filter(|piece| !piece.is_empty())
+}
+
+/// `"name"` → `name`; a token stays as it is.
+fn unquote(bytes: &[u8]) -> &[u8] {
+    match bytes {
+        [b'"', inner @ .., b'"'] => inner,
+        other => other,
+    }
+}
+
+/// The value of parameter `key` of a member (`item;key=value;...`).
+fn param<'a>(member: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    split_outside_quotes(member, b';').skip(1).find_map(|p| {
+        let (k, v) = split_once(p, b'=')?;
+        (trim(k) == key).then(|| unquote(trim(v)))
+    })
+}
+
+fn split_once(bytes: &[u8], sep: u8) -> Option<(&[u8], &[u8])> {
+    let i = bytes.iter().position(|b| *b == sep)?;
+    Some((&bytes[..i], &bytes[i + 1..]))
+}
+
+fn unit_of(member: &[u8]) -> Option<Unit> {
+    match param(member, b"qu") {
+        None | Some(b"requests") => Some(Unit::Requests),
+        Some(b"tokens") => Some(Unit::Tokens),
+        Some(_) => None,
+    }
+}
+
+/// The first piece of a member (its bare item, or `key=value` in a
+/// dictionary).
+fn head(member: &[u8]) -> &[u8] {
+    split_outside_quotes(member, b';').next().unwrap_or(&[])
+}
+
+/// Reads one `RateLimit` value against the `RateLimit-Policy` values seen,
+/// and returns the strictest item for each unit.
+pub(crate) fn parse<'a>(
+    ratelimit: impl Iterator<Item = &'a [u8]>,
+    policies: &[&'a [u8]],
+) -> (Option<Item>, Option<Item>) {
+    let mut requests: Option<Item> = None;
+    let mut tokens: Option<Item> = None;
+    let mut keep = |unit: Unit, item: Item| {
+        let slot = match unit {
+            Unit::Requests => &mut requests,
+            Unit::Tokens => &mut tokens,
+        };
+        if slot.as_ref().is_none_or(|old| item.stricter_than(old)) {
+            *slot = Some(item);
+        }
+    };
+    let policy_members = || policies.iter().flat_map(|p| split_outside_quotes(p, b','));
+
+    for value in ratelimit {
+        let mut dict = Item::default();
+        let mut is_dict = false;
+        for member in split_outside_quotes(value, b',') {
+            let first = head(member);
+            match split_once(first, b'=') {
+                // Draft 07 dictionary member: `limit=100`.
+                Some((key, v)) if !first.starts_with(b"\"") => {
+                    is_dict = true;
+                    match trim(key) {
+                        b"limit" => dict.limit = count(v),
+                        b"remaining" => dict.remaining = count(v),
+                        b"reset" => dict.reset = seconds(v),
+                        _ => {}
+                    }
+                }
+                // Draft 08+ list item: `"name";r=50;t=30`.
+                _ => {
+                    let name = unquote(first);
+                    let policy = policy_members().find(|p| unquote(head(p)) == name);
+                    let Some(unit) = policy.map_or(Some(Unit::Requests), unit_of) else {
+                        continue;
+                    };
+                    keep(
+                        unit,
+                        Item {
+                            limit: policy.and_then(|p| param(p, b"q")).and_then(count),
+                            remaining: param(member, b"r").and_then(count),
+                            reset: param(member, b"t").and_then(seconds),
+                            window: policy.and_then(|p| param(p, b"w")).and_then(seconds),
+                        },
+                    );
+                }
+            }
+        }
+        if is_dict {
+            // Draft 07 policies are `limit;w=window`: the one whose limit
+            // matches, else the first.
+            let matching = policy_members()
+                .filter(|p| count(head(p)).is_some())
+                .find(|p| dict.limit.is_some() && count(head(p)) == dict.limit)
+                .or_else(|| policy_members().find(|p| count(head(p)).is_some()));
+            dict.window = matching.and_then(|p| param(p, b"w")).and_then(seconds);
+            keep(Unit::Requests, dict);
+        }
+    }
+    (requests, tokens)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(s: u64) -> Option<Duration> {
+        Some(Duration::from_secs(s))
+    }
+
+    #[test]
+    fn draft_07_dictionary_with_policy_window() {
+        let (req, tok) = parse(
+            [&b"limit=100, remaining=50, reset=30"[..]].into_iter(),
+            &[b"10;w=1, 100;w=60"],
+        );
+        assert_eq!(
+            req,
+            Some(Item {
+                limit: Some(100),
+                remaining: Some(50),
+                reset: secs(30),
+                window: secs(60),
+            })
+        );
+        assert_eq!(tok, None);
+    }
+
+    #[test]
+    fn draft_08_named_items_pick_the_strictest_per_unit() {
+        let (req, tok) = parse(
+            [&br#""minute";r=0;t=12, "day";r=900;t=40000, "tpm";r=5000;t=3"#[..]].into_iter(),
+            &[br#""minute";q=60;w=60, "day";q=1000;w=86400, "tpm";q=90000;w=60;qu="tokens""#],
+        );
+        assert_eq!(
+            req,
+            Some(Item {
+                limit: Some(60),
+                remaining: Some(0),
+                reset: secs(12),
+                window: secs(60),
+            })
+        );
+        assert_eq!(tok.and_then(|t| t.remaining), Some(5000));
+        assert_eq!(tok.and_then(|t| t.limit), Some(90000));
+    }
+
+    #[test]
+    fn unknown_units_and_garbage_are_ignored() {
+        let (req, tok) = parse(
+            [&br#""bytes";r=0;t=5, "x";r=-1;t=abc"#[..]].into_iter(),
+            &[br#""bytes";q=100;w=60;qu="content-bytes""#],
+        );
+        assert_eq!(
+            req,
+            Some(Item {
+                limit: None,
+                remaining: None,
+                reset: None,
+                window: None,
+            })
+        );
+        assert_eq!(tok, None);
+        let (req, _) = parse([&b"\"unterminated;r=3"[..]].into_iter(), &[]);
+        assert_eq!(req.and_then(|r| r.remaining), None);
+    }
+}

@@ -1,0 +1,512 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use streamgate_core::{BackendId, Event, MetricsSink, QuotaState};
+use tokio::time::Instant;
+
+use super::*;
+use crate::QuotaInfo;
+
+#[derive(Default)]
+struct Events(Mutex<Vec<(QuotaState, Option<Duration>)>>);
+
+impl MetricsSink for Events {
+    fn record(&self, event: &Event<'_>) {
+        if let Event::QuotaUpdate {
+            state,
+            exhausted_for,
+            ..
+        } = event
+        {
+            self.0.lock().unwrap().push((*state, *exhausted_for));
+        }
+    }
+}
+
+impl Events {
+    fn take(&self) -> Vec<(QuotaState, Option<Duration>)> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+fn info(status: u16, pairs: &[(&str, &str)]) -> QuotaInfo {
+    let mut map = HeaderMap::new();
+    for (name, value) in pairs {
+        map.append(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    QuotaInfo::parse(
+        StatusCode::from_u16(status).unwrap(),
+        &map,
+        None,
+        SystemTime::now(),
+    )
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn setup() -> (QuotaTracker, Arc<Events>, BackendId) {
+    let events = Arc::new(Events::default());
+    let tracker = QuotaTracker::builder()
+        .sink(events.clone())
+        .build()
+        .unwrap();
+    (tracker, events, BackendId::new("openai"))
+}
+
+#[tokio::test(start_paused = true)]
+async fn unknown_key_is_available_and_admitted() {
+    let (tracker, events, b) = setup();
+    let now = Instant::now();
+    assert_eq!(tracker.status(&b, "m", now), QuotaStatus::Available);
+    assert!(tracker.check(&b, "m", 1_000_000, now).is_ok());
+    // A response without rate-limit headers creates no key.
+    tracker.observe(&b, "m", &info(200, &[("content-type", "x")]), now);
+    assert!(tracker.is_empty());
+    assert!(events.take().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn headers_with_quota_left_move_the_key_to_tracking() {
+    let (tracker, events, b) = setup();
+    let now = Instant::now();
+    let status = tracker.observe(
+        &b,
+        "m",
+        &info(
+            200,
+            &[
+                ("x-ratelimit-remaining-tokens", "500"),
+                ("x-ratelimit-reset-tokens", "6s"),
+            ],
+        ),
+        now,
+    );
+    assert_eq!(status, QuotaStatus::Tracking);
+    assert_eq!(events.take(), vec![(QuotaState::Tracking, None)]);
+    // Same state again: no event.
+    tracker.observe(
+        &b,
+        "m",
+        &info(200, &[("x-ratelimit-remaining-tokens", "400")]),
+        now,
+    );
+    assert!(events.take().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn zero_remaining_exhausts_until_the_reset_then_admits_again() {
+    let (tracker, events, b) = setup();
+    let start = Instant::now();
+    tracker.observe(
+        &b,
+        "m",
+        &info(
+            200,
+            &[
+                ("x-ratelimit-remaining-requests", "0"),
+                ("x-ratelimit-reset-requests", "1m26.4s"),
+            ],
+        ),
+        start,
+    );
+    assert_eq!(
+        tracker.status(&b, "m", start),
+        QuotaStatus::Exhausted {
+            until: start + ms(86_400),
+            reason: ExhaustReason::RequestsDepleted,
+        }
+    );
+    assert_eq!(
+        events.take(),
+        vec![(QuotaState::Exhausted, Some(ms(86_400)))]
+    );
+    tokio::time::advance(secs(80)).await;
+    let refusal = tracker.check(&b, "m", 0, Instant::now()).unwrap_err();
+    assert_eq!(refusal.retry_after, ms(6_400));
+    assert_eq!(refusal.reason, ExhaustReason::RequestsDepleted);
+    // Other models of the same backend are not affected.
+    assert!(tracker.check(&b, "other", 0, Instant::now()).is_ok());
+
+    tokio::time::advance(ms(6_400)).await;
+    assert!(tracker.check(&b, "m", 0, Instant::now()).is_ok());
+    assert_eq!(
+        tracker.status(&b, "m", Instant::now()),
+        QuotaStatus::Tracking
+    );
+    assert_eq!(events.take(), vec![(QuotaState::Tracking, None)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn both_limits_at_zero_take_the_later_reset() {
+    let (tracker, _, b) = setup();
+    let now = Instant::now();
+    tracker.observe(
+        &b,
+        "m",
+        &info(
+            200,
+            &[
+                ("x-ratelimit-remaining-requests", "0"),
+                ("x-ratelimit-reset-requests", "2s"),
+                ("x-ratelimit-remaining-tokens", "0"),
+                ("x-ratelimit-reset-tokens", "9s"),
+            ],
+        ),
+        now,
+    );
+    assert_eq!(
+        tracker.status(&b, "m", now),
+        QuotaStatus::Exhausted {
+            until: now + secs(9),
+            reason: ExhaustReason::TokensDepleted,
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn anthropic_input_tokens_at_zero_exhaust_despite_tokens_left() {
+    let (tracker, _, b) = setup();
+    let now = Instant::now();
+    let mut i = QuotaInfo::default();
+    i.tokens.remaining = Some(50_000);
+    i.tokens.reset_after = Some(secs(10));
+    i.input_tokens.remaining = Some(0);
+    i.input_tokens.reset_after = Some(secs(30));
+    tracker.observe(&b, "claude", &i, now);
+    assert_eq!(
+        tracker.status(&b, "claude", now),
+        QuotaStatus::Exhausted {
+            until: now + secs(30),
+            reason: ExhaustReason::InputTokensDepleted,
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_exhausts_until_retry_after() {
+    let (tracker, _, b) = setup();
+    let now = Instant::now();
+    tracker.observe(&b, "m", &info(429, &[("retry-after", "20")]), now);
+    assert_eq!(
+        tracker.check(&b, "m", 0, now),
+        Err(Refusal {
+            retry_after: secs(20),
+            reason: ExhaustReason::RateLimited,
+        })
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_without_retry_information_uses_the_default_cooldown() {
+    let events = Arc::new(Events::default());
+    let tracker = QuotaTracker::builder()
+        .default_cooldown(secs(7))
+        .sink(events.clone())
+        .build()
+        .unwrap();
+    let b = BackendId::new("b");
+    let now = Instant::now();
+    tracker.observe(&b, "m", &info(429, &[]), now);
+    assert_eq!(
+        tracker.check(&b, "m", 0, now).unwrap_err().retry_after,
+        secs(7)
+    );
+    assert_eq!(events.take(), vec![(QuotaState::Exhausted, Some(secs(7)))]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_without_retry_after_uses_the_depleted_reset() {
+    let (tracker, _, b) = setup();
+    let now = Instant::now();
+    tracker.observe(
+        &b,
+        "m",
+        &info(
+            429,
+            &[
+                ("x-ratelimit-remaining-tokens", "0"),
+                ("x-ratelimit-reset-tokens", "3s"),
+                ("x-ratelimit-remaining-requests", "10"),
+                ("x-ratelimit-reset-requests", "50s"),
+            ],
+        ),
+        now,
+    );
+    assert_eq!(
+        tracker.check(&b, "m", 0, now).unwrap_err().retry_after,
+        secs(3)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_is_a_floor_under_a_later_depleted_reset() {
+    let (tracker, _, b) = setup();
+    let now = Instant::now();
+    tracker.observe(
+        &b,
+        "m",
+        &info(
+            429,
+            &[
+                ("retry-after", "2"),
+                ("x-ratelimit-remaining-tokens", "0"),
+                ("x-ratelimit-reset-tokens", "8s"),
+            ],
+        ),
+        now,
+    );
+    assert_eq!(
+        tracker.check(&b, "m", 0, now).unwrap_err().retry_after,
+        secs(8)
+    );
+    tracker.observe(
+        &b,
+        "n",
+        &info(
+            429,
+            &[
+                ("retry-after", "30"),
+                ("x-ratelimit-remaining-tokens", "0"),
+                ("x-ratelimit-reset-tokens", "8s"),
+            ],
+        ),
+        now,
+    );
+    assert_eq!(
+        tracker.check(&b, "n", 0, now).unwrap_err().retry_after,
+        secs(30)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_wins_over_a_depleted_limit_without_a_reset() {
+    let (tracker, _, b) = setup();
+    let now = Instant::now();
+    let i = info(
+        429,
+        &[
+            ("retry-after", "3"),
+            ("x-ratelimit-remaining-requests", "0"),
+        ],
+    );
+    tracker.observe(&b, "m", &i, now);
+    assert_eq!(
+        tracker.check(&b, "m", 0, now).unwrap_err().retry_after,
+        secs(3)
+    );
+    // Without a 429, a zero without a reset exhausts for the default cooldown.
+    let i = info(200, &[("x-ratelimit-remaining-requests", "0")]);
+    tracker.observe(&b, "n", &i, now);
+    assert_eq!(
+        tracker.check(&b, "n", 0, now).unwrap_err().retry_after,
+        secs(10)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_zero_retry_after_still_cools_down_for_the_minimum() {
+    let (tracker, _, b) = setup();
+    let now = Instant::now();
+    tracker.observe(&b, "m", &info(429, &[("retry-after", "0")]), now);
+    assert_eq!(
+        tracker.check(&b, "m", 0, now).unwrap_err().retry_after,
+        ms(100)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_longer_cooldown_extends_and_a_shorter_one_never_shortens() {
+    let (tracker, events, b) = setup();
+    let start = Instant::now();
+    tracker.observe(&b, "m", &info(429, &[("retry-after", "10")]), start);
+    tokio::time::advance(secs(1)).await;
+    let now = Instant::now();
+    // Shorter: 2 s from now ends before the 9 s left.
+    tracker.observe(&b, "m", &info(429, &[("retry-after", "2")]), now);
+    assert_eq!(
+        tracker.check(&b, "m", 0, now).unwrap_err().retry_after,
+        secs(9)
+    );
+    // A success with quota left (a request in flight before) does not shorten it.
+    tracker.observe(
+        &b,
+        "m",
+        &info(200, &[("x-ratelimit-remaining-requests", "50")]),
+        now,
+    );
+    assert_eq!(
+        tracker.check(&b, "m", 0, now).unwrap_err().retry_after,
+        secs(9)
+    );
+    // Longer: extends.
+    tracker.observe(&b, "m", &info(429, &[("retry-after", "30")]), now);
+    assert_eq!(
+        tracker.check(&b, "m", 0, now).unwrap_err().retry_after,
+        secs(30)
+    );
+    assert_eq!(
+        events.take(),
+        vec![
+            (QuotaState::Exhausted, Some(secs(10))),
+            (QuotaState::Exhausted, Some(secs(30))),
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_information_is_dropped() {
+    let (tracker, _, b) = setup();
+    let now = Instant::now();
+    // A reset already past: the zero is stale on arrival.
+    tracker.observe(
+        &b,
+        "m",
+        &info(
+            200,
+            &[
+                ("x-ratelimit-remaining-tokens", "0"),
+                ("x-ratelimit-reset-tokens", "0s"),
+            ],
+        ),
+        now,
+    );
+    assert_eq!(tracker.status(&b, "m", now), QuotaStatus::Tracking);
+
+    // Counts are believed until their reset only.
+    tracker.observe(
+        &b,
+        "m",
+        &info(
+            200,
+            &[
+                ("x-ratelimit-remaining-tokens", "12"),
+                ("x-ratelimit-reset-tokens", "5s"),
+            ],
+        ),
+        now,
+    );
+    assert_eq!(tracker.snapshot(now)[0].remaining_tokens, Some(12));
+    tokio::time::advance(secs(5)).await;
+    assert_eq!(tracker.snapshot(Instant::now())[0].remaining_tokens, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn predictive_check_refuses_requests_larger_than_what_is_left() {
+    let tracker = QuotaTracker::builder().predictive(true).build().unwrap();
+    let b = BackendId::new("b");
+    let now = Instant::now();
+    let mut i = QuotaInfo::default();
+    i.tokens.remaining = Some(1000);
+    i.tokens.reset_after = Some(secs(20));
+    i.output_tokens.remaining = Some(300);
+    i.output_tokens.reset_after = Some(secs(4));
+    tracker.observe(&b, "m", &i, now);
+    assert!(tracker.check(&b, "m", 300, now).is_ok());
+    // The stricter of combined and output tokens decides.
+    assert_eq!(
+        tracker.check(&b, "m", 301, now),
+        Err(Refusal {
+            retry_after: secs(4),
+            reason: ExhaustReason::InsufficientTokens,
+        })
+    );
+    // The key itself is not exhausted.
+    assert_eq!(tracker.status(&b, "m", now), QuotaStatus::Tracking);
+    // Off by default.
+    let plain = QuotaTracker::new();
+    plain.observe(&b, "m", &i, now);
+    assert!(plain.check(&b, "m", 5000, now).is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn request_too_large_exhausts_nothing() {
+    let (tracker, _, b) = setup();
+    let now = Instant::now();
+    let mut i = info(429, &[("x-ratelimit-remaining-tokens", "20000")]);
+    i.request_too_large = true;
+    tracker.observe(&b, "m", &i, now);
+    assert_eq!(tracker.status(&b, "m", now), QuotaStatus::Tracking);
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_band_rate_limit_is_treated_like_a_429() {
+    let (tracker, _, b) = setup();
+    let now = Instant::now();
+    tracker.observe_rate_limited(&b, "m", &QuotaInfo::default(), now);
+    assert_eq!(
+        tracker.check(&b, "m", 0, now).unwrap_err().retry_after,
+        secs(10)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn key_cap_evicts_the_least_recently_seen_unexhausted_key() {
+    let tracker = QuotaTracker::builder().max_keys(2).build().unwrap();
+    let b = BackendId::new("b");
+    let t0 = Instant::now();
+    let tracking = info(200, &[("x-ratelimit-remaining-requests", "5")]);
+    tracker.observe(&b, "exhausted", &info(429, &[("retry-after", "60")]), t0);
+    tracker.observe(&b, "old", &tracking, t0 + secs(1));
+    tracker.observe(&b, "new", &tracking, t0 + secs(2));
+    assert_eq!(tracker.len(), 2);
+    let now = t0 + secs(2);
+    assert!(tracker.check(&b, "exhausted", 0, now).is_err());
+    assert_eq!(tracker.status(&b, "old", now), QuotaStatus::Available);
+    assert_eq!(tracker.status(&b, "new", now), QuotaStatus::Tracking);
+}
+
+#[test]
+fn builder_rejects_invalid_values() {
+    assert!(QuotaTracker::builder().max_keys(0).build().is_err());
+    assert!(QuotaTracker::builder()
+        .min_cooldown(Duration::ZERO)
+        .build()
+        .is_err());
+    assert!(QuotaTracker::builder()
+        .default_cooldown(ms(10))
+        .min_cooldown(ms(20))
+        .build()
+        .is_err());
+    let err = QuotaTracker::builder().max_keys(0).build().unwrap_err();
+    assert_eq!(err.to_string(), "max keys must be at least 1");
+}
+
+#[test]
+fn learned_limits_need_a_known_window() {
+    let tracker = QuotaTracker::new();
+    let b = BackendId::new("b");
+    let now = Instant::now();
+    tracker.observe(
+        &b,
+        "m",
+        &info(
+            200,
+            &[
+                ("x-ratelimit-limit-tokens", "30000"),
+                ("x-ratelimit-limit", "20"),
+            ],
+        ),
+        now,
+    );
+    assert_eq!(
+        tracker.learned_limits(&b, "m"),
+        LearnedLimits {
+            requests: None,
+            tokens: Some((30_000, crate::parse::MINUTE)),
+        }
+    );
+}

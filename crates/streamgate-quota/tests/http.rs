@@ -1,0 +1,207 @@
+//! The quota and pacing layers over real HTTP, against the mock provider
+//! enforcing a tokens-per-minute limit, with the OpenAI Chat client.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use futures::StreamExt;
+use streamgate_core::{BackendId, BoxError, Event, MetricsSink, ProviderError, Rejected};
+use streamgate_mock::{MockConfig, MockServer, Plan};
+use streamgate_providers::{openai::OpenAiChat, ChatRequest};
+use streamgate_quota::{PacingLayer, QuotaLayer, QuotaTracker};
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt};
+
+const MODEL: &str = "gpt-test";
+const TPM: u64 = 1000;
+
+/// Every request costs exactly 100 tokens at the mock (50 in, 50 out), and
+/// its estimate is exactly 100: 184 bytes of text (46 tokens), 4 of framing
+/// and 50 of `max_tokens`.
+fn request() -> ChatRequest {
+    ChatRequest::new(MODEL)
+        .with_user("x".repeat(184))
+        .with_max_tokens(50)
+}
+
+fn plan() -> Plan {
+    Plan::new().with_input_tokens(50).with_output_tokens(50)
+}
+
+fn client(server: &MockServer) -> OpenAiChat {
+    OpenAiChat::builder()
+        .base_url(format!("{}/v1", server.url()))
+        .api_key("sk-test")
+        .build()
+        .unwrap()
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    completed: u64,
+    http_429: u64,
+    rejected: u64,
+}
+
+/// Sends requests one after another until `goal` streams have completed.
+/// After a refusal (a 429 or a quota rejection) it waits as long as the error
+/// says, as a well-behaved client does.
+async fn workload<S, B, E>(mut service: S, goal: u64) -> Counts
+where
+    S: Service<ChatRequest, Response = http::Response<B>, Error = BoxError>,
+    B: futures::Stream<Item = Result<streamgate_providers::ChatChunk, E>> + Unpin,
+    E: std::fmt::Debug,
+{
+    let mut counts = Counts::default();
+    while counts.completed < goal {
+        let result = ServiceExt::<ChatRequest>::ready(&mut service)
+            .await
+            .unwrap()
+            .call(request())
+            .await;
+        match result {
+            Ok(response) => {
+                let mut body = response.into_body();
+                while let Some(item) = body.next().await {
+                    item.unwrap();
+                }
+                counts.completed += 1;
+            }
+            Err(error) => {
+                let wait = if let Some(r) = error.downcast_ref::<Rejected>() {
+                    counts.rejected += 1;
+                    r.retry_after
+                } else if let Some(p) = error.downcast_ref::<ProviderError>() {
+                    assert_eq!(p.status().map(|s| s.as_u16()), Some(429), "{p}");
+                    counts.http_429 += 1;
+                    p.retry_after()
+                } else {
+                    panic!("unexpected error: {error}");
+                };
+                tokio::time::sleep(wait.unwrap_or(Duration::from_secs(1))).await;
+            }
+        }
+    }
+    counts
+}
+
+/// On paused time, tokio jumps the clock to the next timer whenever every
+/// task waits, including while bytes are in flight on a loopback socket; with
+/// only long timers pending (connection pools, rate-limit waits) one such
+/// jump can skip a whole rate-limit window. A 5 ms ticker bounds each jump,
+/// so virtual time still runs far faster than real time but requests do not
+/// appear minutes apart.
+fn bound_clock_jumps() -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+}
+
+async fn limited_server() -> MockServer {
+    MockServer::start(
+        MockConfig::new()
+            .with_tokens_per_minute(TPM)
+            .with_plan(plan()),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn quota_layer_avoids_429s_that_a_bare_client_runs_into() {
+    let ticker = bound_clock_jumps();
+    // Without the layer.
+    let server = limited_server().await;
+    let bare = workload(client(&server).map_err(Into::<BoxError>::into), 25).await;
+    server.shutdown().await;
+
+    // With it: the first response's headers teach the tracker; the
+    // predictive check then holds requests back until the window has room.
+    let server = limited_server().await;
+    let tracker = QuotaTracker::builder().predictive(true).build().unwrap();
+    let gated = QuotaLayer::new(BackendId::new("mock"), tracker.clone()).layer(client(&server));
+    let with_quota = workload(gated, 25).await;
+    server.shutdown().await;
+
+    println!(
+        "25 streams at {TPM} TPM: without the quota layer {} HTTP 429s; with it {} HTTP 429s \
+         and {} local rejections",
+        bare.http_429, with_quota.http_429, with_quota.rejected
+    );
+    ticker.abort();
+    assert!(bare.http_429 > 0, "{bare:?}");
+    assert_eq!(with_quota.http_429, 0, "{with_quota:?}");
+    assert!(with_quota.rejected > 0, "{with_quota:?}");
+}
+
+#[derive(Default)]
+struct Throttles(AtomicU64);
+
+impl MetricsSink for Throttles {
+    fn record(&self, event: &Event<'_>) {
+        if let Event::Throttled { .. } = event {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn pacing_keeps_the_observed_tokens_per_minute_under_the_limit() {
+    const PACED_TPM: u32 = 600;
+    let ticker = bound_clock_jumps();
+    let server = MockServer::start(MockConfig::new().with_plan(plan()))
+        .await
+        .unwrap();
+    let throttles = Arc::new(Throttles::default());
+    let service = PacingLayer::builder(BackendId::new("mock"))
+        .tokens_per_minute(PACED_TPM)
+        .token_burst(100)
+        .sink(throttles.clone())
+        .build()
+        .unwrap()
+        .layer(client(&server));
+
+    // Three workers send as fast as pacing lets them for three minutes.
+    let start = Instant::now();
+    let peak = Arc::new(AtomicU64::new(0));
+    let worker = |service: streamgate_quota::Pacing<OpenAiChat>| {
+        let (server, peak) = (&server, peak.clone());
+        async move {
+            while start.elapsed() < Duration::from_secs(180) {
+                let response = service.clone().oneshot(request()).await.unwrap();
+                let mut body = response.into_body();
+                while let Some(item) = body.next().await {
+                    item.unwrap();
+                }
+                peak.fetch_max(server.tokens_per_minute(), Ordering::Relaxed);
+            }
+        }
+    };
+    futures::future::join3(
+        worker(service.clone()),
+        worker(service.clone()),
+        worker(service.clone()),
+    )
+    .await;
+    let peak = peak.load(Ordering::Relaxed);
+    let served = server.requests().len() as u64 * 100;
+    println!(
+        "paced at {PACED_TPM} TPM for 3 min: peak {peak} tokens in any observed minute, \
+         {served} tokens in total, {} waits",
+        throttles.0.load(Ordering::Relaxed)
+    );
+    assert!(peak <= u64::from(PACED_TPM), "peak {peak}");
+    // Not starved either: the sustained rate is limit − burst per minute.
+    assert!(served >= 3 * 500, "served {served}");
+    assert!(throttles.0.load(Ordering::Relaxed) > 0);
+    server.shutdown().await;
+    ticker.abort();
+}
