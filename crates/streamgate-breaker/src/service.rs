@@ -4,7 +4,7 @@ use std::task::{Context, Poll};
 
 use futures_core::Stream;
 use http::Response;
-use streamgate_core::{BoxError, Chunk, LlmRequest, Observed};
+use streamgate_core::{BoxError, Chunk, LlmRequest};
 use tower_service::Service;
 
 use crate::{layer::Scope, ResponseBody, ResponseFuture};
@@ -67,7 +67,7 @@ where
             Scope::PerModel(registry) => registry.get(request.model()).acquire(request.model()),
         };
         match admission {
-            Ok(permit) => ResponseFuture::called(Observed::new(self.inner.call(request), permit)),
+            Ok(permit) => ResponseFuture::admitted(self.inner.call(request), permit),
             Err(rejected) => ResponseFuture::rejected(rejected),
         }
     }

@@ -16,7 +16,7 @@ use futures_core::Stream;
 use http::{response::Parts, Response};
 use pin_project::{pin_project, pinned_drop};
 
-use crate::BoxError;
+use crate::{BoxError, Rejected};
 
 /// How an observed request ended.
 #[derive(Debug, Clone, Copy)]
@@ -183,6 +183,75 @@ impl<B, O: EndObserver> PinnedDrop for ObservedBody<B, O> {
     fn drop(self: Pin<&mut Self>) {
         if let Some(observer) = self.project().observer.take() {
             observer.on_end(StreamEnd::Dropped);
+        }
+    }
+}
+
+/// The response future of a gate layer (breaker, quota, TPM): a rejection
+/// that resolves at once without touching the inner service, or the inner
+/// call, observed to its end.
+#[pin_project]
+#[must_use = "futures do nothing unless polled"]
+pub struct Gated<F, O: EndObserver> {
+    #[pin]
+    state: GatedState<F, O>,
+}
+
+#[pin_project(project = GatedProj)]
+enum GatedState<F, O: EndObserver> {
+    Rejected(Option<Rejected>),
+    Admitted(#[pin] Observed<F, O>),
+}
+
+impl<F, O: EndObserver> Gated<F, O> {
+    /// A future that fails at once with `rejected`.
+    pub fn rejected(rejected: Rejected) -> Self {
+        Self {
+            state: GatedState::Rejected(Some(rejected)),
+        }
+    }
+
+    /// The inner call `future`, reported to `observer`.
+    pub fn admitted(future: F, observer: O) -> Self {
+        Self {
+            state: GatedState::Admitted(Observed::new(future, observer)),
+        }
+    }
+
+    /// Whether the gate refused.
+    pub fn is_rejected(&self) -> bool {
+        matches!(self.state, GatedState::Rejected(_))
+    }
+}
+
+impl<F, O: EndObserver> std::fmt::Debug for Gated<F, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.state {
+            GatedState::Rejected(rejected) => {
+                f.debug_tuple("Gated::Rejected").field(rejected).finish()
+            }
+            GatedState::Admitted(_) => f.write_str("Gated::Admitted"),
+        }
+    }
+}
+
+impl<F, FE, B, C, E, O> Future for Gated<F, O>
+where
+    F: Future<Output = Result<Response<B>, FE>>,
+    FE: Into<BoxError>,
+    B: Stream<Item = Result<C, E>>,
+    E: Into<BoxError>,
+    O: StreamObserver<C>,
+{
+    type Output = Result<Response<ObservedBody<B, O>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            GatedProj::Admitted(future) => future.poll(cx),
+            GatedProj::Rejected(rejected) => Poll::Ready(Err(match rejected.take() {
+                Some(rejected) => rejected.into(),
+                None => "gate future polled after completion".into(),
+            })),
         }
     }
 }

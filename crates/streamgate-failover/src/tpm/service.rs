@@ -1,17 +1,14 @@
 //! The service, its response future and the stream observer that reconciles.
 
 use std::{
-    future::Future,
-    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
 };
 
 use futures_core::Stream;
 use http::{response::Parts, Response};
-use pin_project::pin_project;
 use streamgate_core::{
-    emit, BoxError, Chunk, EndObserver, Event, LlmRequest, Observed, ObservedBody, RejectReason,
+    emit, BoxError, Chunk, EndObserver, Event, Gated, LlmRequest, ObservedBody, RejectReason,
     Rejected, StreamEnd, StreamObserver, Usage,
 };
 use tokio::time::Instant;
@@ -78,11 +75,7 @@ where
             first_content: None,
             throughput: Arc::clone(&shared.throughput),
         };
-        TpmFuture {
-            state: State::Called {
-                future: Observed::new(self.inner.call(request), observer),
-            },
-        }
+        TpmFuture::admitted(self.inner.call(request), observer)
     }
 }
 
@@ -98,54 +91,12 @@ fn reject<F>(
         reason,
         retry_after,
     });
-    TpmFuture {
-        state: State::Rejected {
-            error: Some(
-                Rejected::new(shared.backend.clone(), reason).with_retry_after(retry_after),
-            ),
-        },
-    }
+    TpmFuture::rejected(Rejected::new(shared.backend.clone(), reason).with_retry_after(retry_after))
 }
 
-/// The response future of [`Tpm`].
-#[pin_project]
-#[must_use = "futures do nothing unless polled"]
-pub struct TpmFuture<F> {
-    #[pin]
-    state: State<F>,
-}
-
-#[pin_project(project = StateProj)]
-enum State<F> {
-    Rejected {
-        error: Option<Rejected>,
-    },
-    Called {
-        #[pin]
-        future: Observed<F, TpmObserver>,
-    },
-}
-
-impl<F, FE, B, C, E> Future for TpmFuture<F>
-where
-    F: Future<Output = Result<Response<B>, FE>>,
-    FE: Into<BoxError>,
-    B: Stream<Item = Result<C, E>>,
-    E: Into<BoxError>,
-    C: Chunk,
-{
-    type Output = Result<Response<ObservedBody<B, TpmObserver>>, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            StateProj::Rejected { error } => Poll::Ready(Err(match error.take() {
-                Some(error) => error.into(),
-                None => "tpm future polled after completion".into(),
-            })),
-            StateProj::Called { future } => future.poll(cx),
-        }
-    }
-}
+/// The response future of [`Tpm`]: an immediate rejection, or the observed
+/// inner call.
+pub type TpmFuture<F> = Gated<F, TpmObserver>;
 
 /// Follows one admitted request and settles its reservation when it ends.
 ///

@@ -8,7 +8,7 @@ use futures_core::Stream;
 use http::{response::Parts, Response, StatusCode};
 use streamgate_core::{
     classify, emit, BackendId, BoxError, Chunk, EndObserver, ErrorClass, Event, LlmRequest,
-    Observed, ProviderError, RejectReason, Rejected, SharedSink, StreamEnd, StreamObserver,
+    ProviderError, RejectReason, Rejected, SharedSink, StreamEnd, StreamObserver,
 };
 use tokio::time::Instant;
 use tower_service::Service;
@@ -94,7 +94,7 @@ where
             backend: self.backend.clone(),
             model: model.to_owned(),
         };
-        ResponseFuture::called(Observed::new(self.inner.call(request), observer))
+        ResponseFuture::admitted(self.inner.call(request), observer)
     }
 }
 
