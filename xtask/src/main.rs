@@ -63,13 +63,24 @@ fn run(command: &mut Command) -> Result<(), String> {
 
 fn ci() -> Result<(), String> {
     cargo(&["fmt", "--all", "--", "--check"])?;
-    cargo(&["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"])?;
-    run(Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["doc", "--workspace", "--no-deps", "--all-features"])
-        .env("RUSTDOCFLAGS", "-D warnings"))?;
-    cargo(&["test", "--workspace", "--all-features", "--no-fail-fast"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--all-features",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    run(
+        Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["doc", "--workspace", "--no-deps", "--all-features"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )?;
     cargo(&["bench", "--workspace", "--no-run"])?;
-    conformance(&[])
+    conformance(&[])?;
+    // Last, so the test summary closes the output.
+    cargo(&["test", "--workspace", "--all-features", "--no-fail-fast"])
 }
 
 fn conformance(args: &[String]) -> Result<(), String> {
@@ -110,7 +121,15 @@ fn demo(args: &[String]) -> Result<(), String> {
 }
 
 fn bench(args: &[String]) -> Result<(), String> {
-    let mut full = vec!["run", "--release", "--package", "streamgate-benches", "--bin", "bench-report", "--"];
+    let mut full = vec![
+        "run",
+        "--release",
+        "--package",
+        "streamgate-benches",
+        "--bin",
+        "bench-report",
+        "--",
+    ];
     full.extend(args.iter().map(String::as_str));
     cargo(&full)
 }
