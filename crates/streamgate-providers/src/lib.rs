@@ -14,6 +14,9 @@
 //!   without the provider's terminal marker yields a `Truncated` error item,
 //!   never a clean end.
 //! - The SSE decoder ([`sse`]) is incremental and bounded.
+//! - With the `async-openai` feature, the `async_openai` module wraps the
+//!   async-openai client's chat completion stream as a service of the same
+//!   shape, for programs that keep that client and its request types.
 //!
 //! # Example
 //!
@@ -44,6 +47,8 @@
 
 #[cfg(feature = "anthropic")]
 pub mod anthropic;
+#[cfg(feature = "async-openai")]
+pub mod async_openai;
 mod chunk;
 pub mod client;
 #[cfg(feature = "conformance")]

@@ -148,7 +148,12 @@ impl ChatRequest {
 
     /// Merges `extra` into a body object (extra fields win).
     #[cfg_attr(
-        not(any(feature = "openai", feature = "anthropic", feature = "gemini")),
+        not(any(
+            feature = "openai",
+            feature = "anthropic",
+            feature = "gemini",
+            feature = "async-openai"
+        )),
         allow(dead_code)
     )]
     pub(crate) fn merge_extra(&self, body: &mut Map<String, Value>) {
