@@ -1,0 +1,403 @@
+//! [`Backend`]: one backend's layers, stacked in the recommended order from
+//! one name.
+
+use std::{fmt, marker::PhantomData, sync::Arc, time::Duration};
+
+use futures_core::Stream;
+use http::Response;
+use streamgate_breaker::{Breaker, BreakerBuilder, CircuitBreakerLayer};
+use streamgate_core::{
+    boxed, BackendId, BoxError, BoxStreamingService, Chunk, LlmRequest, MetricsSink, SharedSink,
+};
+use streamgate_failover::{ThroughputGroup, TpmLayer};
+use streamgate_metrics::MetricsLayer;
+use streamgate_quota::{PacingLayer, PacingLayerBuilder, QuotaLayer, QuotaTracker};
+use streamgate_timeout::{FirstChunkTimeoutLayer, TimeoutConfig};
+use tower::util::MapRequestLayer;
+use tower_service::Service;
+
+use crate::{optional::apply, BuildError};
+
+type Configure<B> = Box<dyn FnOnce(B) -> B + Send>;
+type MapRequest<Req> = Arc<dyn Fn(Req) -> Req + Send + Sync>;
+
+enum BreakerChoice {
+    Default,
+    Off,
+    Handle(Breaker),
+    Configure(Configure<BreakerBuilder>),
+}
+
+enum QuotaChoice {
+    Default,
+    Off,
+    Tracker(QuotaTracker),
+}
+
+/// One backend: a streaming client and the layers around it, stacked in the
+/// recommended order (outermost first):
+///
+/// | layer | on by default | what it does |
+/// |---|---|---|
+/// | metrics | with [`metrics`](Self::metrics) | measures TTFT, tokens/s, usage and the outcome as the caller sees it |
+/// | TPM | with [`tpm_budget`](Self::tpm_budget) or [`min_throughput`](Self::min_throughput) | refuses work over a tokens-per-minute budget, or while the backend streams too slowly |
+/// | quota | yes | learns the provider's rate-limit headers; refuses while the quota is known to be exhausted |
+/// | pacing | with [`pacing`](Self::pacing) | waits (never fails) to stay under requests/tokens per minute |
+/// | breaker | yes: 3 failures in 60 s open it for 30 s | refuses while the backend keeps failing; judges the whole stream |
+/// | timeout | with [`first_content_timeout`](Self::first_content_timeout) | cancels a request whose first content, next chunk or end is late |
+///
+/// Why this order: the cheap declarative gates (TPM, quota) refuse before
+/// the breaker, so a refused request never takes a half-open probe; pacing
+/// waits only for requests the gates admit and never while holding a probe;
+/// the timeout is innermost, so it measures the provider and every layer
+/// above sees a timeout as an ordinary failure.
+///
+/// [`build`](Self::build) returns a boxed, cloneable service; several
+/// backends go behind one failover router with [`Backends`](crate::Backends).
+///
+/// ```
+/// use std::{sync::Arc, time::Duration};
+/// use streamgate::prelude::*;
+/// use streamgate::core::testing::{Script, ScriptedService, TestRequest};
+/// use tower::ServiceExt;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), BoxError> {
+/// let tracker = Arc::new(PerformanceTracker::new());
+/// let client = ScriptedService::new(Script::new().text("hello"));
+/// let service = Backend::new("openai", client)
+///     .first_content_timeout(Duration::from_secs(20))
+///     .tpm_budget(30_000)
+///     .metrics(tracker.clone())
+///     .build()?;
+/// let response = service.oneshot(TestRequest::new("gpt-4o-mini")).await?;
+/// # drop(response);
+/// # Ok(())
+/// # }
+/// ```
+#[must_use]
+pub struct Backend<S, Req> {
+    id: BackendId,
+    client: S,
+    first_content: Option<Duration>,
+    idle: Option<Duration>,
+    total: Option<Duration>,
+    breaker: BreakerChoice,
+    quota: QuotaChoice,
+    pacing: Option<Configure<PacingLayerBuilder>>,
+    tpm_budget: Option<u64>,
+    min_throughput: Option<u64>,
+    group: Option<ThroughputGroup>,
+    sink: SharedSink,
+    map_request: Option<MapRequest<Req>>,
+    _request: PhantomData<fn(Req)>,
+}
+
+impl<S, Req> fmt::Debug for Backend<S, Req> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Backend")
+            .field("id", &self.id)
+            .field("first_content", &self.first_content)
+            .field("idle", &self.idle)
+            .field("total", &self.total)
+            .field("tpm_budget", &self.tpm_budget)
+            .field("min_throughput", &self.min_throughput)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, Req> Backend<S, Req> {
+    /// A backend called `id` around `client`: any
+    /// `Service<Req, Response = http::Response<B>>` whose body `B` is an
+    /// `Unpin` stream of `Result<C: Chunk, E>` (`Box::pin` it otherwise).
+    ///
+    /// By default it gets the quota gate (learning from the provider's
+    /// headers) and a circuit breaker with [`Breaker::new`]'s settings;
+    /// everything else is off until configured.
+    pub fn new(id: impl Into<BackendId>, client: S) -> Self {
+        Self {
+            id: id.into(),
+            client,
+            first_content: None,
+            idle: None,
+            total: None,
+            breaker: BreakerChoice::Default,
+            quota: QuotaChoice::Default,
+            pacing: None,
+            tpm_budget: None,
+            min_throughput: None,
+            group: None,
+            sink: None,
+            map_request: None,
+            _request: PhantomData,
+        }
+    }
+
+    /// The backend's name.
+    pub fn id(&self) -> &BackendId {
+        &self.id
+    }
+
+    /// Adds the timeout layer: the first content chunk must arrive within
+    /// `after` of the call (pings and role-only chunks do not count). No
+    /// default: how long a first token may take depends on the model and the
+    /// prompt.
+    pub fn first_content_timeout(mut self, after: Duration) -> Self {
+        self.first_content = Some(after);
+        self
+    }
+
+    /// The longest gap between two content chunks (needs
+    /// [`first_content_timeout`](Self::first_content_timeout)).
+    pub fn idle_timeout(mut self, gap: Duration) -> Self {
+        self.idle = Some(gap);
+        self
+    }
+
+    /// The longest whole stream (needs
+    /// [`first_content_timeout`](Self::first_content_timeout)).
+    pub fn total_timeout(mut self, limit: Duration) -> Self {
+        self.total = Some(limit);
+        self
+    }
+
+    /// Uses this breaker handle (keep a clone to read its state or steer it).
+    /// Its settings and sink are its own.
+    pub fn circuit_breaker(mut self, breaker: Breaker) -> Self {
+        self.breaker = BreakerChoice::Handle(breaker);
+        self
+    }
+
+    /// Tunes the default breaker: `configure` gets a [`BreakerBuilder`] for
+    /// this backend (with the backend's sink) and returns it changed.
+    pub fn circuit_breaker_with(
+        mut self,
+        configure: impl FnOnce(BreakerBuilder) -> BreakerBuilder + Send + 'static,
+    ) -> Self {
+        self.breaker = BreakerChoice::Configure(Box::new(configure));
+        self
+    }
+
+    /// Removes the circuit breaker.
+    pub fn without_circuit_breaker(mut self) -> Self {
+        self.breaker = BreakerChoice::Off;
+        self
+    }
+
+    /// Records quota into `tracker` (share one tracker between backends, or
+    /// keep a clone to read it). Its sink is its own; the default tracker
+    /// reports to the backend's sink.
+    pub fn quota(mut self, tracker: QuotaTracker) -> Self {
+        self.quota = QuotaChoice::Tracker(tracker);
+        self
+    }
+
+    /// Removes the quota gate.
+    pub fn without_quota(mut self) -> Self {
+        self.quota = QuotaChoice::Off;
+        self
+    }
+
+    /// Adds pacing: `configure` gets a [`PacingLayerBuilder`] for this
+    /// backend (with its sink, and adopting the limits the quota tracker
+    /// learns from headers when the quota gate is on) and sets the limits,
+    /// e.g. `|p| p.requests_per_minute(500).tokens_per_minute(30_000)`.
+    pub fn pacing(
+        mut self,
+        configure: impl FnOnce(PacingLayerBuilder) -> PacingLayerBuilder + Send + 'static,
+    ) -> Self {
+        self.pacing = Some(Box::new(configure));
+        self
+    }
+
+    /// Adds the TPM budget gate: a request is admitted only if the tokens of
+    /// the last minute, plus those reserved by requests in flight, plus its
+    /// estimate stay within `tokens_per_minute`.
+    pub fn tpm_budget(mut self, tokens_per_minute: u64) -> Self {
+        self.tpm_budget = Some(tokens_per_minute);
+        self
+    }
+
+    /// Adds the minimum-throughput gate: a backend streaming fewer output
+    /// tokens per minute than this (over at least 3 recent requests) is
+    /// refused while another backend of its group is not slow. Within
+    /// [`Backends`](crate::Backends) the group is shared automatically;
+    /// alone, give one with [`throughput_group`](Self::throughput_group).
+    pub fn min_throughput(mut self, tokens_per_minute: u64) -> Self {
+        self.min_throughput = Some(tokens_per_minute);
+        self
+    }
+
+    /// Joins `group` for the minimum-throughput gate.
+    pub fn throughput_group(mut self, group: &ThroughputGroup) -> Self {
+        self.group = Some(group.clone());
+        self
+    }
+
+    /// Adds the metrics layer, reporting to `sink`; every other layer of this
+    /// backend reports its events (rejections, breaker transitions, quota
+    /// updates, waits) there too.
+    pub fn metrics(mut self, sink: Arc<dyn MetricsSink>) -> Self {
+        self.sink = Some(sink);
+        self
+    }
+
+    /// Changes every request before any layer sees it, e.g. to give it this
+    /// provider's model name when the backends of one router serve the same
+    /// logical model under different names. Every layer (quota, metrics, …)
+    /// then keys on the changed request.
+    pub fn map_request(mut self, map: impl Fn(Req) -> Req + Send + Sync + 'static) -> Self {
+        self.map_request = Some(Arc::new(map));
+        self
+    }
+
+    /// Whether this backend has a minimum-throughput gate.
+    pub(crate) fn wants_throughput_group(&self) -> bool {
+        self.min_throughput.is_some()
+    }
+
+    /// Fills in what a [`Backends`](crate::Backends) shares: its sink when
+    /// the backend has none, and its throughput group.
+    pub(crate) fn with_shared(mut self, sink: &SharedSink, group: Option<&ThroughputGroup>) -> Self {
+        if self.sink.is_none() {
+            self.sink.clone_from(sink);
+        }
+        if self.group.is_none() {
+            self.group = group.cloned();
+        }
+        self
+    }
+
+    /// Checks every setting and stacks the layers around the client.
+    pub fn build<B, C, E>(self) -> Result<BoxStreamingService<Req, C>, BuildError>
+    where
+        S: Service<Req, Response = Response<B>> + Clone + Send + Sync + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+        B: Stream<Item = Result<C, E>> + Unpin + Send + 'static,
+        E: Into<BoxError> + 'static,
+        C: Chunk + Send + 'static,
+        Req: LlmRequest + Send + 'static,
+    {
+        let id = self.id;
+        let sink = self.sink;
+
+        let timeout = match (self.first_content, self.idle, self.total) {
+            (None, None, None) => None,
+            (None, _, _) => return Err(BuildError::MissingFirstContentTimeout { backend: id }),
+            (Some(first), idle, total) => {
+                let mut config = TimeoutConfig::builder(first);
+                if let Some(idle) = idle {
+                    config = config.idle(idle);
+                }
+                if let Some(total) = total {
+                    config = config.total(total);
+                }
+                let config = config.build().map_err(|source| BuildError::Timeout {
+                    backend: id.clone(),
+                    source,
+                })?;
+                Some(FirstChunkTimeoutLayer::from_config(config))
+            }
+        };
+
+        let breaker_error = |source| BuildError::Breaker {
+            backend: id.clone(),
+            source,
+        };
+        let with_sink = |builder: BreakerBuilder| match &sink {
+            Some(sink) => builder.sink(sink.clone()),
+            None => builder,
+        };
+        let breaker = match self.breaker {
+            BreakerChoice::Off => None,
+            BreakerChoice::Handle(breaker) => Some(breaker),
+            BreakerChoice::Default => Some(
+                with_sink(Breaker::builder(id.clone()))
+                    .build()
+                    .map_err(breaker_error)?,
+            ),
+            BreakerChoice::Configure(configure) => Some(
+                configure(with_sink(Breaker::builder(id.clone())))
+                    .build()
+                    .map_err(breaker_error)?,
+            ),
+        }
+        .map(CircuitBreakerLayer::new);
+
+        let quota_error = |source| BuildError::Quota {
+            backend: id.clone(),
+            source,
+        };
+        let tracker = match self.quota {
+            QuotaChoice::Off => None,
+            QuotaChoice::Tracker(tracker) => Some(tracker),
+            QuotaChoice::Default => {
+                let mut builder = QuotaTracker::builder();
+                if let Some(sink) = &sink {
+                    builder = builder.sink(sink.clone());
+                }
+                Some(builder.build().map_err(quota_error)?)
+            }
+        };
+        let quota = tracker.clone().map(|tracker| {
+            let layer = QuotaLayer::new(id.clone(), tracker);
+            match &sink {
+                Some(sink) => layer.with_sink(sink.clone()),
+                None => layer,
+            }
+        });
+
+        let pacing = match self.pacing {
+            None => None,
+            Some(configure) => {
+                let mut builder = PacingLayer::builder(id.clone());
+                if let Some(tracker) = &tracker {
+                    builder = builder.adopt_learned(tracker.clone());
+                }
+                if let Some(sink) = &sink {
+                    builder = builder.sink(sink.clone());
+                }
+                Some(configure(builder).build().map_err(quota_error)?)
+            }
+        };
+
+        let tpm = if self.tpm_budget.is_some() || self.min_throughput.is_some() || self.group.is_some()
+        {
+            let mut builder = TpmLayer::builder(id.clone());
+            if let Some(budget) = self.tpm_budget {
+                builder = builder.max_tokens_per_minute(budget);
+            }
+            if let Some(min) = self.min_throughput {
+                builder = builder.min_throughput(min);
+            }
+            if let Some(group) = &self.group {
+                builder = builder.group(group);
+            }
+            if let Some(sink) = &sink {
+                builder = builder.sink(sink.clone());
+            }
+            Some(builder.build().map_err(|source| BuildError::Tpm {
+                backend: id.clone(),
+                source,
+            })?)
+        } else {
+            None
+        };
+
+        let metrics = sink.map(|sink| MetricsLayer::new(id.clone(), sink));
+        let map_request = self
+            .map_request
+            .map(|map| MapRequestLayer::new(move |request: Req| map(request)));
+
+        // Innermost first: the order of the table above, read upwards.
+        let service = apply(timeout, self.client);
+        let service = apply(breaker, service);
+        let service = apply(pacing, service);
+        let service = apply(quota, service);
+        let service = apply(tpm, service);
+        let service = apply(metrics, service);
+        let service = apply(map_request, service);
+        Ok(boxed(service))
+    }
+}

@@ -1,0 +1,167 @@
+//! [`Backends`]: several [`Backend`]s behind one failover router.
+
+use std::{fmt, sync::Arc};
+
+use futures_core::Stream;
+use http::Response;
+use streamgate_core::{
+    BackendId, BoxError, BoxStreamingService, Chunk, LlmRequest, MetricsSink, SharedSink,
+};
+use streamgate_failover::{Failover, FailoverBuilder, ThroughputGroup};
+use tower_service::Service;
+
+use crate::{Backend, BuildError};
+
+type Pending<Req, C> = Box<
+    dyn FnOnce(&SharedSink, Option<&ThroughputGroup>) -> Result<BoxStreamingService<Req, C>, BuildError>
+        + Send,
+>;
+
+struct Entry<Req, C> {
+    id: BackendId,
+    wants_group: bool,
+    build: Pending<Req, C>,
+}
+
+type ConfigureFailover<Req, C> = Box<dyn FnOnce(FailoverBuilder<Req, C>) -> FailoverBuilder<Req, C> + Send>;
+
+/// Backends in priority order, each stacked by its [`Backend`] builder, behind
+/// one [`Failover`] router.
+///
+/// What the backends share:
+/// - the sink given to [`metrics`](Self::metrics), for every backend that
+///   has none of its own, and for the router's failover and wait events;
+/// - one [`ThroughputGroup`]: when any backend has a
+///   [`min_throughput`](Backend::min_throughput) gate, every backend joins
+///   the group (metering its throughput), so a slow backend is refused only
+///   while another one is not slow.
+///
+/// The router keeps the failover crate's defaults (no retries of the same
+/// backend, no waiting when every backend refuses, no deadline of its own)
+/// unless changed with [`failover`](Self::failover).
+///
+/// ```
+/// use std::time::Duration;
+/// use streamgate::prelude::*;
+/// use streamgate::core::testing::{Script, ScriptedService, TestRequest};
+/// use streamgate::core::ErrorClass;
+/// use tower::ServiceExt;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), BoxError> {
+/// let overloaded = ScriptedService::new(Script::new().fail_call(ErrorClass::Overloaded));
+/// let healthy = ScriptedService::new(Script::new().text("hello"));
+/// let router = Backends::new()
+///     .backend(Backend::new("primary", overloaded))
+///     .backend(Backend::new("secondary", healthy))
+///     .failover(|f| f.retries(1))
+///     .build()?;
+/// let response = router.oneshot(TestRequest::new("gpt-4o-mini")).await?;
+/// let report = response.extensions().get::<FailoverReport>().unwrap();
+/// assert_eq!(report.served_by.as_str(), "secondary");
+/// # Ok(())
+/// # }
+/// ```
+#[must_use]
+pub struct Backends<Req, C> {
+    entries: Vec<Entry<Req, C>>,
+    sink: SharedSink,
+    group: ThroughputGroup,
+    configure: Option<ConfigureFailover<Req, C>>,
+}
+
+impl<Req, C> fmt::Debug for Backends<Req, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Backends")
+            .field(
+                "backends",
+                &self.entries.iter().map(|e| &e.id).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl<Req, C> Default for Backends<Req, C> {
+    fn default() -> Self {
+        Self {
+            entries: Vec::new(),
+            sink: None,
+            group: ThroughputGroup::new(),
+            configure: None,
+        }
+    }
+}
+
+impl<Req: 'static, C: 'static> Backends<Req, C> {
+    /// No backends yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a backend; backends are tried in the order they are added.
+    pub fn backend<S, B, E>(mut self, backend: Backend<S, Req>) -> Self
+    where
+        S: Service<Req, Response = Response<B>> + Clone + Send + Sync + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+        B: Stream<Item = Result<C, E>> + Unpin + Send + 'static,
+        E: Into<BoxError> + 'static,
+        C: Chunk + Send,
+        Req: LlmRequest + Send,
+    {
+        self.entries.push(Entry {
+            id: backend.id().clone(),
+            wants_group: backend.wants_throughput_group(),
+            build: Box::new(move |sink, group| backend.with_shared(sink, group).build()),
+        });
+        self
+    }
+
+    /// Reports every backend's events (unless it has its own sink) and the
+    /// router's to `sink`, e.g. an `Arc<PerformanceTracker>`.
+    pub fn metrics(mut self, sink: Arc<dyn MetricsSink>) -> Self {
+        self.sink = Some(sink);
+        self
+    }
+
+    /// Uses `group` as the shared throughput group (to share it with
+    /// backends outside this router).
+    pub fn throughput_group(mut self, group: &ThroughputGroup) -> Self {
+        self.group = group.clone();
+        self
+    }
+
+    /// Configures the router: `configure` gets the [`FailoverBuilder`] (with
+    /// the sink) and returns it changed, e.g.
+    /// `|f| f.retries(1).wait_when_unavailable(Duration::from_secs(5))`.
+    pub fn failover(
+        mut self,
+        configure: impl FnOnce(FailoverBuilder<Req, C>) -> FailoverBuilder<Req, C> + Send + 'static,
+    ) -> Self {
+        self.configure = Some(Box::new(configure));
+        self
+    }
+
+    /// Builds every backend's stack, then the router.
+    pub fn build(self) -> Result<Failover<Req, C>, BuildError> {
+        let shared_group = self
+            .entries
+            .iter()
+            .any(|e| e.wants_group)
+            .then_some(&self.group);
+        let mut router = Failover::builder();
+        if let Some(sink) = &self.sink {
+            router = router.sink(sink.clone());
+        }
+        for entry in self.entries {
+            let service = (entry.build)(&self.sink, shared_group)?;
+            router = router.backend(entry.id, service);
+        }
+        if let Some(configure) = self.configure {
+            router = configure(router);
+        }
+        router
+            .build()
+            .map_err(|source| BuildError::Failover { source })
+    }
+}

@@ -1,0 +1,295 @@
+//! The `Backend` and `Backends` builders on paused time: the layers are
+//! stacked in the recommended order, configured from one place, and report
+//! to one sink.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use streamgate::breaker::OpenWait;
+use streamgate::core::testing::{Script, ScriptedService, TestChunk, TestRequest};
+use streamgate::core::{BreakerState, TimeoutKind};
+use streamgate::prelude::*;
+use streamgate::quota::QuotaInfo;
+use tower::ServiceExt;
+
+const MODEL: &str = "gpt-4o-mini";
+
+/// Sends one request and reads the stream to its end; the error of the call
+/// or of the stream, if any.
+async fn send(
+    service: &BoxStreamingService<TestRequest, TestChunk>,
+    request: TestRequest,
+) -> Result<(), BoxError> {
+    let response = service.clone().oneshot(request).await?;
+    let mut body = response.into_body();
+    while let Some(item) = body.next().await {
+        item?;
+    }
+    Ok(())
+}
+
+fn rejected_reason(error: &BoxError) -> Option<RejectReason> {
+    error.downcast_ref::<Rejected>().map(|r| r.reason)
+}
+
+fn breaker_opening_on_first_failure(name: &str) -> Breaker {
+    Breaker::builder(name)
+        .without_failures_within()
+        .consecutive_failures(1)
+        .open_wait(OpenWait::Fixed(Duration::from_secs(10)))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn quota_rejection_never_reaches_the_breaker_so_it_takes_no_probe() {
+    let breaker = breaker_opening_on_first_failure("a");
+    let quota = QuotaTracker::new();
+    let client = ScriptedService::new(Script::new().text("ok"))
+        .then(Script::new().fail_call(ErrorClass::Server));
+    let service = Backend::new("a", client.clone())
+        .circuit_breaker(breaker.clone())
+        .quota(quota.clone())
+        .build()
+        .unwrap();
+
+    // One server error opens the breaker for 10 s.
+    assert!(send(&service, TestRequest::new(MODEL)).await.is_err());
+    assert_eq!(breaker.state(), BreakerState::Open);
+
+    // Past the wait, the next call would be the half-open probe. The quota
+    // is exhausted meanwhile, so the quota gate refuses first...
+    tokio::time::advance(Duration::from_secs(11)).await;
+    let info = QuotaInfo {
+        retry_after: Some(Duration::from_secs(5)),
+        ..QuotaInfo::default()
+    };
+    quota.observe_rate_limited(
+        &BackendId::new("a"),
+        MODEL,
+        &info,
+        tokio::time::Instant::now(),
+    );
+    let error = send(&service, TestRequest::new(MODEL)).await.unwrap_err();
+    assert_eq!(rejected_reason(&error), Some(RejectReason::QuotaExhausted));
+
+    // ...and the breaker never saw that call: still open (it turns half-open
+    // only when a call reaches it), the client was not called.
+    assert_eq!(breaker.state(), BreakerState::Open);
+    assert_eq!(client.probe().calls(), 1);
+
+    // Once the quota resets, the probe goes through and closes the breaker.
+    tokio::time::advance(Duration::from_secs(6)).await;
+    send(&service, TestRequest::new(MODEL)).await.unwrap();
+    assert_eq!(breaker.state(), BreakerState::Closed);
+    assert_eq!(client.probe().calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn open_breaker_refuses_without_calling_and_metrics_counts_a_rejection() {
+    let tracker = Arc::new(PerformanceTracker::new());
+    let client = ScriptedService::new(Script::new().text("ok"))
+        .then(Script::new().fail_call(ErrorClass::Overloaded));
+    let service = Backend::new("a", client.clone())
+        .circuit_breaker_with(|b| b.without_failures_within().consecutive_failures(1))
+        .metrics(tracker.clone())
+        .build()
+        .unwrap();
+
+    assert!(send(&service, TestRequest::new(MODEL)).await.is_err());
+    let error = send(&service, TestRequest::new(MODEL)).await.unwrap_err();
+    assert_eq!(rejected_reason(&error), Some(RejectReason::CircuitOpen));
+    assert_eq!(client.probe().calls(), 1);
+
+    let snapshot = tracker.snapshot();
+    let key = snapshot.key("a", MODEL).unwrap();
+    assert_eq!(
+        key.requests, 1,
+        "a refusal is not a request to the provider"
+    );
+    assert_eq!(key.failures.get("overloaded"), Some(&1));
+    assert_eq!(key.rejections.get("circuit_open"), Some(&1));
+    // The breaker configured through the builder reports to the same sink.
+    assert_eq!(snapshot.breakers.len(), 1);
+    assert_eq!(snapshot.breakers[0].state, BreakerState::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn metrics_sees_a_timeout_as_an_outcome_and_the_breaker_counts_it() {
+    let tracker = Arc::new(PerformanceTracker::new());
+    let breaker = breaker_opening_on_first_failure("a");
+    let client = ScriptedService::new(Script::new().meta("role").stall());
+    let service = Backend::new("a", client.clone())
+        .first_content_timeout(Duration::from_secs(2))
+        .circuit_breaker(breaker.clone())
+        .metrics(tracker.clone())
+        .build()
+        .unwrap();
+
+    let error = send(&service, TestRequest::new(MODEL)).await.unwrap_err();
+    let timeout = error.downcast_ref::<StreamTimeout>().unwrap();
+    assert_eq!(timeout.kind, TimeoutKind::FirstContent);
+
+    let snapshot = tracker.snapshot();
+    let key = snapshot.key("a", MODEL).unwrap();
+    assert_eq!(key.timeouts.first_content, 1);
+    assert_eq!(key.requests, 1);
+    assert_eq!(breaker.state(), BreakerState::Open);
+    // The timeout cancelled the request by dropping it.
+    assert_eq!(client.probe().bodies_dropped(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn tpm_budget_refuses_what_does_not_fit_before_any_other_layer() {
+    let tracker = Arc::new(PerformanceTracker::new());
+    let client = ScriptedService::new(Script::new().text("ok"));
+    let service = Backend::new("a", client.clone())
+        .tpm_budget(1_000)
+        .metrics(tracker.clone())
+        .build()
+        .unwrap();
+
+    send(&service, TestRequest::new(MODEL).with_estimate(400))
+        .await
+        .unwrap();
+    let error = send(&service, TestRequest::new(MODEL).with_estimate(5_000))
+        .await
+        .unwrap_err();
+    assert_eq!(rejected_reason(&error), Some(RejectReason::TpmBudget));
+    assert_eq!(client.probe().calls(), 1);
+    let snapshot = tracker.snapshot();
+    assert_eq!(
+        snapshot
+            .key("a", MODEL)
+            .unwrap()
+            .rejections
+            .get("tpm_budget"),
+        Some(&1)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn pacing_waits_instead_of_failing_and_reports_the_wait() {
+    let tracker = Arc::new(PerformanceTracker::new());
+    let client = ScriptedService::new(Script::new().text("ok"));
+    let service = Backend::new("a", client.clone())
+        .pacing(|p| p.requests_per_minute(60).request_burst(1))
+        .metrics(tracker.clone())
+        .build()
+        .unwrap();
+
+    send(&service, TestRequest::new(MODEL)).await.unwrap();
+    let started = tokio::time::Instant::now();
+    send(&service, TestRequest::new(MODEL)).await.unwrap();
+    assert!(started.elapsed() > Duration::ZERO, "the second call waited");
+    assert_eq!(client.probe().calls(), 2);
+    let session = tracker.snapshot().session;
+    assert_eq!(session.throttled, 1);
+    assert!(session.throttle_wait_secs > 0.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn backends_fail_over_and_share_the_sink() {
+    let tracker = Arc::new(PerformanceTracker::new());
+    let primary = ScriptedService::new(Script::new().fail_call(ErrorClass::Overloaded));
+    let secondary = ScriptedService::new(Script::new().text("ok"));
+    let router = Backends::new()
+        .backend(Backend::new("primary", primary.clone()))
+        .backend(Backend::new("secondary", secondary.clone()))
+        .metrics(tracker.clone())
+        .build()
+        .unwrap();
+
+    let response = router.oneshot(TestRequest::new(MODEL)).await.unwrap();
+    let report = response.extensions().get::<FailoverReport>().unwrap();
+    assert_eq!(report.served_by.as_str(), "secondary");
+    assert_eq!(report.skipped[0].class, ErrorClass::Overloaded);
+    drop(response);
+
+    let snapshot = tracker.snapshot();
+    let primary_key = snapshot.key("primary", MODEL).unwrap();
+    assert_eq!(primary_key.failures.get("overloaded"), Some(&1));
+    assert_eq!(primary_key.failovers, 1);
+    assert_eq!(snapshot.key("secondary", MODEL).unwrap().requests, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_backend_gives_way_to_one_without_a_minimum_in_the_shared_group() {
+    // 4 tokens over 3 s of streaming: 80 tokens per minute, far below 1 000.
+    let slow = ScriptedService::new(
+        Script::new()
+            .text("first")
+            .tokens(3, Duration::from_secs(1)),
+    );
+    let fast = ScriptedService::new(Script::new().text("ok"));
+    let router = Backends::new()
+        .backend(Backend::new("slow", slow.clone()).min_throughput(1_000))
+        // No minimum of its own, but it joins the group, so the slow backend
+        // knows it has somewhere to send work.
+        .backend(Backend::new("fast", fast.clone()))
+        .build()
+        .unwrap();
+
+    let mut served = Vec::new();
+    for _ in 0..4 {
+        let response = router
+            .clone()
+            .oneshot(TestRequest::new(MODEL))
+            .await
+            .unwrap();
+        let report = response
+            .extensions()
+            .get::<FailoverReport>()
+            .unwrap()
+            .clone();
+        let _: Vec<_> = response.into_body().collect().await;
+        served.push(report.served_by.to_string());
+    }
+    // Three samples make it judgeable; the fourth request goes elsewhere.
+    assert_eq!(served, ["slow", "slow", "slow", "fast"]);
+    assert_eq!(slow.probe().calls(), 3);
+}
+
+#[test]
+fn settings_that_cannot_work_are_refused_with_the_backend_named() {
+    let client = || ScriptedService::new(Script::new());
+    let build = |b: Backend<ScriptedService, TestRequest>| b.build().map(|_| ()).unwrap_err();
+
+    let error = build(Backend::new("a", client()).idle_timeout(Duration::from_secs(1)));
+    assert!(matches!(
+        error,
+        BuildError::MissingFirstContentTimeout { .. }
+    ));
+    assert_eq!(error.backend().map(BackendId::as_str), Some("a"));
+
+    let error = build(Backend::new("b", client()).first_content_timeout(Duration::ZERO));
+    assert!(matches!(error, BuildError::Timeout { .. }));
+    assert!(std::error::Error::source(&error).is_some());
+    assert!(error.to_string().starts_with("backend b: "), "{error}");
+
+    let error = build(
+        Backend::new("c", client())
+            .circuit_breaker_with(|b| b.open_wait(OpenWait::Fixed(Duration::ZERO))),
+    );
+    assert!(matches!(error, BuildError::Breaker { .. }));
+
+    let error = build(Backend::new("d", client()).pacing(|p| p.requests_per_minute(0)));
+    assert!(matches!(error, BuildError::Quota { .. }));
+
+    let error = build(Backend::new("e", client()).tpm_budget(0));
+    assert!(matches!(error, BuildError::Tpm { .. }));
+
+    let error = Backends::<TestRequest, TestChunk>::new()
+        .build()
+        .unwrap_err();
+    assert!(matches!(error, BuildError::Failover { .. }));
+    assert_eq!(error.backend(), None);
+
+    let error = Backends::<TestRequest, TestChunk>::new()
+        .backend(Backend::new("same", client()))
+        .backend(Backend::new("same", client()))
+        .build()
+        .unwrap_err();
+    assert!(matches!(error, BuildError::Failover { .. }));
+}

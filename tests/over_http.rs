@@ -1,0 +1,88 @@
+//! The builders over real HTTP: provider clients against the mock server.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use streamgate::mock::{expected_text, MockConfig, MockServer, Plan};
+use streamgate::prelude::*;
+use streamgate::providers::{anthropic::Anthropic, openai::OpenAiChat, ChatRequest};
+use tower::ServiceExt;
+
+#[tokio::test]
+async fn a_429_fails_over_then_the_quota_gate_skips_the_backend_without_calling_it() {
+    let limited = MockServer::start(
+        MockConfig::new().with_sequence([Plan::new()
+            .fail_with_status(429)
+            .with_retry_after(Duration::from_secs(30))]),
+    )
+    .await
+    .unwrap();
+    let healthy = MockServer::start_with_plan(Plan::new().with_output_tokens(5))
+        .await
+        .unwrap();
+    let tracker = Arc::new(PerformanceTracker::new());
+    let router = Backends::new()
+        .backend(
+            Backend::new(
+                "limited",
+                OpenAiChat::builder()
+                    .base_url(format!("{}/v1", limited.url()))
+                    .build()
+                    .unwrap(),
+            )
+            .first_content_timeout(Duration::from_secs(10)),
+        )
+        .backend(
+            Backend::new(
+                "healthy",
+                Anthropic::builder()
+                    .base_url(format!("{}/v1", healthy.url()))
+                    .api_key("test")
+                    .build()
+                    .unwrap(),
+            )
+            .first_content_timeout(Duration::from_secs(10)),
+        )
+        .metrics(tracker.clone())
+        .build()
+        .unwrap();
+
+    let mut reports = Vec::new();
+    for _ in 0..2 {
+        let request = ChatRequest::new("mock-model").with_user("hello");
+        let response = router.clone().oneshot(request).await.unwrap();
+        reports.push(
+            response
+                .extensions()
+                .get::<FailoverReport>()
+                .cloned()
+                .unwrap(),
+        );
+        let mut text = String::new();
+        let mut body = response.into_body();
+        while let Some(chunk) = body.next().await {
+            text.push_str(&chunk.unwrap().text);
+        }
+        assert_eq!(text, expected_text(5));
+    }
+
+    // The 429 is a failure before the first token: the caller never saw it.
+    assert_eq!(reports[0].served_by.as_str(), "healthy");
+    assert_eq!(reports[0].skipped[0].class, ErrorClass::RateLimited);
+    // Its retry-after was learned: the second request skipped the backend
+    // at the quota gate, which sits outside its breaker.
+    assert_eq!(reports[1].served_by.as_str(), "healthy");
+    assert_eq!(
+        reports[1].skipped[0].rejected,
+        Some(RejectReason::QuotaExhausted)
+    );
+    assert_eq!(limited.served(), 1);
+    assert_eq!(healthy.served(), 2);
+
+    let snapshot = tracker.snapshot();
+    let key = snapshot.key("limited", "mock-model").unwrap();
+    assert_eq!(key.failures.get("rate_limited"), Some(&1));
+    assert_eq!(key.rejections.get("quota_exhausted"), Some(&1));
+    assert_eq!(snapshot.key("healthy", "mock-model").unwrap().successes, 2);
+}
