@@ -189,6 +189,12 @@ impl QuotaState {
     }
 }
 
+impl fmt::Display for QuotaState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Something a layer observed. Borrowed, so emitting one allocates nothing.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]

@@ -118,6 +118,14 @@ impl ChatRequest {
         self.with_message(Role::Assistant, content)
     }
 
+    /// Sends the same request to another model (e.g. the name a backend
+    /// knows it by).
+    #[must_use]
+    pub fn with_model(mut self, model: impl Into<String>) -> Self {
+        self.model = model.into();
+        self
+    }
+
     /// Sets the maximum output tokens.
     #[must_use]
     pub fn with_max_tokens(mut self, max_tokens: u32) -> Self {

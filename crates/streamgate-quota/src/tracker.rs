@@ -349,7 +349,8 @@ impl QuotaTrackerBuilder {
         self
     }
 
-    /// Reports every state change as [`Event::QuotaUpdate`].
+    /// Reports every change of a key's state, exhaustion or remaining
+    /// counts as [`Event::QuotaUpdate`].
     #[must_use]
     pub fn sink(mut self, sink: Arc<dyn streamgate_core::MetricsSink>) -> Self {
         self.sink = Some(sink);
@@ -616,7 +617,7 @@ impl QuotaTracker {
                     .map_or(QuotaStatus::Available, |e| e.status(now));
             }
             let entry = keys.entry(backend, model, now, c.max_keys);
-            let before = entry.status(now);
+            let before = self.update_of(entry, now);
             entry.last_seen = now;
             entry.known |= has_limits;
             let limits = [
@@ -673,9 +674,15 @@ impl QuotaTracker {
             } else if entry.exhausted.is_some_and(|(until, _)| now >= until) {
                 entry.exhausted = None;
             }
-            let after = entry.status(now);
-            let changed = after.state() != before.state() || extended;
-            (after, changed.then(|| self.update_of(entry, now)))
+            let after = self.update_of(entry, now);
+            // Counts matter to whoever displays them, so a response that only
+            // moves `remaining` is reported too (once per response, never per
+            // chunk).
+            let changed = after.state != before.state
+                || extended
+                || after.remaining_requests != before.remaining_requests
+                || after.remaining_tokens != before.remaining_tokens;
+            (entry.status(now), changed.then_some(after))
         };
         if let Some(update) = update {
             self.report(backend, model, update);

@@ -97,13 +97,12 @@ async fn headers_with_quota_left_move_the_key_to_tracking() {
     );
     assert_eq!(status, QuotaStatus::Tracking);
     assert_eq!(events.take(), vec![(QuotaState::Tracking, None)]);
-    // Same state again: no event.
-    tracker.observe(
-        &b,
-        "m",
-        &info(200, &[("x-ratelimit-remaining-tokens", "400")]),
-        now,
-    );
+    // Same state, fewer tokens left: reported, so displays stay current.
+    let fewer = info(200, &[("x-ratelimit-remaining-tokens", "400")]);
+    tracker.observe(&b, "m", &fewer, now);
+    assert_eq!(events.take(), vec![(QuotaState::Tracking, None)]);
+    // Nothing changed at all: no event.
+    tracker.observe(&b, "m", &fewer, now);
     assert!(events.take().is_empty());
 }
 
@@ -362,6 +361,8 @@ async fn a_longer_cooldown_extends_and_a_shorter_one_never_shortens() {
         events.take(),
         vec![
             (QuotaState::Exhausted, Some(secs(10))),
+            // The success reported a count; the cooldown still holds.
+            (QuotaState::Exhausted, Some(secs(9))),
             (QuotaState::Exhausted, Some(secs(30))),
         ]
     );
