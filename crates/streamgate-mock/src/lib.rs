@@ -1,5 +1,6 @@
 //! A scripted mock LLM provider: a real HTTP server on loopback that speaks the
-//! OpenAI, Anthropic and Gemini streaming formats and injects the faults you plan.
+//! OpenAI, Anthropic, Gemini and Ollama streaming formats and injects the faults you
+//! plan.
 //!
 //! ```
 //! use std::time::Duration;
@@ -31,7 +32,7 @@
 //!
 //! # Formats
 //!
-//! One server answers all three APIs on their real paths ([`Provider::path`]):
+//! One server answers all four APIs on their real paths ([`Provider::path`]):
 //!
 //! - **OpenAI** Chat Completions, `POST /v1/chat/completions` (or `/chat/completions`):
 //!   a role-only chunk, one `chat.completion.chunk` per token, a chunk with
@@ -44,6 +45,14 @@
 //! - **Gemini**, `POST /v1beta/models/{model}:streamGenerateContent?alt=sse`:
 //!   CRLF-framed `data:` events with cumulative `usageMetadata`; the last one carries
 //!   `finishReason: "STOP"`, the stream's only terminal marker.
+//! - **Ollama** native chat, `POST /api/chat`: not SSE but newline-delimited JSON
+//!   (`application/x-ndjson`), one `{"model","created_at","message":{"role":
+//!   "assistant","content"},"done":false}` line per token, then a `"done": true` line
+//!   with `done_reason`, `prompt_eval_count` (input), `eval_count` (output) and
+//!   durations in nanoseconds: the terminal marker. Errors, HTTP or in-band, are
+//!   `{"error": "..."}` (a 404 says the model was not found). Ollama has no
+//!   keep-alive, so a planned keep-alive sends nothing and a stall is silent; it sends
+//!   no rate-limit headers either (only `retry-after` when the plan sets one).
 //!
 //! Token `i` is the text `tok{i} ` ([`expected_text`] gives a whole answer). Input
 //! tokens are estimated as the request body's length in bytes divided by 4, unless the
@@ -55,8 +64,9 @@
 //!
 //! A [`Plan`] scripts one response: header delay, first-content delay with
 //! keep-alives, inter-chunk delay, length, and at most one fault — an HTTP error with
-//! the provider's body and headers, an in-band error event, a stall, an abrupt
-//! disconnect, or a stream without its terminal marker. [`MockConfig`] says which
+//! the provider's body and headers, an in-band error event (for Ollama an `{"error"}`
+//! line), a stall, an abrupt disconnect, or a stream without its terminal marker
+//! (for Ollama, no done line). [`MockConfig`] says which
 //! plan each request gets: a sequence, a script, then a default. All delays are tokio
 //! sleeps, so they follow paused time.
 //!
@@ -70,6 +80,8 @@
 //! durations), `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-*`
 //! for Anthropic (RFC 3339 times) and `retry-after` on a 429. Gemini sends no such
 //! headers, as upstream; its 429 body carries a `RetryInfo` and a `QuotaFailure`.
+//! Ollama sends none either; its 429 is `{"error": "too many requests"}` with
+//! `retry-after`.
 //!
 //! # Observation
 //!

@@ -11,7 +11,8 @@ pub const DEFAULT_OUTPUT_TOKENS: u64 = 10;
 /// How an OpenAI-format stream fills a wait before the first content chunk.
 ///
 /// Anthropic-format streams always send `event: ping`, the way the real API does;
-/// Gemini-format streams send nothing, because the real API has no keep-alive.
+/// Gemini- and Ollama-format streams send nothing, because the real APIs have no
+/// keep-alive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum KeepAlive {
     /// An SSE comment line, `: keep-alive`, which SSE parsers skip.
@@ -209,7 +210,8 @@ impl Plan {
     }
 
     /// Closes the stream cleanly after `chunks` content chunks, without the closing
-    /// events and terminal marker (`[DONE]`, `message_stop`, `finishReason`).
+    /// events and terminal marker (`[DONE]`, `message_stop`, `finishReason`, Ollama's
+    /// `"done": true` line).
     pub fn truncate_after(mut self, chunks: u64) -> Self {
         self.fault = Some(Fault::Truncate {
             after_chunks: chunks,

@@ -34,7 +34,7 @@ pub const DEFAULT_REPORTED_RPM: u64 = 60;
 
 /// A mock LLM provider listening on `127.0.0.1` on a free port.
 ///
-/// It serves all three formats at once, on their real paths (see [`Provider::path`]).
+/// It serves all four formats at once, on their real paths (see [`Provider::path`]).
 /// Dropping it (or calling [`shutdown`](Self::shutdown)) stops accepting connections
 /// and ends the streams in flight, stalled ones included, with an aborted body.
 pub struct MockServer {
@@ -212,6 +212,7 @@ fn router(shared: Arc<Shared>) -> Router {
         // segment cannot hold a parameter and a literal, so the handler splits it.
         .route("/v1beta/models/{*rest}", post(gemini))
         .route("/v1/models/{*rest}", post(gemini))
+        .route("/api/chat", post(ollama))
         .with_state(shared)
 }
 
@@ -231,6 +232,15 @@ async fn anthropic(
     body: Bytes,
 ) -> Response {
     respond(&shared, Provider::Anthropic, None, &uri, headers, body).await
+}
+
+async fn ollama(
+    State(shared): State<Arc<Shared>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    respond(&shared, Provider::Ollama, None, &uri, headers, body).await
 }
 
 async fn gemini(
@@ -338,7 +348,7 @@ fn stream_meta(request: &RequestInfo, plan: &Plan, input_tokens: u64) -> StreamM
     let id = match request.provider {
         Provider::OpenAi => format!("chatcmpl-mock{}", request.index),
         Provider::Anthropic => format!("msg_mock{}", request.index),
-        Provider::Gemini => format!("mock{}", request.index),
+        Provider::Gemini | Provider::Ollama => format!("mock{}", request.index),
     };
     let include_usage = request
         .body

@@ -263,6 +263,19 @@ mod tests {
     }
 
     #[test]
+    fn ollama_streams_one_line_per_token_then_the_done_line_and_waits_in_silence() {
+        let plan = Plan::new()
+            .with_output_tokens(2)
+            .with_first_content_delay(ms(25))
+            .with_keep_alive(ms(10), KeepAlive::Comment);
+        assert_eq!(shape(Provider::Ollama, plan.clone(), 100), "S25 c c f");
+        let stalled = plan.stall_after(1);
+        assert_eq!(shape(Provider::Ollama, stalled, 100), "S25 c stall");
+        let truncated = Plan::new().with_output_tokens(2).without_terminal_marker();
+        assert_eq!(shape(Provider::Ollama, truncated, 100), "c c");
+    }
+
+    #[test]
     fn error_event_strikes_after_the_delay_and_ends_the_stream() {
         let plan = Plan::new()
             .with_output_tokens(5)

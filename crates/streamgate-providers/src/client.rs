@@ -9,13 +9,15 @@ use streamgate_core::{BoxError, ProviderError};
 
 use crate::{
     errors::{http_error, transport_error, ERROR_BODY_READ_LIMIT},
+    ndjson::NdjsonDecoder,
     sse::{SseDecoder, DEFAULT_MAX_SIZE},
-    stream::{EventParser, ProviderStream},
+    stream::{EventParser, Framing, LineParser, ProviderStream},
 };
 
-/// The response future every adapter returns.
-pub type ResponseFuture<P> =
-    Pin<Box<dyn Future<Output = Result<Response<ProviderStream<P>>, BoxError>> + Send>>;
+/// The response future every adapter returns (`D` is the framing: SSE
+/// unless the provider streams NDJSON).
+pub type ResponseFuture<P, D = SseDecoder> =
+    Pin<Box<dyn Future<Output = Result<Response<ProviderStream<P, D>>, BoxError>> + Send>>;
 
 /// A configuration mistake, found by a builder's `build()`.
 #[derive(Debug)]
@@ -101,6 +103,37 @@ impl Endpoint {
     where
         P: EventParser + Send + Unpin + 'static,
     {
+        let decoder = SseDecoder::with_limits(self.inner.max_line, self.inner.max_event);
+        self.send_framed(path, body, parser, decoder)
+    }
+
+    /// [`send`](Self::send) for a provider that streams newline-delimited
+    /// JSON: a line is an event, so it is bounded by the smaller of the
+    /// builder's line and event bounds.
+    pub fn send_ndjson<P>(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        parser: P,
+    ) -> ResponseFuture<P, NdjsonDecoder>
+    where
+        P: LineParser + Send + Unpin + 'static,
+    {
+        let decoder = NdjsonDecoder::with_limit(self.inner.max_line.min(self.inner.max_event));
+        self.send_framed(path, body, parser, decoder)
+    }
+
+    fn send_framed<P, D>(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        parser: P,
+        decoder: D,
+    ) -> ResponseFuture<P, D>
+    where
+        P: Send + Unpin + 'static,
+        D: Framing<P> + Send + Unpin + 'static,
+    {
         let inner = Arc::clone(&self.inner);
         let url = format!("{}{}", inner.base_url, path);
         Box::pin(async move {
@@ -124,7 +157,6 @@ impl Endpoint {
             if let Some(headers) = builder.headers_mut() {
                 *headers = response.headers().clone();
             }
-            let decoder = SseDecoder::with_limits(inner.max_line, inner.max_event);
             let body = ProviderStream::with_decoder(parser, response.bytes_stream(), decoder);
             builder
                 .body(body)
@@ -248,6 +280,7 @@ impl<P: Provider> ClientBuilder<P> {
     }
 
     /// Bounds on one SSE line and one event, in bytes (default 1 MiB each).
+    /// For NDJSON streams a line is an event, bounded by the smaller.
     #[must_use]
     pub fn max_event_size(mut self, max_line: usize, max_event: usize) -> Self {
         self.max_line = max_line;
@@ -324,8 +357,9 @@ fn header_pair(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), Con
     Ok((header_name, header_value))
 }
 
-/// `Authorization: Bearer KEY`, for OpenAI and compatible servers.
-#[cfg(feature = "openai")]
+/// `Authorization: Bearer KEY`, for OpenAI and compatible servers (and
+/// proxies in front of Ollama).
+#[cfg(any(feature = "openai", feature = "ollama"))]
 pub(crate) fn bearer(key: &str) -> Result<(HeaderName, HeaderValue), ConfigError> {
     let value = HeaderValue::try_from(format!("Bearer {key}"))
         .map_err(|_| ConfigError::InvalidHeader(header::AUTHORIZATION.to_string()))?;
@@ -346,7 +380,12 @@ pub(crate) fn key_header(
 /// Serialises a request body; a failure (a non-finite float) becomes a
 /// client error future.
 #[cfg_attr(
-    not(any(feature = "openai", feature = "anthropic", feature = "gemini")),
+    not(any(
+        feature = "openai",
+        feature = "anthropic",
+        feature = "gemini",
+        feature = "ollama"
+    )),
     allow(dead_code)
 )]
 pub(crate) fn encode(body: &serde_json::Value) -> Result<Vec<u8>, BoxError> {

@@ -9,8 +9,9 @@
 //! index, and the error (index and type); for error bodies the status, the
 //! provider's error type, whether it is retryable and any retry delay.
 //!
-//! Samples of providers without an adapter here (Bedrock, Ollama) are listed
-//! as unsupported, never as passed.
+//! NDJSON samples are counted by non-blank line. Samples of providers
+//! without an adapter here (Bedrock) are listed as unsupported, never as
+//! passed.
 
 use std::{
     fmt, fs,
@@ -26,9 +27,11 @@ use crate::{
     chunk::{ChatChunk, ChunkKind},
     errors::http_error,
     gemini::GenerateParser,
+    ndjson::NdjsonDecoder,
+    ollama::OllamaParser,
     openai::{ChatParser, ResponsesParser},
     sse::SseDecoder,
-    stream::{EventParser, Step},
+    stream::{EventParser, LineParser, Step},
 };
 
 /// What happened to one sample.
@@ -138,6 +141,7 @@ enum Adapter {
     Responses,
     Messages,
     Gemini,
+    Ollama,
 }
 
 fn adapter_for(name: &str, expected: &Value) -> Result<Adapter, String> {
@@ -152,6 +156,7 @@ fn adapter_for(name: &str, expected: &Value) -> Result<Adapter, String> {
         "openai" | "azure.ai.openai" => Ok(Adapter::Chat),
         "anthropic" => Ok(Adapter::Messages),
         "gcp.gemini" => Ok(Adapter::Gemini),
+        "ollama" => Ok(Adapter::Ollama),
         other => Err(format!("no adapter for provider {other:?}")),
     }
 }
@@ -164,15 +169,17 @@ fn check(name: &str, sample: &[u8], expected: &Value) -> SampleOutcome {
             Err(why) => SampleOutcome::Unsupported(why),
         };
     }
-    if format != "sse" {
-        return SampleOutcome::Unsupported(format!("no adapter for format {format:?}"));
-    }
-    let found = match adapter_for(name, expected) {
-        Ok(Adapter::Chat) => scan(ChatParser::default(), sample),
-        Ok(Adapter::Responses) => scan(ResponsesParser::default(), sample),
-        Ok(Adapter::Messages) => scan(MessagesParser::default(), sample),
-        Ok(Adapter::Gemini) => scan(GenerateParser::default(), sample),
+    let adapter = match adapter_for(name, expected) {
+        Ok(adapter) => adapter,
         Err(why) => return SampleOutcome::Unsupported(why),
+    };
+    let found = match (format, adapter) {
+        ("sse", Adapter::Chat) => scan(ChatParser::default(), sample),
+        ("sse", Adapter::Responses) => scan(ResponsesParser::default(), sample),
+        ("sse", Adapter::Messages) => scan(MessagesParser::default(), sample),
+        ("sse", Adapter::Gemini) => scan(GenerateParser::default(), sample),
+        ("ndjson", Adapter::Ollama) => scan_lines(OllamaParser::default(), sample),
+        _ => return SampleOutcome::Unsupported(format!("no adapter for format {format:?}")),
     };
     match found {
         Ok(found) => outcome(compare_stream(&found, expected)),
@@ -258,31 +265,69 @@ fn scan<P: EventParser<Chunk = ChatChunk>>(mut parser: P, sample: &[u8]) -> Resu
             },
             Err(e) => return Err(format!("decoder failed at event {index}: {e}")),
         };
-        found.event_count += 1;
-        found.first_data.get_or_insert(index);
-        let errored = found.error.is_some();
-        match step {
-            Ok(Step::Skip) => {}
-            Ok(Step::Chunk(chunk)) if !errored => observe(&mut found, index, &chunk),
-            Ok(Step::Done(chunk)) => {
-                found.terminal.get_or_insert(index);
-                if let (Some(chunk), false) = (chunk, errored) {
-                    observe(&mut found, index, &chunk);
-                }
-            }
-            Ok(Step::Chunk(_)) => {}
-            Err(error) => {
-                if errored && name_is_failed {
-                    found.terminal.get_or_insert(index);
-                }
-                if !errored {
-                    found.error = Some((index, error));
-                }
-            }
-        }
+        record(&mut found, index, step, name_is_failed);
         index += 1;
     }
     Ok(found)
+}
+
+/// [`scan`] for NDJSON: one event per non-blank line.
+fn scan_lines<P: LineParser<Chunk = ChatChunk>>(
+    mut parser: P,
+    sample: &[u8],
+) -> Result<Found, String> {
+    let mut decoder = NdjsonDecoder::new();
+    let mut found = Found::default();
+    let mut input = sample;
+    let mut index = 0u64;
+    loop {
+        let step = match decoder.decode(&mut input) {
+            Ok(Some(line)) => parser.parse_line(line),
+            Ok(None) => match decoder.finish() {
+                Ok(Some(line)) => {
+                    found.last_unterminated = true;
+                    parser.parse_line(line)
+                }
+                Ok(None) => break,
+                Err(e) => return Err(format!("decoder failed at end: {e}")),
+            },
+            Err(e) => return Err(format!("decoder failed at line {index}: {e}")),
+        };
+        record(&mut found, index, step, false);
+        index += 1;
+    }
+    Ok(found)
+}
+
+/// What event `index` contributed.
+fn record(
+    found: &mut Found,
+    index: u64,
+    step: Result<Step<ChatChunk>, ProviderError>,
+    name_is_failed: bool,
+) {
+    found.event_count += 1;
+    found.first_data.get_or_insert(index);
+    let errored = found.error.is_some();
+    match step {
+        Ok(Step::Skip) => {}
+        Ok(Step::Chunk(chunk)) if !errored => observe(found, index, &chunk),
+        Ok(Step::Done(chunk)) => {
+            found.terminal.get_or_insert(index);
+            if let (Some(chunk), false) = (chunk, errored) {
+                observe(found, index, &chunk);
+            }
+        }
+        Ok(Step::Chunk(_)) => {}
+        Err(error) => {
+            if errored && name_is_failed {
+                found.terminal.get_or_insert(index);
+            }
+            if !errored {
+                found.error = Some((index, error));
+            }
+        }
+    }
 }
 
 fn observe(found: &mut Found, index: u64, chunk: &ChatChunk) {
@@ -446,7 +491,24 @@ mod tests {
         fs::write(dir.join("other.ndjson"), "{}\n").unwrap();
         fs::write(
             dir.join("other.expected.json"),
-            serde_json::json!({"provider": "ollama", "format": "ndjson"}).to_string(),
+            serde_json::json!({"provider": "aws.bedrock", "format": "ndjson"}).to_string(),
+        )
+        .unwrap();
+        fs::write(
+            dir.join("local.ndjson"),
+            "{\"model\":\"m\",\"response\":\"x\",\"done\":false}\n\n{\"model\":\"m\",\"response\":\"\",\"done\":true,\"done_reason\":\"stop\",\"prompt_eval_count\":3,\"eval_count\":1}",
+        )
+        .unwrap();
+        fs::write(
+            dir.join("local.expected.json"),
+            serde_json::json!({
+                "provider": "ollama", "format": "ndjson", "event_count": 2,
+                "first_data_event_index": 0, "first_content_event_index": 0, "usage_event_index": 1,
+                "expected_usage": {"input_tokens": 3, "output_tokens": 1, "total_tokens": 4},
+                "terminal": {"kind": "done:true", "event_index": 1},
+                "ends_in_error": false, "error": null, "last_event_unterminated": true, "response_model": "m"
+            })
+            .to_string(),
         )
         .unwrap();
         fs::write(
@@ -471,9 +533,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("UNSUPPORTED other.ndjson"), "{text}");
+        assert!(text.contains("PASS        local.ndjson"), "{text}");
         assert!(text.contains("PASS        quota.json"), "{text}");
         assert!(
-            text.ends_with("2 passed, 1 failed, 1 unsupported"),
+            text.ends_with("3 passed, 1 failed, 1 unsupported"),
             "{text}"
         );
 

@@ -1,4 +1,14 @@
-//! Streaming LLM provider clients (OpenAI, Anthropic, Gemini, OpenAI-compatible) as tower services.
+//! Streaming LLM provider clients (OpenAI, Anthropic, Gemini, Ollama, OpenAI-compatible) as tower services.
+//!
+//! The adapters, each behind a feature of the same name (all on by default):
+//!
+//! - `openai`: [`openai::OpenAiChat`] (Chat Completions, and every
+//!   OpenAI-compatible server: Azure, Groq, OpenRouter, Mistral, vLLM, …) and
+//!   [`openai::OpenAiResponses`] (the Responses API), over SSE;
+//! - `anthropic`: [`anthropic::Anthropic`] (Messages), over SSE;
+//! - `gemini`: [`gemini::Gemini`] (`streamGenerateContent`), over SSE;
+//! - `ollama`: [`ollama::Ollama`] (native `/api/chat`), over newline-delimited
+//!   JSON; its parser also reads `/api/generate` lines.
 //!
 //! Each client is a `tower::Service<`[`ChatRequest`]`>` whose response is an
 //! [`http::Response`] with a [`ProviderStream`] body: a
@@ -13,7 +23,10 @@
 //! - Error events inside an HTTP 200 become an error item; a stream that ends
 //!   without the provider's terminal marker yields a `Truncated` error item,
 //!   never a clean end.
-//! - The SSE decoder ([`sse`]) is incremental and bounded.
+//! - The SSE decoder ([`sse`]) and the NDJSON decoder ([`ndjson`]) are
+//!   incremental and bounded, and share one line splitter (limits, UTF-8
+//!   checks). [`ProviderStream`] drives either through [`Framing`]: an
+//!   [`EventParser`] reads SSE events, a [`LineParser`] NDJSON lines.
 //! - With the `async-openai` feature, the `async_openai` module wraps the
 //!   async-openai client's chat completion stream as a service of the same
 //!   shape, for programs that keep that client and its request types.
@@ -56,6 +69,10 @@ pub mod conformance;
 pub mod errors;
 #[cfg(feature = "gemini")]
 pub mod gemini;
+mod lines;
+pub mod ndjson;
+#[cfg(feature = "ollama")]
+pub mod ollama;
 #[cfg(feature = "openai")]
 pub mod openai;
 mod request;
@@ -65,4 +82,4 @@ mod stream;
 pub use chunk::{ChatChunk, ChunkKind, ToolCallDelta};
 pub use client::{ClientBuilder, ConfigError, Endpoint};
 pub use request::{ChatRequest, Message, Role};
-pub use stream::{EventParser, ProviderStream, Step};
+pub use stream::{EventParser, Framing, LineParser, ProviderStream, Step};

@@ -160,6 +160,7 @@ impl ChatRequest {
             feature = "openai",
             feature = "anthropic",
             feature = "gemini",
+            feature = "ollama",
             feature = "async-openai"
         )),
         allow(dead_code)

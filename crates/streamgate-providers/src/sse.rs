@@ -31,6 +31,8 @@
 
 use std::{fmt, time::Duration};
 
+use crate::lines::{LineError, LineSplitter};
+
 /// The default bound on one line and on one event: 1 MiB.
 ///
 /// Real provider events are a few kilobytes; a megabyte leaves room for a
@@ -95,14 +97,15 @@ impl std::error::Error for SseError {}
 /// The incremental decoder. See the [module docs](self).
 #[derive(Debug)]
 pub struct SseDecoder {
-    max_line: usize,
+    lines: LineSplitter,
+    block: Block,
+    failed: Option<SseError>,
+}
+
+/// The fields of the event being assembled.
+#[derive(Debug)]
+struct Block {
     max_event: usize,
-    /// A partial line carried over from the previous input.
-    line: Vec<u8>,
-    /// The previous input ended with `\r`; a leading `\n` belongs to it.
-    skip_lf: bool,
-    /// Bytes consumed so far, for error offsets and the leading-BOM check.
-    offset: u64,
     data: String,
     has_data: bool,
     event: String,
@@ -112,7 +115,6 @@ pub struct SseDecoder {
     retry: Option<Duration>,
     /// The buffers still hold the event returned last; clear before reuse.
     dispatched: bool,
-    failed: Option<SseError>,
 }
 
 impl Default for SseDecoder {
@@ -132,31 +134,30 @@ impl SseDecoder {
     /// bytes (each at least 1).
     pub fn with_limits(max_line: usize, max_event: usize) -> Self {
         Self {
-            max_line: max_line.max(1),
-            max_event: max_event.max(1),
-            line: Vec::new(),
-            skip_lf: false,
-            offset: 0,
-            data: String::new(),
-            has_data: false,
-            event: String::new(),
-            has_event: false,
-            id: String::new(),
-            has_id: false,
-            retry: None,
-            dispatched: false,
+            lines: LineSplitter::new(max_line),
+            block: Block {
+                max_event: max_event.max(1),
+                data: String::new(),
+                has_data: false,
+                event: String::new(),
+                has_event: false,
+                id: String::new(),
+                has_id: false,
+                retry: None,
+                dispatched: false,
+            },
             failed: None,
         }
     }
 
     /// The bound on one line, in bytes.
     pub fn max_line(&self) -> usize {
-        self.max_line
+        self.lines.max_line()
     }
 
     /// The bound on one event's data, in bytes.
     pub fn max_event(&self) -> usize {
-        self.max_event
+        self.block.max_event
     }
 
     /// Consumes bytes from the front of `input` until one event is complete
@@ -168,9 +169,9 @@ impl SseDecoder {
         if let Some(err) = &self.failed {
             return Err(err.clone());
         }
-        self.clear_dispatched();
+        self.block.clear_dispatched();
         match self.decode_inner(input) {
-            Ok(true) => Ok(Some(self.current())),
+            Ok(true) => Ok(Some(self.block.current())),
             Ok(false) => Ok(None),
             Err(err) => {
                 self.failed = Some(err.clone());
@@ -185,36 +186,73 @@ impl SseDecoder {
         if let Some(err) = &self.failed {
             return Err(err.clone());
         }
-        self.clear_dispatched();
-        if !self.line.is_empty() {
-            let line_offset = self.offset.saturating_sub(self.line.len() as u64);
-            let line = std::mem::take(&mut self.line);
-            let result = self.process_line(&line, line_offset);
-            self.line = line;
-            self.line.clear();
-            match result {
-                Ok(true) => return Ok(Some(self.current())),
-                Ok(false) => {}
-                Err(err) => {
-                    self.failed = Some(err.clone());
-                    return Err(err);
-                }
+        self.block.clear_dispatched();
+        match self.finish_inner() {
+            Ok(true) => Ok(Some(self.block.current())),
+            Ok(false) => Ok(None),
+            Err(err) => {
+                self.failed = Some(err.clone());
+                Err(err)
             }
         }
-        if self.has_data {
-            self.dispatched = true;
-            self.strip_final_newline();
-            return Ok(Some(self.current()));
-        }
-        Ok(None)
     }
 
     /// Whether a partial line or an undispatched event is buffered (at the
     /// end of input this means the last event was not terminated).
     pub fn has_pending(&self) -> bool {
-        !self.line.is_empty() || (self.has_data && !self.dispatched)
+        self.lines.has_partial() || (self.block.has_data && !self.block.dispatched)
     }
 
+    /// Returns `Ok(true)` when an event was dispatched into the buffers.
+    fn decode_inner(&mut self, input: &mut &[u8]) -> Result<bool, SseError> {
+        let max_line = self.lines.max_line();
+        while !input.is_empty() {
+            let (consumed, line) = self
+                .lines
+                .next_line(input, false)
+                .map_err(|e| SseError::from_line(e, max_line))?;
+            let dispatched = match line {
+                Some(line) => self.block.process_line(line.text)?,
+                None => false,
+            };
+            *input = &input[consumed..];
+            if dispatched {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn finish_inner(&mut self) -> Result<bool, SseError> {
+        let max_line = self.lines.max_line();
+        let line = self
+            .lines
+            .finish()
+            .map_err(|e| SseError::from_line(e, max_line))?;
+        if let Some(line) = line {
+            if self.block.process_line(line.text)? {
+                return Ok(true);
+            }
+        }
+        if self.block.has_data {
+            self.block.dispatched = true;
+            self.block.strip_final_newline();
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}
+
+impl SseError {
+    fn from_line(error: LineError, limit: usize) -> Self {
+        match error {
+            LineError::InvalidUtf8(offset) => Self::InvalidUtf8 { offset },
+            LineError::TooLong => Self::LineTooLong { limit },
+        }
+    }
+}
+
+impl Block {
     fn clear_dispatched(&mut self) {
         if self.dispatched {
             self.dispatched = false;
@@ -235,69 +273,9 @@ impl SseDecoder {
         }
     }
 
-    /// Returns `Ok(true)` when an event was dispatched into the buffers.
-    fn decode_inner(&mut self, input: &mut &[u8]) -> Result<bool, SseError> {
-        while !input.is_empty() {
-            if self.skip_lf {
-                self.skip_lf = false;
-                if input[0] == b'\n' {
-                    *input = &input[1..];
-                    self.offset += 1;
-                    continue;
-                }
-            }
-            let Some(end) = input.iter().position(|&b| b == b'\n' || b == b'\r') else {
-                // No line ending yet: carry the partial line, bounded.
-                if self.line.len() + input.len() > self.max_line {
-                    return Err(SseError::LineTooLong {
-                        limit: self.max_line,
-                    });
-                }
-                self.line.extend_from_slice(input);
-                self.offset += input.len() as u64;
-                *input = &[];
-                return Ok(false);
-            };
-            if self.line.len() + end > self.max_line {
-                return Err(SseError::LineTooLong {
-                    limit: self.max_line,
-                });
-            }
-            let ending = input[end];
-            let dispatched = if self.line.is_empty() {
-                // Fast path: the whole line is in the input, no copy.
-                let line = &input[..end];
-                self.process_line(line, self.offset)?
-            } else {
-                let line_offset = self.offset.saturating_sub(self.line.len() as u64);
-                self.line.extend_from_slice(&input[..end]);
-                let line = std::mem::take(&mut self.line);
-                let result = self.process_line(&line, line_offset);
-                self.line = line;
-                self.line.clear();
-                result?
-            };
-            *input = &input[end + 1..];
-            self.offset += end as u64 + 1;
-            if ending == b'\r' {
-                self.skip_lf = true;
-            }
-            if dispatched {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
     /// Handles one complete line (without its ending); `Ok(true)` when it
     /// dispatched an event.
-    fn process_line(&mut self, line: &[u8], line_offset: u64) -> Result<bool, SseError> {
-        let mut line = std::str::from_utf8(line).map_err(|_| SseError::InvalidUtf8 {
-            offset: line_offset,
-        })?;
-        if line_offset == 0 {
-            line = line.strip_prefix('\u{feff}').unwrap_or(line);
-        }
+    fn process_line(&mut self, line: &str) -> Result<bool, SseError> {
         if line.is_empty() {
             if !self.has_data {
                 // A block without data dispatches nothing, per the specification.
@@ -499,7 +477,7 @@ mod tests {
                 limit: DEFAULT_MAX_SIZE
             }
         );
-        assert!(decoder.line.capacity() <= 2 * DEFAULT_MAX_SIZE);
+        assert!(decoder.lines.buf.capacity() <= 2 * DEFAULT_MAX_SIZE);
     }
 
     #[test]
@@ -527,8 +505,8 @@ mod tests {
         let mut decoder = SseDecoder::new();
         let mut input: &[u8] = b"data: aaaaaaaaaaaaaaaa\n\ndata: b\n\n";
         assert!(decoder.decode(&mut input).unwrap().is_some());
-        let cap = decoder.data.capacity();
+        let cap = decoder.block.data.capacity();
         assert_eq!(decoder.decode(&mut input).unwrap().unwrap().data, "b");
-        assert_eq!(decoder.data.capacity(), cap);
+        assert_eq!(decoder.block.data.capacity(), cap);
     }
 }

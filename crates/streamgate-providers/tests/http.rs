@@ -10,12 +10,18 @@ use streamgate_core::{
 };
 use streamgate_mock::{expected_text, MockServer, Plan, Provider};
 use streamgate_providers::{
-    anthropic::Anthropic, gemini::Gemini, openai::OpenAiChat, ChatChunk, ChatRequest,
+    anthropic::Anthropic, gemini::Gemini, ollama::Ollama, openai::OpenAiChat, ChatChunk,
+    ChatRequest,
 };
 use streamgate_timeout::FirstChunkTimeoutLayer;
 use tower::{Layer, ServiceExt};
 
-const PROVIDERS: [Provider; 3] = [Provider::OpenAi, Provider::Anthropic, Provider::Gemini];
+const PROVIDERS: [Provider; 4] = [
+    Provider::OpenAi,
+    Provider::Anthropic,
+    Provider::Gemini,
+    Provider::Ollama,
+];
 const MODEL: &str = "test-model";
 
 fn client(provider: Provider, server: &MockServer) -> BoxStreamingService<ChatRequest, ChatChunk> {
@@ -42,6 +48,7 @@ fn client(provider: Provider, server: &MockServer) -> BoxStreamingService<ChatRe
                 .build()
                 .unwrap(),
         ),
+        Provider::Ollama => boxed(Ollama::builder().base_url(url).build().unwrap()),
         other => panic!("no adapter for {other:?}"),
     }
 }
@@ -118,6 +125,10 @@ async fn http_error_status_keeps_status_headers_body_and_class() {
         (Provider::Anthropic, 429, ErrorClass::RateLimited),
         (Provider::Gemini, 503, ErrorClass::Overloaded),
         (Provider::Gemini, 429, ErrorClass::RateLimited),
+        (Provider::Ollama, 404, ErrorClass::Client),
+        (Provider::Ollama, 429, ErrorClass::RateLimited),
+        (Provider::Ollama, 503, ErrorClass::Overloaded),
+        (Provider::Ollama, 500, ErrorClass::Server),
     ];
     for (provider, status, class) in cases {
         let server = start(
@@ -244,4 +255,56 @@ async fn connection_refused_is_a_network_error_with_its_source() {
     let error = service.oneshot(request()).await.err().unwrap();
     assert_eq!(classify(&*error), ErrorClass::Network);
     assert!(std::error::Error::source(provider_error(&error)).is_some());
+}
+
+#[tokio::test]
+async fn ollama_sends_its_native_chat_body_and_the_bearer_for_a_proxy() {
+    let server = start(Plan::new().with_output_tokens(2)).await;
+    let client = Ollama::builder()
+        .base_url(server.url())
+        .bearer("proxy-token-1")
+        .build()
+        .unwrap();
+    let request = request().with_max_tokens(7).with_temperature(0.25);
+    let response = client.oneshot(request).await.unwrap();
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/x-ndjson",
+        "not SSE"
+    );
+    let chunks: Vec<ChatChunk> = response
+        .into_body()
+        .map(|item| item.unwrap())
+        .collect()
+        .await;
+    assert_eq!(text(&chunks), expected_text(2));
+    let done = chunks.last().unwrap();
+    assert_eq!(done.finish_reason.as_deref(), Some("stop"));
+    let log = server.wait_for_end(0).await;
+    assert_eq!(log.request.path, "/api/chat");
+    assert_eq!(log.request.headers["authorization"], "Bearer proxy-token-1");
+    assert_eq!(log.request.headers["accept"], "application/x-ndjson");
+    let body = &log.request.body;
+    assert_eq!(body["stream"], serde_json::json!(true));
+    assert_eq!(body["options"]["num_predict"], serde_json::json!(7));
+    assert_eq!(body["options"]["temperature"], serde_json::json!(0.25));
+    assert_eq!(body["messages"][0]["content"], serde_json::json!("hello"));
+}
+
+#[tokio::test]
+async fn ollama_missing_model_is_a_client_error_with_the_servers_message() {
+    let server = start(Plan::new().fail_with_status(404)).await;
+    let error = client(Provider::Ollama, &server)
+        .oneshot(request())
+        .await
+        .err()
+        .unwrap();
+    let error = provider_error(&error);
+    assert_eq!(error.class(), ErrorClass::Client);
+    assert!(!error.class().is_retryable());
+    assert_eq!(
+        error.message(),
+        format!("model \"{MODEL}\" not found, try pulling it first")
+    );
+    assert!(!error.is_in_band());
 }

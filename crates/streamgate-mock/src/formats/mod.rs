@@ -1,10 +1,11 @@
-//! The three wire dialects: how each provider frames events, errors and rate limits.
+//! The four wire dialects: how each provider frames events, errors and rate limits.
 //!
 //! A dialect only turns values into bytes and headers; when to send what is decided
 //! by [`crate::wire`], and the transport lives in [`crate::server`].
 
 mod anthropic;
 mod gemini;
+mod ollama;
 mod openai;
 
 use std::time::{Duration, SystemTime};
@@ -26,6 +27,8 @@ pub enum Provider {
     Anthropic,
     /// Gemini: `POST /v1beta/models/{model}:streamGenerateContent?alt=sse`.
     Gemini,
+    /// Ollama's native chat API: `POST /api/chat`, newline-delimited JSON.
+    Ollama,
 }
 
 impl Provider {
@@ -37,15 +40,17 @@ impl Provider {
             Provider::OpenAi => "/v1/chat/completions".to_owned(),
             Provider::Anthropic => "/v1/messages".to_owned(),
             Provider::Gemini => format!("/v1beta/models/{model}:streamGenerateContent?alt=sse"),
+            Provider::Ollama => "/api/chat".to_owned(),
         }
     }
 
-    /// A short lowercase name: `openai`, `anthropic` or `gemini`.
+    /// A short lowercase name: `openai`, `anthropic`, `gemini` or `ollama`.
     pub fn name(self) -> &'static str {
         match self {
             Provider::OpenAi => "openai",
             Provider::Anthropic => "anthropic",
             Provider::Gemini => "gemini",
+            Provider::Ollama => "ollama",
         }
     }
 
@@ -54,6 +59,7 @@ impl Provider {
             Provider::OpenAi => &openai::OpenAi,
             Provider::Anthropic => &anthropic::Anthropic,
             Provider::Gemini => &gemini::Gemini,
+            Provider::Ollama => &ollama::Ollama,
         }
     }
 }
@@ -96,7 +102,8 @@ pub(crate) enum ErrorCause {
     InvalidJson,
 }
 
-/// One provider's wire format. Frames are complete SSE events, terminator included.
+/// One provider's wire format. Frames are complete SSE events (or NDJSON lines),
+/// terminator included.
 pub(crate) trait Dialect: Sync {
     /// The response `content-type` of a stream.
     fn content_type(&self) -> &'static str;

@@ -5,7 +5,9 @@ use std::time::Duration;
 use serde_json::json;
 use streamgate_mock::{expected_text, KeepAlive, MockServer, Plan, Provider};
 
-use crate::support::{client, header, openai_body, parse_sse, send, GEMINI_MODEL};
+use crate::support::{
+    client, header, openai_body, parse_ndjson, parse_sse, send, GEMINI_MODEL, OLLAMA_MODEL,
+};
 
 #[tokio::test]
 async fn openai_stream_has_role_chunk_deltas_finish_usage_and_done() {
@@ -239,4 +241,80 @@ async fn request_that_is_not_json_gets_a_provider_style_400() {
     assert_eq!(response.status(), 400);
     let body: serde_json::Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
     assert_eq!(body["error"]["type"], "invalid_request_error");
+}
+
+#[tokio::test]
+async fn ollama_stream_is_ndjson_lines_ending_with_a_done_line_with_counts() {
+    let plan = Plan::new().with_output_tokens(3).with_input_tokens(21);
+    let server = MockServer::start_with_plan(plan).await.unwrap();
+    let response = send(&server, Provider::Ollama).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "content-type"), "application/x-ndjson");
+    let lines = parse_ndjson(&response.text().await.unwrap());
+    assert_eq!(lines.len(), 3 + 1);
+    let text: String = lines[..3]
+        .iter()
+        .map(|line| {
+            assert_eq!(line["done"], false);
+            assert_eq!(line["model"], OLLAMA_MODEL);
+            assert_eq!(line["message"]["role"], "assistant");
+            line["message"]["content"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(text, expected_text(3));
+    let done = &lines[3];
+    assert_eq!(done["done"], true);
+    assert_eq!(done["done_reason"], "stop");
+    assert_eq!(done["prompt_eval_count"], 21);
+    assert_eq!(done["eval_count"], 3);
+    assert!(done["eval_duration"].as_u64().unwrap() > 0, "nanoseconds");
+    let created = done["created_at"].as_str().unwrap();
+    assert!(
+        created.ends_with('Z') && created.as_bytes()[10] == b'T',
+        "{created}"
+    );
+    let log = server.request(0).unwrap();
+    assert_eq!(log.request.provider, Provider::Ollama);
+    assert_eq!(log.request.model, OLLAMA_MODEL);
+}
+
+#[tokio::test]
+async fn ollama_in_band_error_is_an_error_line_without_a_done_line() {
+    let server = MockServer::start_with_plan(Plan::new().with_output_tokens(5).error_after(2))
+        .await
+        .unwrap();
+    let response = send(&server, Provider::Ollama).await;
+    assert_eq!(response.status(), 200);
+    let lines = parse_ndjson(&response.text().await.unwrap());
+    assert_eq!(lines.len(), 3);
+    assert_eq!(
+        lines[2],
+        json!({"error": "an error was encountered while running the model"})
+    );
+    assert!(lines.iter().all(|line| line["done"] != true));
+}
+
+#[tokio::test]
+async fn ollama_missing_model_is_a_404_with_an_error_string() {
+    let server = MockServer::start_with_plan(Plan::new().fail_with_status(404))
+        .await
+        .unwrap();
+    let response = send(&server, Provider::Ollama).await;
+    assert_eq!(response.status(), 404);
+    assert_eq!(header(&response, "content-type"), "application/json");
+    let body: serde_json::Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    assert_eq!(
+        body,
+        json!({"error": format!("model \"{OLLAMA_MODEL}\" not found, try pulling it first")})
+    );
+}
+
+#[tokio::test]
+async fn ollama_without_terminal_marker_has_no_done_line() {
+    let server = MockServer::start_with_plan(Plan::new().with_output_tokens(3).truncate_after(2))
+        .await
+        .unwrap();
+    let lines = parse_ndjson(&send(&server, Provider::Ollama).await.text().await.unwrap());
+    assert_eq!(lines.len(), 2);
+    assert!(lines.iter().all(|line| line["done"] == false));
 }

@@ -38,11 +38,34 @@ pub fn gemini_body() -> Value {
 
 pub const GEMINI_MODEL: &str = "gemini-2.0-flash";
 
+pub const OLLAMA_MODEL: &str = "llama3.2";
+
+pub fn ollama_body() -> Value {
+    json!({
+        "model": OLLAMA_MODEL,
+        "stream": true,
+        "messages": [{"role": "user", "content": "Say something."}],
+        "options": {"num_predict": 256},
+    })
+}
+
+/// Splits an NDJSON body into its JSON lines, checking that every line is terminated.
+pub fn parse_ndjson(body: &str) -> Vec<Value> {
+    assert!(
+        body.is_empty() || body.ends_with('\n'),
+        "unterminated line in {body:?}"
+    );
+    body.lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect()
+}
+
 /// Sends the usual request for `provider`.
 pub async fn send(server: &MockServer, provider: Provider) -> reqwest::Response {
     let (model, body) = match provider {
         Provider::OpenAi => ("gpt-4o-mini", openai_body(true)),
         Provider::Anthropic => ("claude-sonnet-4-5", anthropic_body()),
+        Provider::Ollama => (OLLAMA_MODEL, ollama_body()),
         _ => (GEMINI_MODEL, gemini_body()),
     };
     client()
