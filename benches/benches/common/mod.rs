@@ -1,0 +1,110 @@
+//! Stacks shared by the benchmark binaries.
+// Each binary uses a different part of this module.
+#![allow(dead_code)]
+
+use std::{sync::Arc, time::Duration};
+
+use streamgate_benches::{BareService, BenchChunk, BenchRequest};
+use streamgate_breaker::{Breaker, CircuitBreaker, CircuitBreakerLayer};
+use streamgate_core::{BackendId, MetricsSink};
+use streamgate_failover::{Failover, Tpm, TpmLayer};
+use streamgate_metrics::{MetricsLayer, MetricsService, PerformanceTracker};
+use streamgate_quota::{Pacing, PacingLayer, Quota, QuotaLayer, QuotaTracker};
+use streamgate_timeout::{FirstChunkTimeout, FirstChunkTimeoutLayer};
+use tower::Layer;
+
+pub const MODEL: &str = "gpt-4o-mini";
+
+/// The recommended per-backend order, outermost first.
+pub type FullStack<S> = MetricsService<Tpm<Quota<Pacing<CircuitBreaker<FirstChunkTimeout<S>>>>>>;
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    // Timeouts and pacing read tokio time and register sleeps, which needs a
+    // runtime with a timer on the thread; nothing ever waits on it.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("tokio runtime")
+}
+
+pub fn timeout_layer() -> FirstChunkTimeoutLayer {
+    FirstChunkTimeoutLayer::new(Duration::from_secs(30))
+        .and_then(|l| l.idle(Duration::from_secs(30)))
+        .expect("timeout config")
+}
+
+pub fn breaker(name: &str) -> Breaker {
+    Breaker::builder(name).build().expect("breaker config")
+}
+
+pub fn pacing_layer(name: &str) -> PacingLayer {
+    // Limits far away: the fast path (no wait) is what is measured.
+    PacingLayer::builder(BackendId::new(name))
+        .requests_per_minute(u32::MAX)
+        .request_burst(u32::MAX)
+        .tokens_per_minute(u32::MAX)
+        .token_burst(u32::MAX)
+        .build()
+        .expect("pacing config")
+}
+
+pub fn tpm_layer(name: &str) -> TpmLayer {
+    TpmLayer::builder(name)
+        .max_tokens_per_minute(u64::MAX / 4)
+        .build()
+        .expect("tpm config")
+}
+
+/// The full per-backend stack, every layer reporting to `sink`.
+pub fn full_stack<S>(name: &str, client: S, sink: Arc<dyn MetricsSink>) -> FullStack<S> {
+    let backend = BackendId::new(name);
+    let breaker = Breaker::builder(name)
+        .sink(sink.clone())
+        .build()
+        .expect("breaker config");
+    let tracker = QuotaTracker::builder()
+        .sink(sink.clone())
+        .build()
+        .expect("quota config");
+    let pacing = PacingLayer::builder(backend.clone())
+        .requests_per_minute(u32::MAX)
+        .request_burst(u32::MAX)
+        .tokens_per_minute(u32::MAX)
+        .token_burst(u32::MAX)
+        .sink(sink.clone())
+        .build()
+        .expect("pacing config");
+    let tpm = TpmLayer::builder(name)
+        .max_tokens_per_minute(u64::MAX / 4)
+        .sink(sink.clone())
+        .build()
+        .expect("tpm config");
+    let inner = timeout_layer().layer(client);
+    let inner = CircuitBreakerLayer::new(breaker).layer(inner);
+    let inner = pacing.layer(inner);
+    let inner = QuotaLayer::new(backend, tracker)
+        .with_sink(sink.clone())
+        .layer(inner);
+    let inner = tpm.layer(inner);
+    MetricsLayer::new(name, sink).layer(inner)
+}
+
+pub fn tracker() -> Arc<PerformanceTracker> {
+    Arc::new(PerformanceTracker::new())
+}
+
+pub fn failover(tokens: u32) -> Failover<BenchRequest, BenchChunk> {
+    let sink: Arc<dyn MetricsSink> = tracker();
+    Failover::builder()
+        .service(
+            "primary",
+            full_stack("primary", BareService::new(tokens), sink.clone()),
+        )
+        .service(
+            "fallback",
+            full_stack("fallback", BareService::new(tokens), sink.clone()),
+        )
+        .sink(sink)
+        .build()
+        .expect("failover config")
+}
