@@ -401,13 +401,12 @@ impl FailoverError {
 impl fmt::Display for FailoverError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.backend_count();
-        let noun = if n == 1 { "backend" } else { "backends" };
-        if self.attempts.is_empty() {
-            f.write_str("no backends configured")?;
-        } else if self.all_rejected() {
-            write!(f, "all {n} {noun} unavailable: ")?;
-        } else {
-            write!(f, "all {n} {noun} failed: ")?;
+        match (self.attempts.is_empty(), self.all_rejected(), n) {
+            (true, _, _) => f.write_str("no backends configured")?,
+            (false, true, 1) => f.write_str("the only backend is unavailable: ")?,
+            (false, true, _) => write!(f, "all {n} backends unavailable: ")?,
+            (false, false, 1) => f.write_str("the only backend failed: ")?,
+            (false, false, _) => write!(f, "all {n} backends failed: ")?,
         }
         for (i, attempt) in self.attempts.iter().enumerate() {
             if i > 0 {
