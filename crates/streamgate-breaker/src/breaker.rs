@@ -1,6 +1,6 @@
 //! The shared breaker handle and its RAII permit.
 
-use std::{error::Error, fmt, sync::Arc, time::Duration};
+use std::{cell::OnceCell, error::Error, fmt, sync::Arc, time::Duration};
 
 use streamgate_core::{
     emit, retry_after, BackendId, BreakerState, Chunk, EndObserver, ErrorClass, Event,
@@ -172,14 +172,16 @@ impl Breaker {
     /// Admission for a call of `model`, reported under that model.
     #[inline]
     pub(crate) fn acquire(&self, model: &str) -> Result<Permit, Rejected> {
-        let now = Instant::now();
-        let (admission, transition) = self.inner.machine.admit(now);
+        // Read the clock at most once, and only if something needs it.
+        let clock = OnceCell::new();
+        let now = || *clock.get_or_init(Instant::now);
+        let (admission, transition) = self.inner.machine.admit_with(now);
         self.report(transition);
         match admission {
             Admission::Admit(ticket) => Ok(Permit {
                 breaker: self.clone(),
                 ticket,
-                started: self.inner.settings.slow_threshold.map(|_| now),
+                started: self.inner.settings.slow_threshold.map(|_| now()),
                 slow: None,
                 done: false,
             }),
@@ -305,14 +307,15 @@ impl Permit {
             machine.release(self.ticket);
             return;
         }
-        let now = Instant::now();
+        let clock = OnceCell::new();
+        let now = || *clock.get_or_init(Instant::now);
         // A call that never produced content is slow if it took that long.
         let slow = match (self.slow, self.started) {
             (Some(slow), _) => slow,
-            (None, Some(started)) => self.is_slow_at(started, now),
+            (None, Some(started)) => self.is_slow_at(started, now()),
             (None, None) => false,
         };
-        let transition = machine.record(self.ticket, verdict, slow, now);
+        let transition = machine.record_with(self.ticket, verdict, slow, now);
         self.breaker.report(transition);
     }
 }

@@ -25,8 +25,9 @@ use crate::{BoxError, Chunk};
 /// Created with [`Commit::new`]. The body must be `Unpin` because it is handed
 /// over inside the response (box a `!Unpin` body with `Box::pin`).
 ///
-/// Allocates nothing when the first chunk is content; otherwise one buffer
-/// per request holds the chunks before it.
+/// Allocates nothing when at most one chunk comes before the first content
+/// (a role-only chunk, say); otherwise one buffer per request holds the
+/// chunks before it.
 #[pin_project(project = CommitProj)]
 #[must_use = "futures do nothing unless polled"]
 pub struct Commit<F, B, C> {
@@ -38,7 +39,45 @@ pub struct Commit<F, B, C> {
 struct Draining<B, C> {
     parts: Parts,
     body: B,
-    held: VecDeque<C>,
+    held: Held<C>,
+}
+
+/// The chunks held before the first content, in order. The first one is
+/// kept inline: most streams open with exactly one non-content chunk (a
+/// role or `message_start`), and holding it should not allocate.
+#[derive(Debug)]
+struct Held<C> {
+    first: Option<C>,
+    rest: VecDeque<C>,
+}
+
+impl<C> Held<C> {
+    const fn new() -> Self {
+        Self {
+            first: None,
+            rest: VecDeque::new(),
+        }
+    }
+
+    fn push_back(&mut self, chunk: C) {
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(chunk);
+        } else {
+            self.rest.push_back(chunk);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<C> {
+        self.first.take().or_else(|| self.rest.pop_front())
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none() && self.rest.is_empty()
+    }
 }
 
 impl<F, B, C> Commit<F, B, C> {
@@ -82,7 +121,7 @@ where
             *this.draining = Some(Draining {
                 parts,
                 body,
-                held: VecDeque::new(),
+                held: Held::new(),
             });
         }
         let Some(draining) = this.draining.as_mut() else {
@@ -124,7 +163,7 @@ impl<B, C> Draining<B, C> {
 #[pin_project]
 #[derive(Debug)]
 pub struct Replay<B, C> {
-    held: VecDeque<C>,
+    held: Held<C>,
     first: Option<C>,
     #[pin]
     body: B,
@@ -136,7 +175,7 @@ impl<B, C> Replay<B, C> {
     /// A body with nothing held (for a response that was not committed).
     pub fn passthrough(body: B) -> Self {
         Self {
-            held: VecDeque::new(),
+            held: Held::new(),
             first: None,
             body,
             ended: false,

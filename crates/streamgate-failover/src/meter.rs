@@ -206,6 +206,31 @@ impl TpmMeter {
         tokens: u64,
         limit: Option<u64>,
     ) -> Result<Reservation, BudgetExceeded> {
+        self.reserve(now, tokens, limit)?;
+        Ok(Reservation {
+            meter: Arc::clone(self),
+            tokens,
+            settled: false,
+        })
+    }
+
+    /// [`try_reserve`](Self::try_reserve) on a handle the caller gives up,
+    /// which the reservation keeps: one reference count update less.
+    pub(crate) fn try_reserve_owned(
+        self: Arc<Self>,
+        now: Instant,
+        tokens: u64,
+        limit: Option<u64>,
+    ) -> Result<Reservation, BudgetExceeded> {
+        self.reserve(now, tokens, limit)?;
+        Ok(Reservation {
+            meter: self,
+            tokens,
+            settled: false,
+        })
+    }
+
+    fn reserve(&self, now: Instant, tokens: u64, limit: Option<u64>) -> Result<(), BudgetExceeded> {
         let mut ring = self.lock();
         ring.advance(now);
         if let Some(limit) = limit {
@@ -221,12 +246,7 @@ impl TpmMeter {
         }
         ring.reserved = ring.reserved.saturating_add(tokens);
         ring.add_request(now);
-        drop(ring);
-        Ok(Reservation {
-            meter: Arc::clone(self),
-            tokens,
-            settled: false,
-        })
+        Ok(())
     }
 
     fn settle(&self, now: Instant, reserved: u64, used: u64) {

@@ -39,7 +39,10 @@ use std::{
     collections::HashMap,
     error::Error,
     fmt,
-    sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, RwLock, RwLockReadGuard, RwLockWriteGuard,
+    },
     time::Duration,
 };
 
@@ -433,6 +436,10 @@ struct Inner {
     config: Config,
     sink: SharedSink,
     keys: RwLock<Keys>,
+    /// Set once the first key is created (keys are only ever replaced, never
+    /// all removed), so that checks against a tracker that has learned
+    /// nothing skip the lock and the lookups.
+    populated: AtomicBool,
 }
 
 /// What each (backend, model) has left, learned from responses. Cheap to
@@ -481,6 +488,7 @@ impl QuotaTracker {
                 config,
                 sink,
                 keys: RwLock::new(Keys::default()),
+                populated: AtomicBool::new(false),
             }),
         }
     }
@@ -507,6 +515,9 @@ impl QuotaTracker {
         estimated_tokens: u64,
         now: Instant,
     ) -> Result<(), Refusal> {
+        if !self.inner.populated.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let expired = {
             let keys = self.read();
             let Some(entry) = keys.get(backend, model) else {
@@ -608,15 +619,17 @@ impl QuotaTracker {
         ]
         .iter()
         .any(|l| l.is_known());
+        if !has_limits && !rate_limited {
+            // Nothing to learn: do not create a key for it, nor take the
+            // write lock.
+            return self.status(backend, model, now);
+        }
         let (status, update) = {
             let mut keys = self.write();
-            if !has_limits && !rate_limited {
-                // Nothing to learn: do not create a key for it.
-                return keys
-                    .get(backend, model)
-                    .map_or(QuotaStatus::Available, |e| e.status(now));
-            }
             let entry = keys.entry(backend, model, now, c.max_keys);
+            if !self.inner.populated.load(Ordering::Relaxed) {
+                self.inner.populated.store(true, Ordering::Release);
+            }
             let before = self.update_of(entry, now);
             entry.last_seen = now;
             entry.known |= has_limits;

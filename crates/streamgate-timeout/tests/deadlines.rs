@@ -406,3 +406,33 @@ async fn inner_request_is_dropped_before_the_error_is_returned() {
     assert_eq!(inner.probe().bodies_dropped(), 1);
     drop((committed, stalled, body));
 }
+
+#[tokio::test(start_paused = true)]
+async fn steady_content_just_inside_the_idle_gap_never_times_out_then_a_stall_does_exactly() {
+    // Each gap is 90 ms under a 100 ms idle limit: the timer set at an older
+    // deadline fires, finds the deadline moved on, and waits again — ten
+    // times — without ever reporting a timeout; then the stall expires
+    // exactly one idle gap after the last content.
+    let mut script = Script::new().wait(ms(10)).text("first");
+    for _ in 0..10 {
+        script = script.wait(ms(90)).text("tok");
+    }
+    let inner = ScriptedService::new(script.stall());
+    let start = Instant::now();
+
+    let response = call(layer(1000, Some(100), None), &inner).await.unwrap();
+    let mut body = response.into_body();
+    let items = drain(&mut body).await;
+
+    assert_eq!(items.len(), 12);
+    assert!(items[..11].iter().all(Result::is_ok), "{items:?}");
+    assert_eq!(
+        items[11],
+        Err(Some(StreamTimeout {
+            kind: TimeoutKind::Idle,
+            after: ms(100)
+        }))
+    );
+    // Last content at 10 + 10 × 90 = 910 ms; idle expiry 100 ms later.
+    assert_eq!(inner.probe().last_drop_at(), Some(start + ms(1010)));
+}

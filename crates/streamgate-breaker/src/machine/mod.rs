@@ -229,13 +229,21 @@ impl Machine {
     }
 
     /// Decides whether a call may go ahead at `now`.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn admit(&self, now: Instant) -> (Admission, Option<Transition>) {
+        self.admit_with(|| now)
+    }
+
+    /// [`admit`](Self::admit), reading the clock only when the state needs
+    /// it: a closed circuit admits on one atomic load.
+    #[inline]
+    pub(crate) fn admit_with(&self, now: impl Fn() -> Instant) -> (Admission, Option<Transition>) {
         let word = self.state.load(Ordering::Acquire);
         match Tag::of(word) {
             Tag::Closed => (Admission::Admit(Ticket::Normal(generation(word))), None),
             Tag::Disabled => (Admission::Admit(Ticket::Passthrough), None),
             Tag::Open => {
+                let now = now();
                 let until = self.open_until.load(Ordering::Acquire);
                 let at = self.nanos(now);
                 if at < until {
@@ -248,7 +256,7 @@ impl Machine {
                 }
             }
             Tag::ForcedOpen => (self.reject(word, None), None),
-            Tag::HalfOpen => self.admit_locked(now),
+            Tag::HalfOpen => self.admit_locked(now()),
         }
     }
 
@@ -309,7 +317,7 @@ impl Machine {
 
     /// Records how a call admitted as `ticket` ended at `now`. `slow` says
     /// whether its first content came later than the slow-call threshold.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn record(
         &self,
         ticket: Ticket,
@@ -317,10 +325,24 @@ impl Machine {
         slow: bool,
         now: Instant,
     ) -> Option<Transition> {
+        self.record_with(ticket, verdict, slow, || now)
+    }
+
+    /// [`record`](Self::record), reading the clock only when the outcome
+    /// needs it: a success in a closed circuit without a rate window needs
+    /// none.
+    #[inline]
+    pub(crate) fn record_with(
+        &self,
+        ticket: Ticket,
+        verdict: Verdict,
+        slow: bool,
+        now: impl Fn() -> Instant,
+    ) -> Option<Transition> {
         match ticket {
             Ticket::Passthrough | Ticket::Shadow => None,
             Ticket::Normal(gen) => self.record_closed(gen, verdict, slow, now),
-            Ticket::Probe(gen) => self.record_probe(gen, verdict, slow, now),
+            Ticket::Probe(gen) => self.record_probe(gen, verdict, slow, now()),
         }
     }
 
@@ -329,24 +351,45 @@ impl Machine {
         generation(word) == gen && Tag::of(word) == tag
     }
 
+    #[inline]
     fn record_closed(
         &self,
         gen: u64,
         verdict: Verdict,
         slow: bool,
-        now: Instant,
+        now: impl Fn() -> Instant,
     ) -> Option<Transition> {
         // Outcomes of calls admitted before a transition say nothing about
         // the state that followed.
         if !self.is_current(gen, Tag::Closed) {
             return None;
         }
+        if verdict == Verdict::Ignore {
+            return None;
+        }
+        if verdict == Verdict::Success {
+            if self.consecutive.load(Ordering::Relaxed) != 0 {
+                self.consecutive.store(0, Ordering::Relaxed);
+            }
+            let checks_rates =
+                (slow && self.config.slow_rate.is_some()) || self.warming.load(Ordering::Relaxed);
+            if self.window.is_none() && !checks_rates {
+                return None;
+            }
+        }
+        self.record_closed_at(gen, verdict, slow, now())
+    }
+
+    fn record_closed_at(
+        &self,
+        gen: u64,
+        verdict: Verdict,
+        slow: bool,
+        now: Instant,
+    ) -> Option<Transition> {
         match verdict {
             Verdict::Ignore => None,
             Verdict::Success => {
-                if self.consecutive.load(Ordering::Relaxed) != 0 {
-                    self.consecutive.store(0, Ordering::Relaxed);
-                }
                 if let Some(window) = &self.window {
                     window.record(self.second(now), false, slow);
                 }

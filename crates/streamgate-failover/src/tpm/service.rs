@@ -55,7 +55,8 @@ where
         }
         let estimate = request.estimated_tokens();
         let meter = shared.meters.meter(request.model());
-        let reservation = match meter.try_reserve(now, estimate, shared.max_tokens_per_minute) {
+        let reservation = match meter.try_reserve_owned(now, estimate, shared.max_tokens_per_minute)
+        {
             Ok(reservation) => reservation,
             Err(exceeded) => {
                 return reject(

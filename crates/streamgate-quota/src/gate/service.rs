@@ -92,7 +92,7 @@ where
         let observer = QuotaObserver {
             tracker: self.tracker.clone(),
             backend: self.backend.clone(),
-            model: model.to_owned(),
+            model: ModelName::new(model),
         };
         ResponseFuture::admitted(self.inner.call(request), observer)
     }
@@ -103,7 +103,49 @@ where
 pub struct QuotaObserver {
     tracker: QuotaTracker,
     backend: BackendId,
-    model: String,
+    model: ModelName,
+}
+
+/// Longest model name kept inline; longer names are boxed.
+const INLINE_MODEL: usize = 46;
+
+/// The request's model name, owned without an allocation for names of
+/// usual length (`gpt-4o-mini`, `claude-3-5-sonnet-20241022`): the observer
+/// lives as long as the request, and a `String` per request would be the
+/// layer's only allocation.
+#[derive(Clone)]
+enum ModelName {
+    Inline { len: u8, bytes: [u8; INLINE_MODEL] },
+    Boxed(Box<str>),
+}
+
+impl ModelName {
+    fn new(model: &str) -> Self {
+        match u8::try_from(model.len()) {
+            Ok(len) if model.len() <= INLINE_MODEL => {
+                let mut bytes = [0; INLINE_MODEL];
+                bytes[..model.len()].copy_from_slice(model.as_bytes());
+                Self::Inline { len, bytes }
+            }
+            _ => Self::Boxed(model.into()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // Copied from a `str` whole, so always valid UTF-8.
+            Self::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
+            }
+            Self::Boxed(model) => model,
+        }
+    }
+}
+
+impl std::fmt::Debug for ModelName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
 }
 
 impl QuotaObserver {
@@ -129,9 +171,10 @@ impl QuotaObserver {
         let rate_limited = e.class() == ErrorClass::RateLimited || class == ErrorClass::RateLimited;
         if rate_limited && !info.is_rate_limited() {
             self.tracker
-                .observe_rate_limited(&self.backend, &self.model, &info, now);
+                .observe_rate_limited(&self.backend, self.model.as_str(), &info, now);
         } else {
-            self.tracker.observe(&self.backend, &self.model, &info, now);
+            self.tracker
+                .observe(&self.backend, self.model.as_str(), &info, now);
         }
     }
 }
@@ -146,8 +189,13 @@ impl EndObserver for QuotaObserver {
 
 impl<C> StreamObserver<C> for QuotaObserver {
     fn on_response(&mut self, parts: &Parts) {
+        // Most responses carry nothing to learn (no rate-limit headers, not
+        // a 429): skip the parse, both clocks and the tracker.
+        if !QuotaInfo::may_have_quota(parts.status, &parts.headers) {
+            return;
+        }
         let info = QuotaInfo::parse(parts.status, &parts.headers, None, SystemTime::now());
         self.tracker
-            .observe(&self.backend, &self.model, &info, Instant::now());
+            .observe(&self.backend, self.model.as_str(), &info, Instant::now());
     }
 }

@@ -223,6 +223,21 @@ impl QuotaInfo {
         parser.finish()
     }
 
+    /// Whether a response with this status and these headers may say
+    /// anything about quota: a 429, or a header name any scheme reads. A
+    /// cheap, conservative pre-check that lets the common response skip
+    /// the parse.
+    pub(crate) fn may_have_quota(status: StatusCode, headers: &HeaderMap) -> bool {
+        status == StatusCode::TOO_MANY_REQUESTS
+            || headers.keys().any(|name| {
+                let name = name.as_str();
+                name.contains("ratelimit")
+                    || name.starts_with("retry-after")
+                    || name == "x-should-retry"
+                    || name.starts_with("x-groq-")
+            })
+    }
+
     /// Whether the response was an HTTP 429.
     pub fn is_rate_limited(&self) -> bool {
         self.status == Some(StatusCode::TOO_MANY_REQUESTS)

@@ -34,10 +34,16 @@ pub struct TimeoutBody<B, C> {
 
 struct Timer {
     sleep: Pin<Box<Sleep>>,
-    armed: Deadline,
+    /// The deadline in force: what expires, and what is reported then.
+    deadline: Deadline,
+    /// Where `sleep` is set. Never later than `deadline`: when content moves
+    /// the deadline later, the sleep is left where it was and moved on when
+    /// it fires (see `poll_expired`), so a steady stream costs no timer
+    /// update per chunk.
+    armed_at: Instant,
     schedule: Schedule,
-    /// A content chunk was handed out since the timer was last armed; the
-    /// idle gap restarts at the next wait. Re-arming lazily (only when the
+    /// A content chunk was handed out since the deadline was last moved; the
+    /// idle gap restarts at the next wait. Moving it lazily (only when the
     /// inner stream is pending) keeps back-to-back chunks free of timer work.
     rearm: bool,
 }
@@ -51,7 +57,8 @@ impl<B, C> TimeoutBody<B, C> {
         let timer = match sleep {
             Some(sleep) if schedule.watches_body() => Some(Timer {
                 sleep,
-                armed: schedule.before_content(),
+                deadline: schedule.before_content(),
+                armed_at: schedule.before_content().at,
                 schedule,
                 // The first content just arrived.
                 rearm: true,
@@ -98,7 +105,7 @@ where
                 if !timer.poll_expired(cx) {
                     return Poll::Pending;
                 }
-                let error = timer.armed.error();
+                let error = timer.deadline.error();
                 // Cancel first, then report; the body ends after this item.
                 this.inner.set(None);
                 *this.timer = None;
@@ -120,20 +127,36 @@ where
 }
 
 impl Timer {
-    /// Re-arms after content if needed, then polls the sleep.
+    /// Moves the deadline after content if needed, then polls the sleep.
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
         if self.rearm {
             self.rearm = false;
             if let Some(next) = self.schedule.after_content(Instant::now()) {
-                if next != self.armed {
-                    self.armed = next;
-                    // In place: no allocation, and moving a deadline later is
-                    // an atomic update in tokio's timer.
-                    self.sleep.as_mut().reset(next.at);
+                self.deadline = next;
+                if next.at < self.armed_at {
+                    // Earlier (an idle gap shorter than the first-content
+                    // wait): the sleep must move now.
+                    self.arm(next.at);
                 }
             }
         }
-        self.sleep.as_mut().poll(cx).is_ready()
+        loop {
+            if self.sleep.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if self.armed_at >= self.deadline.at {
+                return true;
+            }
+            // The sleep fired at an older, earlier deadline: move it on to
+            // the one in force and wait again.
+            self.arm(self.deadline.at);
+        }
+    }
+
+    /// Sets the sleep to `at`, in place: no allocation.
+    fn arm(&mut self, at: Instant) {
+        self.armed_at = at;
+        self.sleep.as_mut().reset(at);
     }
 }
 
@@ -141,7 +164,7 @@ impl<B: std::fmt::Debug, C: std::fmt::Debug> std::fmt::Debug for TimeoutBody<B, 
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TimeoutBody")
             .field("inner", &self.inner)
-            .field("deadline", &self.timer.as_ref().map(|t| t.armed))
+            .field("deadline", &self.timer.as_ref().map(|t| t.deadline))
             .finish()
     }
 }
