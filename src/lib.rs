@@ -54,7 +54,7 @@
 //!     [`PerformanceTracker`](metrics::PerformanceTracker) and the sinks for
 //!     `metrics` (Prometheus), `tracing` and, with the `opentelemetry`
 //!     feature (off by default), OpenTelemetry;
-//!   - [`providers`]: OpenAI, Anthropic and Gemini streaming clients;
+//!   - [`providers`]: OpenAI, Anthropic, Gemini and Ollama streaming clients;
 //!   - `mock` (feature `mock`, off by default): a mock provider server on
 //!     loopback, for tests and demos.
 //! - [`prelude`]: the names most programs need.
