@@ -2,8 +2,13 @@
 //! models, shared by every sink that keys by model.
 
 use std::{
+    any::Any,
+    cell::RefCell,
     collections::HashMap,
-    sync::{Arc, PoisonError, RwLock},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, PoisonError, RwLock,
+    },
 };
 
 use streamgate_core::BackendId;
@@ -18,15 +23,43 @@ type Models<V> = HashMap<Arc<str>, Arc<V>>;
 /// the write lock is taken once per new key.
 pub(crate) struct KeyedMap<V> {
     cap: usize,
+    /// Tells this map's entries apart from other maps' in the per-thread
+    /// cache; never reused, unlike an address.
+    id: u64,
     inner: RwLock<HashMap<BackendId, Models<V>>>,
 }
 
-impl<V> KeyedMap<V> {
+/// Source of [`KeyedMap`] ids.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Slots in the per-thread cache: a few maps (sinks) per thread each keep
+/// their most recent entry.
+const CACHE_SLOTS: usize = 4;
+
+/// One map's most recent lookup on this thread.
+struct Cached {
+    map: u64,
+    backend: BackendId,
+    /// The model the entry is stored under; only a request naming exactly
+    /// this model hits (models folded into `_OTHER` always take the map).
+    model: Arc<str>,
+    entry: Arc<dyn Any + Send + Sync>,
+}
+
+thread_local! {
+    /// The entry each of the last few maps handed out on this thread: a
+    /// steady stream of events for one key skips the lock and both hash
+    /// lookups, since an entry, once made, is never replaced or removed.
+    static CACHE: RefCell<[Option<Cached>; CACHE_SLOTS]> = const { RefCell::new([const { None }; CACHE_SLOTS]) };
+}
+
+impl<V: Send + Sync + 'static> KeyedMap<V> {
     /// A map keeping at most `cap` distinct models per backend (plus
     /// [`OTHER_MODEL`]).
     pub(crate) fn new(cap: usize) -> Self {
         Self {
             cap,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             inner: RwLock::new(HashMap::new()),
         }
     }
@@ -40,33 +73,75 @@ impl<V> KeyedMap<V> {
         model: &str,
         make: impl FnOnce(&BackendId, &Arc<str>) -> V,
     ) -> Arc<V> {
+        let slot = (self.id % CACHE_SLOTS as u64) as usize;
+        let hit = CACHE
+            .try_with(|cache| {
+                // `try_`: dropping an evicted entry must never panic here.
+                let cache = cache.try_borrow().ok()?;
+                let cached = cache[slot].as_ref()?;
+                if cached.map == self.id && cached.backend == *backend && *cached.model == *model {
+                    cached.entry.clone().downcast::<V>().ok()
+                } else {
+                    None
+                }
+            })
+            .ok()
+            .flatten();
+        if let Some(entry) = hit {
+            return entry;
+        }
+        let (key, entry) = self.lookup(backend, model, make);
+        if *key == *model {
+            // Only after the lookup: `make` may record into another map.
+            let _ = CACHE.try_with(|cache| {
+                if let Ok(mut cache) = cache.try_borrow_mut() {
+                    cache[slot] = Some(Cached {
+                        map: self.id,
+                        backend: backend.clone(),
+                        model: key,
+                        entry: entry.clone(),
+                    });
+                }
+            });
+        }
+        entry
+    }
+
+    /// The entry and the model it is stored under, from the map.
+    fn lookup(
+        &self,
+        backend: &BackendId,
+        model: &str,
+        make: impl FnOnce(&BackendId, &Arc<str>) -> V,
+    ) -> (Arc<str>, Arc<V>) {
         {
             let map = self.inner.read().unwrap_or_else(PoisonError::into_inner);
             if let Some(models) = map.get(backend) {
-                if let Some(entry) = models.get(model) {
-                    return entry.clone();
+                if let Some((key, entry)) = models.get_key_value(model) {
+                    return (key.clone(), entry.clone());
                 }
                 if real_models(models) >= self.cap {
-                    if let Some(entry) = models.get(OTHER_MODEL) {
-                        return entry.clone();
+                    if let Some((key, entry)) = models.get_key_value(OTHER_MODEL) {
+                        return (key.clone(), entry.clone());
                     }
                 }
             }
         }
         let mut map = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         let models = map.entry(backend.clone()).or_default();
-        if let Some(entry) = models.get(model) {
-            return entry.clone();
+        if let Some((key, entry)) = models.get_key_value(model) {
+            return (key.clone(), entry.clone());
         }
         let key: Arc<str> = if real_models(models) >= self.cap {
             Arc::from(OTHER_MODEL)
         } else {
             Arc::from(model)
         };
-        models
+        let entry = models
             .entry(key.clone())
             .or_insert_with(|| Arc::new(make(backend, &key)))
-            .clone()
+            .clone();
+        (key, entry)
     }
 
     /// Every entry, sorted by backend then model.
@@ -92,6 +167,26 @@ fn real_models<V>(models: &HashMap<Arc<str>, V>) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_map_hands_out_its_own_entries_on_one_thread() {
+        let b = BackendId::new("b");
+        // More maps than cache slots, looked up in turn, so slots are shared
+        // and overwritten.
+        let maps: Vec<KeyedMap<usize>> =
+            (0..CACHE_SLOTS * 2 + 1).map(|_| KeyedMap::new(4)).collect();
+        for _ in 0..3 {
+            for (i, map) in maps.iter().enumerate() {
+                assert_eq!(*map.get_or_insert_with(&b, "m", |_, _| i), i);
+                assert_eq!(*map.get_or_insert_with(&b, "n", |_, _| i + 100), i + 100);
+            }
+        }
+        // A repeated lookup returns the very entry the map holds.
+        let first = maps[0].get_or_insert_with(&b, "m", |_, _| 0);
+        let again = maps[0].get_or_insert_with(&b, "m", |_, _| 0);
+        assert!(Arc::ptr_eq(&first, &again));
+        assert!(Arc::ptr_eq(&first, &maps[0].entries()[0].2));
+    }
 
     #[test]
     fn models_past_the_cap_fold_into_other() {

@@ -5,17 +5,21 @@ use std::time::{Duration, SystemTime};
 use streamgate_core::{BackendId, Outcome, RequestRecord, Usage};
 use tokio::time::Instant;
 
-/// Slots in the burst window; with [`BURST_SLOT`] they cover one second.
+/// Slots in the burst window; with [`BURST_SLOT_NANOS`] they cover one second.
 const BURST_SLOTS: usize = 10;
-/// The width of one burst slot.
-const BURST_SLOT: Duration = Duration::from_millis(100);
+/// The width of one burst slot, in nanoseconds (100 ms).
+const BURST_SLOT_NANOS: u32 = 100_000_000;
+/// Burst slots per second.
+const SLOTS_PER_SEC: u64 = 1_000_000_000 / BURST_SLOT_NANOS as u64;
 
 /// The most output tokens seen in any one-second window of a stream, on a
 /// fixed ring of ten 100 ms slots: windows start on slot boundaries (counted
 /// from `call()`), so the window is exact to 100 ms. No allocation.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct BurstWindow {
-    slots: [u64; BURST_SLOTS],
+    /// Tokens per slot. 32 bits (saturating) keep the measurement small,
+    /// and it is moved with the response future and body.
+    slots: [u32; BURST_SLOTS],
     /// The slot (counted from the start) the ring's head is in.
     current: u64,
     /// Tokens in the ten slots ending at `current`.
@@ -26,7 +30,12 @@ pub(crate) struct BurstWindow {
 impl BurstWindow {
     /// Adds `tokens` that arrived `elapsed` after the start.
     pub(crate) fn record(&mut self, elapsed: Duration, tokens: u64) {
-        let slot = (elapsed.as_nanos() / BURST_SLOT.as_nanos()) as u64;
+        // Integer seconds and a 32-bit division: no 128-bit arithmetic per
+        // token.
+        let slot = elapsed
+            .as_secs()
+            .saturating_mul(SLOTS_PER_SEC)
+            .saturating_add(u64::from(elapsed.subsec_nanos() / BURST_SLOT_NANOS));
         if slot > self.current {
             if slot - self.current >= BURST_SLOTS as u64 {
                 self.slots = [0; BURST_SLOTS];
@@ -34,16 +43,34 @@ impl BurstWindow {
             } else {
                 for s in self.current + 1..=slot {
                     let i = (s % BURST_SLOTS as u64) as usize;
-                    self.sum -= self.slots[i];
+                    self.sum -= u64::from(self.slots[i]);
                     self.slots[i] = 0;
                 }
             }
             self.current = slot;
         }
+        self.add(tokens);
+    }
+
+    /// Adds `tokens` to the current slot.
+    pub(crate) fn add(&mut self, tokens: u64) {
         let i = (self.current % BURST_SLOTS as u64) as usize;
-        self.slots[i] = self.slots[i].saturating_add(tokens);
-        self.sum = self.sum.saturating_add(tokens);
+        let before = self.slots[i];
+        let after = before.saturating_add(u32::try_from(tokens).unwrap_or(u32::MAX));
+        self.slots[i] = after;
+        // At most ten full slots: the sum cannot overflow.
+        self.sum += u64::from(after - before);
         self.max = self.max.max(self.sum);
+    }
+
+    /// When the current slot ends, counted from the start.
+    fn slot_end(&self) -> Duration {
+        let next = self.current.saturating_add(1);
+        // `next % SLOTS_PER_SEC` is below 10: the product fits in u32.
+        Duration::new(
+            next / SLOTS_PER_SEC,
+            (next % SLOTS_PER_SEC) as u32 * BURST_SLOT_NANOS,
+        )
     }
 
     /// The most tokens in one window, as tokens per second; `None` before any
@@ -70,11 +97,22 @@ pub(crate) struct Measurement {
     estimated_tokens: u64,
     first_chunk: Option<Duration>,
     first_content: Option<Duration>,
-    last_chunk: Option<Duration>,
+    /// Kept as an instant: the elapsed time is only needed at the end.
+    last_chunk: Option<Instant>,
     usage: Option<Usage>,
     streamed_output_tokens: u64,
     chunks: u64,
     burst: BurstWindow,
+    /// When the burst window's current slot ends: tokens before it go
+    /// straight into that slot, so most chunks need no elapsed time.
+    burst_slot_end: Instant,
+}
+
+/// When `burst`'s current slot ends, for a request started at `start`; the
+/// start itself if that is past the clock's range, so that every token
+/// then takes the exact path.
+fn slot_end(start: Instant, burst: &BurstWindow) -> Instant {
+    start.checked_add(burst.slot_end()).unwrap_or(start)
 }
 
 impl Measurement {
@@ -91,6 +129,7 @@ impl Measurement {
             streamed_output_tokens: 0,
             chunks: 0,
             burst: BurstWindow::default(),
+            burst_slot_end: slot_end(now, &BurstWindow::default()),
         }
     }
 
@@ -102,22 +141,30 @@ impl Measurement {
         usage: Option<Usage>,
         output_tokens: Option<u64>,
     ) -> Firsts {
-        let elapsed = now.saturating_duration_since(self.start);
         let mut firsts = Firsts::default();
         self.chunks += 1;
-        if self.first_chunk.is_none() {
-            self.first_chunk = Some(elapsed);
-            firsts.chunk = Some(elapsed);
+        if self.first_chunk.is_none() || (is_content && self.first_content.is_none()) {
+            let elapsed = now.saturating_duration_since(self.start);
+            if self.first_chunk.is_none() {
+                self.first_chunk = Some(elapsed);
+                firsts.chunk = Some(elapsed);
+            }
+            if is_content && self.first_content.is_none() {
+                self.first_content = Some(elapsed);
+                firsts.content = Some(elapsed);
+            }
         }
-        if is_content && self.first_content.is_none() {
-            self.first_content = Some(elapsed);
-            firsts.content = Some(elapsed);
-        }
-        self.last_chunk = Some(elapsed);
+        self.last_chunk = Some(now);
         Usage::merge_option(&mut self.usage, usage);
         if let Some(tokens) = output_tokens.filter(|&t| t > 0) {
             self.streamed_output_tokens = self.streamed_output_tokens.saturating_add(tokens);
-            self.burst.record(elapsed, tokens);
+            if now < self.burst_slot_end {
+                self.burst.add(tokens);
+            } else {
+                self.burst
+                    .record(now.saturating_duration_since(self.start), tokens);
+                self.burst_slot_end = slot_end(self.start, &self.burst);
+            }
         }
         firsts
     }
@@ -131,7 +178,10 @@ impl Measurement {
         outcome: Outcome,
     ) -> RequestRecord<'a> {
         let output_duration = match (self.first_content, self.last_chunk) {
-            (Some(first), Some(last)) => Some(last.saturating_sub(first)),
+            (Some(first), Some(last)) => Some(
+                last.saturating_duration_since(self.start)
+                    .saturating_sub(first),
+            ),
             _ => None,
         };
         RequestRecord {
@@ -185,6 +235,33 @@ mod tests {
         assert_eq!(w.tokens_per_sec(), Some(7.0));
         w.record(ms(60_000), 2); // long gap clears everything
         assert_eq!(w.tokens_per_sec(), Some(7.0));
+    }
+
+    #[test]
+    fn measurement_burst_matches_the_window_fed_every_token() {
+        let start = Instant::now();
+        let mut m = Measurement::start(start, SystemTime::UNIX_EPOCH, 0);
+        let mut w = BurstWindow::default();
+        // Irregular gaps, on and across slot boundaries, and a long pause.
+        let mut t = 0;
+        for i in 0..400u64 {
+            t += match i % 7 {
+                0 => 100,
+                1 => 0,
+                2 => 37,
+                3 => 99,
+                4 => 1,
+                5 if i % 50 == 5 => 2_500,
+                _ => 13,
+            };
+            let tokens = 1 + i % 3;
+            m.chunk(start + ms(t), true, None, Some(tokens));
+            w.record(ms(t), tokens);
+        }
+        let backend = BackendId::new("b");
+        let r = m.record(&backend, "m", start + ms(t), Outcome::Success);
+        assert_eq!(r.burst_tokens_per_sec, w.tokens_per_sec());
+        assert!(r.burst_tokens_per_sec.is_some());
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::{
     fmt,
     sync::Arc,
     task::{Context, Poll},
-    time::SystemTime,
+    time::{Duration, SystemTime},
 };
 
 use futures_core::Stream;
@@ -29,7 +29,15 @@ pub struct MetricsService<S> {
     /// The model of the previous request, reused when the next names the same
     /// one so a steady stream of requests allocates no model name.
     last_model: Option<Arc<str>>,
+    /// A monotonic instant and the wall clock read with it, to place a
+    /// request's start on the wall clock without reading it per request.
+    anchor: Option<(Instant, SystemTime)>,
 }
+
+/// How long a wall-clock anchor serves before it is read again, which
+/// bounds how far the derived start can drift from the wall clock (clock
+/// adjustments, suspend) to what the clocks drift apart in this time.
+const ANCHOR_REFRESH: Duration = Duration::from_secs(1);
 
 impl<S> MetricsService<S> {
     pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
@@ -37,7 +45,22 @@ impl<S> MetricsService<S> {
             inner,
             shared,
             last_model: None,
+            anchor: None,
         }
+    }
+
+    /// The wall-clock time of `now`.
+    fn wall_clock(&mut self, now: Instant) -> SystemTime {
+        if let Some((at, wall)) = self.anchor {
+            if let Some(since) = now.checked_duration_since(at) {
+                if let Some(wall) = wall.checked_add(since).filter(|_| since < ANCHOR_REFRESH) {
+                    return wall;
+                }
+            }
+        }
+        let wall = SystemTime::now();
+        self.anchor = Some((now, wall));
+        wall
     }
 
     /// The inner service.
@@ -63,6 +86,7 @@ impl<S: Clone> Clone for MetricsService<S> {
             inner: self.inner.clone(),
             shared: self.shared.clone(),
             last_model: self.last_model.clone(),
+            anchor: self.anchor,
         }
     }
 }
@@ -101,7 +125,9 @@ where
             model: &model,
             estimated_tokens,
         });
-        let measurement = Measurement::start(Instant::now(), SystemTime::now(), estimated_tokens);
+        let now = Instant::now();
+        let started_at = self.wall_clock(now);
+        let measurement = Measurement::start(now, started_at, estimated_tokens);
         let observer = MetricsObserver {
             shared: self.shared.clone(),
             model,

@@ -99,6 +99,30 @@ struct Session {
     throttle_wait_nanos: AtomicU64,
 }
 
+/// One backend × model: the statistics behind their short lock, and the
+/// started count beside it so that a request's start takes no lock.
+struct KeyEntry {
+    started: AtomicU64,
+    stats: Mutex<KeyStats>,
+}
+
+impl KeyEntry {
+    fn new() -> Self {
+        Self {
+            started: AtomicU64::new(0),
+            stats: Mutex::new(KeyStats::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, KeyStats> {
+        let mut stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+        // Read after `finished` is stable under the lock: a request starts
+        // before it finishes, so in-flight never counts one twice.
+        stats.started = self.started.load(Ordering::Relaxed);
+        stats
+    }
+}
+
 struct BreakerEntry {
     backend: BackendId,
     model: Option<Arc<str>>,
@@ -134,7 +158,7 @@ struct BreakerEntry {
 pub struct PerformanceTracker {
     min_samples: u64,
     origin: Instant,
-    keys: KeyedMap<Mutex<KeyStats>>,
+    keys: KeyedMap<KeyEntry>,
     session: Session,
     /// Breaker transitions are rare, so one lock serves them all.
     breakers: Mutex<Vec<BreakerEntry>>,
@@ -178,11 +202,14 @@ impl PerformanceTracker {
         now.saturating_duration_since(self.origin).as_secs()
     }
 
+    fn entry(&self, backend: &BackendId, model: &str) -> Arc<KeyEntry> {
+        self.keys
+            .get_or_insert_with(backend, model, |_, _| KeyEntry::new())
+    }
+
     fn with_key(&self, backend: &BackendId, model: &str, f: impl FnOnce(&mut KeyStats)) {
-        let entry =
-            self.keys
-                .get_or_insert_with(backend, model, |_, _| Mutex::new(KeyStats::new()));
-        let mut stats = entry.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = self.entry(backend, model);
+        let mut stats = entry.stats.lock().unwrap_or_else(PoisonError::into_inner);
         f(&mut stats);
     }
 
@@ -195,7 +222,7 @@ impl PerformanceTracker {
             .entries()
             .into_iter()
             .map(|(backend, model, entry)| {
-                let stats = entry.lock().unwrap_or_else(PoisonError::into_inner);
+                let stats = entry.lock();
                 stats.snapshot(&backend, &model, now, second)
             })
             .collect();
@@ -261,7 +288,7 @@ impl PerformanceTracker {
             .into_iter()
             .filter(|(_, model, _)| keep(model))
             .filter_map(|(backend, model, entry)| {
-                let stats = entry.lock().unwrap_or_else(PoisonError::into_inner);
+                let stats = entry.stats.lock().unwrap_or_else(PoisonError::into_inner);
                 let c = stats.category(category)?;
                 let samples = c.end_to_end.len();
                 let (p50, p10) = if samples == 0 {
@@ -330,7 +357,9 @@ impl MetricsSink for PerformanceTracker {
     fn record(&self, event: &Event<'_>) {
         match event {
             Event::RequestStarted { backend, model, .. } => {
-                self.with_key(backend, model, |k| k.started += 1);
+                self.entry(backend, model)
+                    .started
+                    .fetch_add(1, Ordering::Relaxed);
             }
             Event::Completed(record) => {
                 let second = self.second(Instant::now());

@@ -115,6 +115,8 @@ struct Quota {
 /// Everything known about one backend × model.
 #[derive(Debug)]
 pub(crate) struct KeyStats {
+    /// Kept in the tracker's entry as an atomic; copied here when the
+    /// entry is locked for a snapshot.
     pub(crate) started: u64,
     pub(crate) finished: u64,
     pub(crate) requests: u64,
