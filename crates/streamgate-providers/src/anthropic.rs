@@ -10,7 +10,7 @@ use tower_service::Service;
 
 use crate::{
     chunk::{ChatChunk, ChunkKind, ToolCallDelta},
-    client::{encode, key_header, ClientBuilder, ConfigError, Endpoint, Provider, ResponseFuture},
+    client::{key_header, ClientBuilder, ConfigError, Endpoint, Provider, ResponseFuture},
     errors::{error_details, in_band_error, malformed},
     request::{ChatRequest, Role},
     sse::SseEvent,
@@ -107,12 +107,10 @@ impl Service<ChatRequest> for Anthropic {
     }
 
     fn call(&mut self, request: ChatRequest) -> Self::Future {
-        match encode(&self.body(&request)) {
-            Ok(body) => self
-                .endpoint
-                .send("/messages", body, MessagesParser::default()),
-            Err(error) => Box::pin(std::future::ready(Err(error))),
-        }
+        // A JSON value always serialises; `Display` writes it compactly.
+        let body = self.body(&request).to_string().into_bytes();
+        self.endpoint
+            .send("/messages", body, MessagesParser::default())
     }
 }
 

@@ -5,7 +5,7 @@ use std::{fmt, future::Future, marker::PhantomData, pin::Pin, sync::Arc, time::D
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Response};
-use streamgate_core::{BoxError, ProviderError};
+use streamgate_core::BoxError;
 
 use crate::{
     errors::{http_error, transport_error, ERROR_BODY_READ_LIMIT},
@@ -96,7 +96,7 @@ impl Endpoint {
     }
 
     /// Sends `body` as a JSON POST to `base_url + path` and returns the
-    /// streaming response, or a [`ProviderError`] for an error status
+    /// streaming response, or a [`ProviderError`](streamgate_core::ProviderError) for an error status
     /// (status, all headers, a bounded excerpt of the body) or a transport
     /// failure.
     pub fn send<P>(&self, path: &str, body: Vec<u8>, parser: P) -> ResponseFuture<P>
@@ -375,26 +375,4 @@ pub(crate) fn key_header(
     let value =
         HeaderValue::try_from(key).map_err(|_| ConfigError::InvalidHeader(name.to_owned()))?;
     Ok((HeaderName::from_static(name), value))
-}
-
-/// Serialises a request body; a failure (a non-finite float) becomes a
-/// client error future.
-#[cfg_attr(
-    not(any(
-        feature = "openai",
-        feature = "anthropic",
-        feature = "gemini",
-        feature = "ollama"
-    )),
-    allow(dead_code)
-)]
-pub(crate) fn encode(body: &serde_json::Value) -> Result<Vec<u8>, BoxError> {
-    serde_json::to_vec(body).map_err(|e| -> BoxError {
-        ProviderError::new(
-            streamgate_core::ErrorClass::Client,
-            "cannot encode request body",
-        )
-        .with_source(e)
-        .into()
-    })
 }

@@ -10,7 +10,7 @@ use tower_service::Service;
 
 use crate::{
     chunk::{ChatChunk, ChunkKind, ToolCallDelta},
-    client::{encode, key_header, ClientBuilder, ConfigError, Endpoint, Provider, ResponseFuture},
+    client::{key_header, ClientBuilder, ConfigError, Endpoint, Provider, ResponseFuture},
     errors::{error_details, in_band_error, malformed},
     request::{ChatRequest, Role},
     sse::SseEvent,
@@ -95,10 +95,8 @@ impl Service<ChatRequest> for Gemini {
 
     fn call(&mut self, request: ChatRequest) -> Self::Future {
         let path = format!("/models/{}:streamGenerateContent?alt=sse", request.model);
-        match encode(&self.body(&request)) {
-            Ok(body) => self.endpoint.send(&path, body, GenerateParser::default()),
-            Err(error) => Box::pin(std::future::ready(Err(error))),
-        }
+        let body = self.body(&request).to_string().into_bytes();
+        self.endpoint.send(&path, body, GenerateParser::default())
     }
 }
 

@@ -14,7 +14,7 @@ use tower_service::Service;
 
 use crate::{
     chunk::{ChatChunk, ChunkKind, ToolCallDelta},
-    client::{bearer, encode, ClientBuilder, ConfigError, Endpoint, Provider, ResponseFuture},
+    client::{bearer, ClientBuilder, ConfigError, Endpoint, Provider, ResponseFuture},
     errors::{error_details, in_band_error, malformed},
     ndjson::NdjsonDecoder,
     request::ChatRequest,
@@ -131,12 +131,10 @@ impl Service<ChatRequest> for Ollama {
     }
 
     fn call(&mut self, request: ChatRequest) -> Self::Future {
-        match encode(&self.body(&request)) {
-            Ok(body) => self
-                .endpoint
-                .send_ndjson("/api/chat", body, OllamaParser::default()),
-            Err(error) => Box::pin(std::future::ready(Err(error))),
-        }
+        // A JSON value always serialises; `Display` writes it compactly.
+        let body = self.body(&request).to_string().into_bytes();
+        self.endpoint
+            .send_ndjson("/api/chat", body, OllamaParser::default())
     }
 }
 

@@ -13,7 +13,7 @@ use tower_service::Service;
 
 use crate::{
     chunk::{ChatChunk, ChunkKind, ToolCallDelta},
-    client::{bearer, encode, ClientBuilder, ConfigError, Endpoint, Provider, ResponseFuture},
+    client::{bearer, ClientBuilder, ConfigError, Endpoint, Provider, ResponseFuture},
     errors::{error_details, in_band_error, malformed},
     request::ChatRequest,
     sse::SseEvent,
@@ -107,12 +107,10 @@ impl Service<ChatRequest> for OpenAiChat {
     }
 
     fn call(&mut self, request: ChatRequest) -> Self::Future {
-        match encode(&self.body(&request)) {
-            Ok(body) => self
-                .endpoint
-                .send("/chat/completions", body, ChatParser::default()),
-            Err(error) => Box::pin(std::future::ready(Err(error))),
-        }
+        // A JSON value always serialises; `Display` writes it compactly.
+        let body = self.body(&request).to_string().into_bytes();
+        self.endpoint
+            .send("/chat/completions", body, ChatParser::default())
     }
 }
 

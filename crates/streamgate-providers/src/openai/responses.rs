@@ -11,7 +11,7 @@ use tower_service::Service;
 use super::chat::WireUsage;
 use crate::{
     chunk::{ChatChunk, ChunkKind, ToolCallDelta},
-    client::{bearer, encode, ClientBuilder, ConfigError, Endpoint, Provider, ResponseFuture},
+    client::{bearer, ClientBuilder, ConfigError, Endpoint, Provider, ResponseFuture},
     errors::{error_details, in_band_error, malformed, ErrorDetails},
     request::ChatRequest,
     sse::SseEvent,
@@ -83,12 +83,10 @@ impl Service<ChatRequest> for OpenAiResponses {
     }
 
     fn call(&mut self, request: ChatRequest) -> Self::Future {
-        match encode(&self.body(&request)) {
-            Ok(body) => self
-                .endpoint
-                .send("/responses", body, ResponsesParser::default()),
-            Err(error) => Box::pin(std::future::ready(Err(error))),
-        }
+        // A JSON value always serialises; `Display` writes it compactly.
+        let body = self.body(&request).to_string().into_bytes();
+        self.endpoint
+            .send("/responses", body, ResponsesParser::default())
     }
 }
 
