@@ -350,11 +350,7 @@ fn to_async_openai(request: &ChatRequest) -> Result<CreateChatCompletionRequest,
     if let Some(temperature) = request.temperature {
         body.insert("temperature".into(), Value::from(temperature));
     }
-    if let Some(tools) = &request.tools {
-        body.insert("tools".into(), tools.clone());
-    }
-    request.merge_extra(&mut body);
-    serde_json::from_value(Value::Object(body)).map_err(|error| {
+    serde_json::from_value(request.finish_body(body)).map_err(|error| {
         ProviderError::new(
             ErrorClass::Client,
             "request does not fit async-openai's chat completion request",

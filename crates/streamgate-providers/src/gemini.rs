@@ -76,11 +76,7 @@ impl Gemini {
         if !config.is_empty() {
             body.insert("generationConfig".into(), Value::Object(config));
         }
-        if let Some(tools) = &request.tools {
-            body.insert("tools".into(), tools.clone());
-        }
-        request.merge_extra(&mut body);
-        Value::Object(body)
+        request.finish_body(body)
     }
 }
 

@@ -113,11 +113,7 @@ impl Ollama {
         if !options.is_empty() {
             body.insert("options".into(), Value::Object(options));
         }
-        if let Some(tools) = &request.tools {
-            body.insert("tools".into(), tools.clone());
-        }
-        request.merge_extra(&mut body);
-        Value::Object(body)
+        request.finish_body(body)
     }
 }
 

@@ -154,7 +154,7 @@ impl ChatRequest {
         self
     }
 
-    /// Merges `extra` into a body object (extra fields win).
+    /// Adds the tools and the extra fields (which win) to a body object.
     #[cfg_attr(
         not(any(
             feature = "openai",
@@ -165,10 +165,16 @@ impl ChatRequest {
         )),
         allow(dead_code)
     )]
-    pub(crate) fn merge_extra(&self, body: &mut Map<String, Value>) {
+    pub(crate) fn finish_body(&self, mut body: Map<String, Value>) -> Value {
+        // Every provider takes tools under the same key, passed through as
+        // given; extra fields go last so they can override anything.
+        if let Some(tools) = &self.tools {
+            body.insert("tools".into(), tools.clone());
+        }
         for (key, value) in &self.extra {
             body.insert(key.clone(), value.clone());
         }
+        Value::Object(body)
     }
 }
 

@@ -89,11 +89,7 @@ impl OpenAiChat {
         if let Some(temperature) = request.temperature {
             body.insert("temperature".into(), Value::from(temperature));
         }
-        if let Some(tools) = &request.tools {
-            body.insert("tools".into(), tools.clone());
-        }
-        request.merge_extra(&mut body);
-        Value::Object(body)
+        request.finish_body(body)
     }
 }
 
