@@ -41,7 +41,7 @@ impl fmt::Debug for Breaker {
 }
 
 /// What a breaker holds at one moment (see [`Breaker::snapshot`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct Snapshot {
     /// The reported state ([`Breaker::state`]).
@@ -65,6 +65,15 @@ pub struct Snapshot {
     pub probes_in_flight: u32,
     /// Calls rejected since the breaker was built.
     pub rejected: u64,
+    /// The share of calls in the window that failed, from 0 to 1 (`None`
+    /// without a rate trigger or while the window is empty).
+    pub failure_rate: Option<f64>,
+    /// The share of calls in the window that were slow, from 0 to 1 (`None`
+    /// without a rate trigger or while the window is empty).
+    pub slow_call_rate: Option<f64>,
+    /// Whether the window holds the minimum number of calls, so that the
+    /// rates are judged.
+    pub minimum_calls_reached: bool,
 }
 
 impl Breaker {
@@ -111,16 +120,26 @@ impl Breaker {
         self.inner.model.as_deref()
     }
 
-    /// The current state. An open breaker turns half-open on the first call
-    /// after its wait, not by itself.
+    /// The current state, as the next call would find it: an open breaker
+    /// whose wait has ended reads [`HalfOpen`](BreakerState::HalfOpen) (it
+    /// lets a probe through), although the transition itself is made, and
+    /// reported, by that call.
     pub fn state(&self) -> BreakerState {
-        self.inner.machine.state()
+        self.inner.machine.state_at(Instant::now())
     }
 
     /// State and counts now.
     pub fn snapshot(&self) -> Snapshot {
         let s = self.inner.machine.snapshot(Instant::now());
+        let share = |part: u64| {
+            // Counts stay far below 2^52, so the ratio is exact enough.
+            #[allow(clippy::cast_precision_loss)]
+            (s.counts.calls > 0).then(|| part as f64 / s.counts.calls as f64)
+        };
         Snapshot {
+            failure_rate: share(s.counts.failures),
+            slow_call_rate: share(s.counts.slow),
+            minimum_calls_reached: s.counts.calls >= u64::from(s.minimum_calls),
             state: s.state,
             circuit: s.circuit,
             calls: s.counts.calls,

@@ -217,8 +217,12 @@ impl fmt::Debug for Settings {
 ///   is otherwise ignored;
 /// - an error that says when to retry opens exactly until then when it trips
 ///   the breaker ([`honor_retry_after`](Self::honor_retry_after));
-/// - no maximum wait in half-open; classification by [`DefaultClassifier`];
-///   no sink.
+/// - no open shorter than 1 s ([`minimum_open`](Self::minimum_open)), so a
+///   provider's `Retry-After: 0` cannot open the breaker for no time;
+/// - half-open for at most 120 s without a verdict
+///   ([`half_open_max_wait`](Self::half_open_max_wait)), so a probe that
+///   hangs cannot hold the breaker half-open;
+/// - classification by [`DefaultClassifier`]; no sink.
 #[must_use]
 pub struct BreakerBuilder {
     backend: BackendId,
@@ -235,7 +239,15 @@ pub struct BreakerBuilder {
     open_wait: OpenWait,
     probes: u32,
     half_open_max_wait: Option<Duration>,
+    minimum_open: Duration,
 }
+
+/// The default [`BreakerBuilder::minimum_open`].
+pub const DEFAULT_MINIMUM_OPEN: Duration = Duration::from_secs(1);
+
+/// The default [`BreakerBuilder::half_open_max_wait`]: long enough for most
+/// probe streams to end, short enough that a hung probe frees the breaker.
+pub const DEFAULT_HALF_OPEN_MAX_WAIT: Duration = Duration::from_secs(120);
 
 impl fmt::Debug for BreakerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -250,6 +262,7 @@ impl fmt::Debug for BreakerBuilder {
             .field("open_wait", &self.open_wait)
             .field("probes", &self.probes)
             .field("half_open_max_wait", &self.half_open_max_wait)
+            .field("minimum_open", &self.minimum_open)
             .finish_non_exhaustive()
     }
 }
@@ -270,7 +283,8 @@ impl BreakerBuilder {
             failures_within: Some((3, Duration::from_secs(60))),
             open_wait: OpenWait::default(),
             probes: 1,
-            half_open_max_wait: None,
+            half_open_max_wait: Some(DEFAULT_HALF_OPEN_MAX_WAIT),
+            minimum_open: DEFAULT_MINIMUM_OPEN,
         }
     }
 
@@ -354,10 +368,27 @@ impl BreakerBuilder {
     /// The longest the breaker stays half-open without a verdict. When the
     /// probes have neither succeeded nor failed by then, it opens again for
     /// the open wait (a backend that cannot answer a probe in time is not
-    /// healthy), and the late probes' outcomes are ignored. Default: none,
-    /// since a dropped probe releases its permit anyway.
+    /// healthy), and the late probes' outcomes are ignored. Default
+    /// [`DEFAULT_HALF_OPEN_MAX_WAIT`] (120 s): the verdict comes at the end
+    /// of the probe's stream, so allow for a long answer.
     pub fn half_open_max_wait(mut self, wait: Duration) -> Self {
         self.half_open_max_wait = Some(wait);
+        self
+    }
+
+    /// Lets a half-open probe run as long as it takes (only a drop or its
+    /// end frees the half-open state).
+    pub fn without_half_open_max_wait(mut self) -> Self {
+        self.half_open_max_wait = None;
+        self
+    }
+
+    /// The shortest time the breaker opens for, whatever the configured wait
+    /// or a provider's `Retry-After` says (default [`DEFAULT_MINIMUM_OPEN`],
+    /// 1 s; must be above zero). A `Retry-After: 0` on a tripping error then
+    /// opens for this long instead of not at all.
+    pub fn minimum_open(mut self, wait: Duration) -> Self {
+        self.minimum_open = wait;
         self
     }
 
@@ -468,6 +499,9 @@ impl BreakerBuilder {
         if self.probes == 0 {
             return Err(ConfigError::new("half_open_probes", "must be at least 1"));
         }
+        if self.minimum_open.is_zero() {
+            return Err(ConfigError::new("minimum_open", "must be longer than zero"));
+        }
         if self.half_open_max_wait.is_some_and(|w| w.is_zero()) {
             return Err(ConfigError::new(
                 "half_open_max_wait",
@@ -493,6 +527,7 @@ impl BreakerBuilder {
             open_wait: self.open_wait,
             probes: self.probes,
             half_open_max_wait: self.half_open_max_wait,
+            minimum_open: self.minimum_open,
             slow_probe_fails: slow_threshold.is_some(),
         };
         let settings = Settings {

@@ -68,7 +68,9 @@ mod registry;
 mod service;
 
 pub use breaker::{Breaker, Permit, Snapshot};
-pub use config::{BreakerBuilder, ConfigError, OpenWait};
+pub use config::{
+    BreakerBuilder, ConfigError, OpenWait, DEFAULT_HALF_OPEN_MAX_WAIT, DEFAULT_MINIMUM_OPEN,
+};
 pub use future::{ResponseBody, ResponseFuture};
 pub use layer::CircuitBreakerLayer;
 pub use registry::BreakerRegistry;

@@ -4,7 +4,7 @@ use std::task::{Context, Poll};
 
 use futures_core::Stream;
 use http::Response;
-use streamgate_core::{BoxError, Chunk, LlmRequest};
+use streamgate_core::{BoxError, Chunk, LlmRequest, ReadyCall};
 use tower_service::Service;
 
 use crate::{layer::Scope, ResponseBody, ResponseFuture};
@@ -12,11 +12,12 @@ use crate::{layer::Scope, ResponseBody, ResponseFuture};
 /// A streaming service guarded by a circuit breaker; made by
 /// [`CircuitBreakerLayer`](crate::CircuitBreakerLayer).
 ///
-/// `poll_ready` only asks the inner service. `call` asks the breaker: when
-/// it refuses, the future resolves at once to
-/// [`Rejected`](streamgate_core::Rejected) with reason `CircuitOpen`, and
-/// the inner service is neither called nor polled again (its readiness is
-/// kept for the next call).
+/// `poll_ready` is always ready. `call` asks the breaker: when it refuses,
+/// the future resolves at once to [`Rejected`](streamgate_core::Rejected)
+/// with reason `CircuitOpen`, without polling or calling the inner service,
+/// so an open breaker refuses even while its backend is not ready. An
+/// admitted call readies a clone of the inner service inside the future,
+/// then calls it.
 #[derive(Clone, Debug)]
 pub struct CircuitBreaker<S> {
     inner: S,
@@ -46,7 +47,7 @@ impl<S> CircuitBreaker<S> {
 
 impl<S, Req, B, C, E> Service<Req> for CircuitBreaker<S>
 where
-    S: Service<Req, Response = Response<B>>,
+    S: Service<Req, Response = Response<B>> + Clone,
     S::Error: Into<BoxError>,
     B: Stream<Item = Result<C, E>>,
     E: Into<BoxError>,
@@ -55,10 +56,10 @@ where
 {
     type Response = Response<ResponseBody<B>>;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<ReadyCall<S, Req>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
@@ -67,7 +68,7 @@ where
             Scope::PerModel(registry) => registry.get(request.model()).acquire(request.model()),
         };
         match admission {
-            Ok(permit) => ResponseFuture::admitted(self.inner.call(request), permit),
+            Ok(permit) => ResponseFuture::call_when_ready(&mut self.inner, request, permit),
             Err(rejected) => ResponseFuture::rejected(rejected),
         }
     }

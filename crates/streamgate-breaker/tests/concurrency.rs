@@ -23,6 +23,8 @@ async fn half_open_soon() -> Breaker {
             1,
         )))
         .half_open_probes(PROBES)
+        // Below the 1 s default, so the test waits only milliseconds.
+        .minimum_open(Duration::from_millis(1))
         .build()
         .unwrap();
     let error = ProviderError::new(ErrorClass::Server, "down");

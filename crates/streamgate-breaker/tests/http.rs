@@ -82,6 +82,8 @@ async fn a_backend_that_recovers_closes_the_breaker() {
     let breaker = Breaker::builder("mock")
         .consecutive_failures(1)
         .open_wait(OpenWait::Fixed(Duration::from_millis(20)))
+        // Below the 1 s default, so the test waits only milliseconds.
+        .minimum_open(Duration::from_millis(20))
         .sink(sink.clone())
         .build()
         .unwrap();

@@ -532,3 +532,118 @@ fn the_body_is_unpin_when_the_inner_body_is() {
     fn unpin<T: Unpin>() {}
     unpin::<ResponseBody<ScriptBody>>();
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_open_breaker_refuses_at_once_while_its_backend_is_never_ready() {
+    let inner = ScriptedService::new(healthy());
+    inner.hold_readiness(true);
+    let breaker = Breaker::new("a");
+    let service = CircuitBreakerLayer::new(breaker.clone()).layer(inner.clone());
+    breaker.force_open();
+
+    // `oneshot` awaits the gate's readiness, then calls: the refusal must not
+    // wait for the inner service, whose readiness never comes.
+    let err = service
+        .clone()
+        .oneshot(request())
+        .now_or_never()
+        .expect("refused without waiting for readiness")
+        .map(|_| ())
+        .expect_err("a rejection");
+    assert_eq!(rejection(&err).reason, RejectReason::CircuitOpen);
+    assert_eq!(inner.probe().calls(), 0);
+
+    // Admitted calls wait for the inner service to become ready.
+    breaker.reset();
+    let mut call = Box::pin(service.oneshot(request()));
+    assert!((&mut call).now_or_never().is_none());
+    inner.hold_readiness(false);
+    let body = call.await.expect("served once ready").into_body();
+    drop(body);
+    assert_eq!(inner.probe().calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_defaults_a_hung_probe_frees_the_half_open_state_after_the_max_wait() {
+    let inner = ScriptedService::new(healthy())
+        .then(Script::new().fail_call(ErrorClass::Server))
+        .then(Script::new().fail_call(ErrorClass::Server))
+        .then(Script::new().fail_call(ErrorClass::Server))
+        .then(Script::new().stall_call());
+    let breaker = Breaker::new("b");
+    let mut service = breaker.layer().layer(inner.clone());
+    for _ in 0..3 {
+        run(&mut service, request()).await.unwrap_err();
+    }
+    assert_eq!(breaker.state(), BreakerState::Open);
+    advance(Duration::from_secs(30)).await;
+    // The wait is over: the next call will be a probe.
+    assert_eq!(breaker.state(), BreakerState::HalfOpen);
+    let mut prober = service.clone();
+    let hung = tokio::spawn(async move { run(&mut prober, request()).await.map(|_| ()) });
+    tokio::task::yield_now().await;
+    assert_eq!(breaker.snapshot().probes_in_flight, 1);
+
+    // While the probe hangs, other calls are refused...
+    let err = run(&mut service, request()).await.unwrap_err();
+    assert_eq!(rejection(&err).reason, RejectReason::CircuitOpen);
+    // ...until the default maximum half-open wait has passed: the breaker
+    // reopens for its wait, then lets a new probe through.
+    advance(streamgate_breaker::DEFAULT_HALF_OPEN_MAX_WAIT).await;
+    let err = run(&mut service, request()).await.unwrap_err();
+    assert_eq!(rejection(&err).reason, RejectReason::CircuitOpen);
+    assert_eq!(breaker.state(), BreakerState::Open);
+    advance(Duration::from_secs(30)).await;
+    assert_eq!(run(&mut service, request()).await.unwrap(), 4);
+    assert_eq!(breaker.state(), BreakerState::Closed);
+    hung.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tripping_error_with_retry_after_zero_opens_for_the_minimum() {
+    let inner = ScriptedService::new(healthy()).then(
+        Script::new()
+            .fail_call(ErrorClass::Server)
+            .retry_after(Duration::ZERO),
+    );
+    let breaker = Breaker::builder("b")
+        .consecutive_failures(1)
+        .build()
+        .unwrap();
+    let mut service = breaker.layer().layer(inner.clone());
+    run(&mut service, request()).await.unwrap_err();
+    assert_eq!(breaker.state(), BreakerState::Open);
+    assert_eq!(
+        breaker.snapshot().open_for,
+        Some(streamgate_breaker::DEFAULT_MINIMUM_OPEN)
+    );
+    let err = run(&mut service, request()).await.unwrap_err();
+    assert_eq!(rejection(&err).reason, RejectReason::CircuitOpen);
+    assert_eq!(inner.probe().calls(), 1);
+    advance(streamgate_breaker::DEFAULT_MINIMUM_OPEN).await;
+    assert_eq!(run(&mut service, request()).await.unwrap(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_snapshot_reports_the_window_rates() {
+    let inner = ScriptedService::new(healthy()).then(Script::new().fail_call(ErrorClass::Server));
+    let breaker = Breaker::builder("b")
+        .without_failures_within()
+        .slow_call_rate(100.0, Duration::from_secs(5))
+        .minimum_calls(4)
+        .build()
+        .unwrap();
+    let mut service = breaker.layer().layer(inner.clone());
+    let empty = breaker.snapshot();
+    assert_eq!(empty.failure_rate, None);
+    assert!(!empty.minimum_calls_reached);
+    run(&mut service, request()).await.unwrap_err();
+    for _ in 0..3 {
+        run(&mut service, request()).await.unwrap();
+    }
+    let snapshot = breaker.snapshot();
+    assert_eq!(snapshot.calls, 4);
+    assert_eq!(snapshot.failure_rate, Some(0.25));
+    assert_eq!(snapshot.slow_call_rate, Some(0.0));
+    assert!(snapshot.minimum_calls_reached);
+}

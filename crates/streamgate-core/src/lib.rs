@@ -69,6 +69,8 @@ pub use event::{
     emit, BreakerState, Event, MetricsSink, NoopSink, Outcome, QuotaState, RequestRecord,
     SharedSink,
 };
-pub use observe::{EndObserver, Gated, Observed, ObservedBody, StreamEnd, StreamObserver};
+pub use observe::{
+    EndObserver, Gated, Observed, ObservedBody, ReadyCall, StreamEnd, StreamObserver,
+};
 pub use service::{boxed, BoxBody, BoxStreamingService};
 pub use usage::Usage;

@@ -187,6 +187,42 @@ impl<B, O: EndObserver> PinnedDrop for ObservedBody<B, O> {
     }
 }
 
+/// The inner call of an admitted gate request: the inner service's own
+/// future when it was ready at once, else a clone of the service readied
+/// inside this future and then called.
+///
+/// Gates answer `poll_ready` at once and await the inner service's
+/// readiness only for requests they admit, so a refusal (an open breaker, an
+/// exhausted quota) never waits for a backend that is not ready.
+#[pin_project(project = ReadyCallProj)]
+#[must_use = "futures do nothing unless polled"]
+pub enum ReadyCall<S: tower::Service<Req>, Req> {
+    /// The service was ready: its call.
+    Called(#[pin] S::Future),
+    /// The service was not ready: a clone, readied, then called.
+    Waiting(#[pin] tower::util::Oneshot<S, Req>),
+}
+
+impl<S: tower::Service<Req>, Req> Future for ReadyCall<S, Req> {
+    type Output = Result<S::Response, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ReadyCallProj::Called(future) => future.poll(cx),
+            ReadyCallProj::Waiting(future) => future.poll(cx),
+        }
+    }
+}
+
+impl<S: tower::Service<Req>, Req> std::fmt::Debug for ReadyCall<S, Req> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Called(_) => "ReadyCall::Called",
+            Self::Waiting(_) => "ReadyCall::Waiting",
+        })
+    }
+}
+
 /// The response future of a gate layer (breaker, quota, TPM): a rejection
 /// that resolves at once without touching the inner service, or the inner
 /// call, observed to its end.
@@ -221,6 +257,30 @@ impl<F, O: EndObserver> Gated<F, O> {
     /// Whether the gate refused.
     pub fn is_rejected(&self) -> bool {
         matches!(self.state, GatedState::Rejected(_))
+    }
+}
+
+impl<S, Req, O> Gated<ReadyCall<S, Req>, O>
+where
+    S: tower::Service<Req> + Clone,
+    O: EndObserver,
+{
+    /// Admits `request` and reports the call to `observer`. A `service`
+    /// that is ready now is called now; otherwise a clone of it is readied
+    /// inside the future, then called. The gate itself never waits, so it
+    /// is always ready.
+    pub fn call_when_ready(service: &mut S, request: Req, observer: O) -> Self {
+        use tower::ServiceExt;
+        // Asking without a waker is enough: when the answer is "not yet",
+        // the clone is asked again, with the caller's waker, inside the
+        // future.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let call = match service.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => ReadyCall::Called(service.call(request)),
+            // Not ready, or failing: the clone reports the failure.
+            _ => ReadyCall::Waiting(service.clone().oneshot(request)),
+        };
+        Self::admitted(call, observer)
     }
 }
 

@@ -284,6 +284,8 @@ struct Shared {
     queue: Mutex<VecDeque<Script>>,
     default: Script,
     probe: Probe,
+    /// While set, `poll_ready` stays pending (and keeps the waker here).
+    not_ready: Mutex<Option<Option<std::task::Waker>>>,
 }
 
 /// A streaming service that follows [`Script`]s on tokio time: queued ones
@@ -302,7 +304,22 @@ impl ScriptedService {
                 queue: Mutex::new(VecDeque::new()),
                 default,
                 probe: Probe::default(),
+                not_ready: Mutex::new(None),
             }),
+        }
+    }
+
+    /// Makes `poll_ready` stay pending (`true`) until called again with
+    /// `false`, to test that gates refuse without waiting for readiness.
+    pub fn hold_readiness(&self, hold: bool) {
+        let mut state = self
+            .shared
+            .not_ready
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let previous = std::mem::replace(&mut *state, hold.then_some(None));
+        if let Some(Some(waker)) = previous {
+            waker.wake();
         }
     }
 
@@ -341,8 +358,19 @@ impl<Req> Service<Req> for ScriptedService {
     type Error = BoxError;
     type Future = ScriptFuture;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        let mut state = self
+            .shared
+            .not_ready
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match state.as_mut() {
+            Some(waker) => {
+                *waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            None => Poll::Ready(Ok(())),
+        }
     }
 
     fn call(&mut self, _request: Req) -> Self::Future {

@@ -325,3 +325,22 @@ fn builder_rejects_settings_that_cannot_work() {
     assert!(err(TpmLayer::builder("a").sample_ttl(Duration::ZERO)).contains("ttl"));
     assert!(err(TpmLayer::builder("a").min_throughput(0)).contains("minimum throughput"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_over_budget_request_is_refused_at_once_while_the_backend_is_never_ready() {
+    let backend = ScriptedService::new(Script::new().text("hi"));
+    backend.hold_readiness(true);
+    let layer = TpmLayer::builder("a")
+        .max_tokens_per_minute(1000)
+        .build()
+        .unwrap();
+    let svc = layer.layer(backend.clone());
+
+    let err = expect_err(
+        svc.oneshot(TestRequest::new("m").with_estimate(5_000))
+            .now_or_never()
+            .expect("refused without waiting for readiness"),
+    );
+    assert_eq!(rejected(&err).reason, RejectReason::TpmBudget);
+    assert_eq!(backend.probe().calls(), 0);
+}

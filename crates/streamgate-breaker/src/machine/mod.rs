@@ -38,6 +38,9 @@ pub(crate) struct MachineConfig {
     pub(crate) open_wait: OpenWait,
     pub(crate) probes: u32,
     pub(crate) half_open_max_wait: Option<Duration>,
+    /// The shortest open: no wait, not even a provider's `Retry-After: 0`,
+    /// opens for less.
+    pub(crate) minimum_open: Duration,
     /// A slow probe reopens (only when slow calls are tracked).
     pub(crate) slow_probe_fails: bool,
 }
@@ -45,6 +48,12 @@ pub(crate) struct MachineConfig {
 impl MachineConfig {
     fn uses_window(&self) -> bool {
         self.failure_rate.is_some() || self.slow_rate.is_some()
+    }
+
+    /// Whether old outcomes leave the window with time, so that a rate can
+    /// rise without a new failure.
+    fn window_drifts(&self) -> bool {
+        self.uses_window() && matches!(self.window, WindowKind::Time(_))
     }
 }
 
@@ -102,6 +111,7 @@ pub(crate) struct MachineSnapshot {
     pub(crate) open_for: Option<Duration>,
     pub(crate) probes_in_flight: u32,
     pub(crate) rejected: u64,
+    pub(crate) minimum_calls: u32,
 }
 
 // The packed state word: generation << 8 | metrics-only bit | tag.
@@ -222,10 +232,18 @@ impl Machine {
         self.guarded.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The reported state. Open turns half-open on the first call after the
-    /// wait, not by itself.
-    pub(crate) fn state(&self) -> BreakerState {
-        reported(self.state.load(Ordering::Acquire))
+    /// The state as a call at `now` would find it: an open circuit whose
+    /// wait has ended reads as half-open, although it turns half-open only
+    /// when the next call arrives.
+    pub(crate) fn state_at(&self, now: Instant) -> BreakerState {
+        let word = self.state.load(Ordering::Acquire);
+        if word & METRICS_ONLY == 0
+            && Tag::of(word) == Tag::Open
+            && self.nanos(now) >= self.open_until.load(Ordering::Acquire)
+        {
+            return BreakerState::HalfOpen;
+        }
+        reported(word)
     }
 
     /// Decides whether a call may go ahead at `now`.
@@ -371,8 +389,9 @@ impl Machine {
             if self.consecutive.load(Ordering::Relaxed) != 0 {
                 self.consecutive.store(0, Ordering::Relaxed);
             }
-            let checks_rates =
-                (slow && self.config.slow_rate.is_some()) || self.warming.load(Ordering::Relaxed);
+            let checks_rates = (slow && self.config.slow_rate.is_some())
+                || self.warming.load(Ordering::Relaxed)
+                || self.config.window_drifts();
             if self.window.is_none() && !checks_rates {
                 return None;
             }
@@ -394,9 +413,14 @@ impl Machine {
                     window.record(self.second(now), false, slow);
                 }
                 // A plain success only lowers the rates, unless it brings
-                // the window up to its minimum while a rate is over.
-                if (slow && self.config.slow_rate.is_some()) || self.warming.load(Ordering::Relaxed)
-                {
+                // the window up to its minimum while a rate is over, or old
+                // successes left a time window since the last check (the
+                // rate rose with no new failure). Checking reads the window
+                // without the lock; only opening takes it.
+                let check = (slow && self.config.slow_rate.is_some())
+                    || self.warming.load(Ordering::Relaxed)
+                    || self.config.window_drifts();
+                if check && self.rates_trip(now) {
                     let mut guarded = self.lock();
                     if self.is_current(gen, Tag::Closed) && self.rates_trip(now) {
                         return Some(self.open(&mut guarded, now, None).0);
@@ -512,7 +536,8 @@ impl Machine {
         }
     }
 
-    /// Opens for the configured wait, or exactly `until` when given.
+    /// Opens for the configured wait, or exactly `until` when given; never
+    /// for less than the minimum open.
     fn open(
         &self,
         guarded: &mut Guarded,
@@ -520,7 +545,9 @@ impl Machine {
         until: Option<Duration>,
     ) -> (Transition, Duration) {
         guarded.opens = guarded.opens.saturating_add(1);
-        let wait = until.unwrap_or_else(|| self.config.open_wait.wait(guarded.opens));
+        let wait = until
+            .unwrap_or_else(|| self.config.open_wait.wait(guarded.opens))
+            .max(self.config.minimum_open);
         let at = self
             .nanos(now)
             .saturating_add(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX));
@@ -609,7 +636,7 @@ impl Machine {
             Duration::from_nanos(until.saturating_sub(self.nanos(now)))
         });
         MachineSnapshot {
-            state: reported(word),
+            state: self.state_at(now),
             circuit: tag.state(),
             counts: self
                 .window
@@ -625,6 +652,7 @@ impl Machine {
                 0
             },
             rejected: self.rejected.load(Ordering::Relaxed),
+            minimum_calls: self.config.minimum_calls,
         }
     }
 }

@@ -21,6 +21,7 @@ fn config() -> MachineConfig {
         open_wait: OpenWait::Fixed(WAIT),
         probes: 1,
         half_open_max_wait: None,
+        minimum_open: Duration::from_millis(1),
         slow_probe_fails: false,
     }
 }
@@ -72,7 +73,7 @@ impl Test {
     }
 
     fn state(&self) -> BreakerState {
-        self.m.state()
+        self.m.state_at(self.t0)
     }
 
     fn open_for(&self, ms: u64) -> Option<Duration> {
@@ -551,4 +552,94 @@ fn a_slow_probe_counts_as_failed_when_slow_calls_are_tracked() {
         t.m.record(probe, Verdict::Success, true, t.at(after)),
         moved(BreakerState::HalfOpen, BreakerState::Open)
     );
+}
+
+#[test]
+fn a_success_after_old_successes_left_a_time_window_opens_when_the_rate_is_over() {
+    let t = Test::new(MachineConfig {
+        window: WindowKind::Time(10),
+        failure_rate: Some(5_000),
+        minimum_calls: 5,
+        ..config()
+    });
+    for ms in 0..5 {
+        assert_eq!(t.ok(ms), None);
+    }
+    // 4 failures of 9 calls: 44 %, under the 50 % threshold.
+    for ms in 5_000..5_004 {
+        assert_eq!(t.fail(ms), None);
+    }
+    assert_eq!(t.state(), BreakerState::Closed);
+    // At 10.5 s the five successes have left the window: 4 failures remain,
+    // and this success makes 4 of 5 (80 %) with the minimum reached.
+    assert_eq!(t.ok(10_500), opened());
+}
+
+#[test]
+fn a_success_on_a_count_window_never_opens_it() {
+    let t = Test::new(MachineConfig {
+        window: WindowKind::Count(4),
+        failure_rate: Some(5_000),
+        minimum_calls: 4,
+        ..config()
+    });
+    assert_eq!(t.fail(0), None);
+    assert_eq!(t.fail(1), None);
+    assert_eq!(t.fail(2), None);
+    // 3 of 4 failed once this success fills the window: the minimum is
+    // reached with the rate over, so this is the call that opens it.
+    assert_eq!(t.ok(3), opened());
+    t.m.reset();
+    for ms in 10..14 {
+        assert_eq!(t.ok(ms), None);
+    }
+}
+
+#[test]
+fn a_retry_after_of_zero_opens_for_the_minimum_open() {
+    let t = Test::new(MachineConfig {
+        consecutive_failures: Some(1),
+        minimum_open: Duration::from_secs(1),
+        ..config()
+    });
+    let opened_now = t.call(
+        0,
+        Verdict::Failure {
+            retry_after: Some(Duration::ZERO),
+        },
+        false,
+    );
+    assert_eq!(opened_now, opened());
+    assert_eq!(t.open_for(0), Some(Duration::from_secs(1)));
+    assert_eq!(t.rejected_for(999), Some(Some(Duration::from_millis(1))));
+    assert!(t.rejected_for(1_000).is_none());
+}
+
+#[test]
+fn open_until_zero_from_a_rate_limit_also_opens_for_the_minimum() {
+    let t = Test::new(MachineConfig {
+        minimum_open: Duration::from_secs(2),
+        ..config()
+    });
+    assert_eq!(
+        t.call(0, Verdict::OpenUntil(Duration::ZERO), false),
+        opened()
+    );
+    assert_eq!(t.open_for(0), Some(Duration::from_secs(2)));
+}
+
+#[test]
+fn state_reads_half_open_once_the_open_wait_has_ended() {
+    let t = Test::new(MachineConfig {
+        consecutive_failures: Some(1),
+        ..config()
+    });
+    assert_eq!(t.fail(0), opened());
+    assert_eq!(t.m.state_at(t.at(29_999)), BreakerState::Open);
+    // No call has arrived, yet the next one would be a probe.
+    assert_eq!(t.m.state_at(t.at(30_000)), BreakerState::HalfOpen);
+    assert_eq!(t.m.snapshot(t.at(30_000)).state, BreakerState::HalfOpen);
+    // A forced-open breaker never reads half-open.
+    t.m.force_open();
+    assert_eq!(t.m.state_at(t.at(90_000)), BreakerState::ForcedOpen);
 }

@@ -8,8 +8,8 @@ use std::{
 use futures_core::Stream;
 use http::{response::Parts, Response};
 use streamgate_core::{
-    emit, BoxError, Chunk, EndObserver, Event, Gated, LlmRequest, ObservedBody, RejectReason,
-    Rejected, StreamEnd, StreamObserver, Usage,
+    emit, BoxError, Chunk, EndObserver, Event, Gated, LlmRequest, ObservedBody, ReadyCall,
+    RejectReason, Rejected, StreamEnd, StreamObserver, Usage,
 };
 use tokio::time::Instant;
 use tower_service::Service;
@@ -32,7 +32,7 @@ pub struct Tpm<S> {
 
 impl<S, Req, B, C, E> Service<Req> for Tpm<S>
 where
-    S: Service<Req, Response = Response<B>>,
+    S: Service<Req, Response = Response<B>> + Clone,
     S::Error: Into<BoxError>,
     B: Stream<Item = Result<C, E>>,
     E: Into<BoxError>,
@@ -41,10 +41,12 @@ where
 {
     type Response = Response<ObservedBody<B, TpmObserver>>;
     type Error = BoxError;
-    type Future = TpmFuture<S::Future>;
+    type Future = TpmFuture<ReadyCall<S, Req>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+    /// Always ready: the inner service is readied inside the response
+    /// future of an admitted request, so a refusal never waits for it.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
@@ -76,7 +78,7 @@ where
             first_content: None,
             throughput: Arc::clone(&shared.throughput),
         };
-        TpmFuture::admitted(self.inner.call(request), observer)
+        TpmFuture::call_when_ready(&mut self.inner, request, observer)
     }
 }
 

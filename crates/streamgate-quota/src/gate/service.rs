@@ -8,7 +8,7 @@ use futures_core::Stream;
 use http::{response::Parts, Response, StatusCode};
 use streamgate_core::{
     classify, emit, BackendId, BoxError, Chunk, EndObserver, ErrorClass, Event, LlmRequest,
-    ProviderError, RejectReason, Rejected, SharedSink, StreamEnd, StreamObserver,
+    ProviderError, ReadyCall, RejectReason, Rejected, SharedSink, StreamEnd, StreamObserver,
 };
 use tokio::time::Instant;
 use tower_service::Service;
@@ -57,7 +57,7 @@ impl<S: std::fmt::Debug> std::fmt::Debug for Quota<S> {
 
 impl<S, Req, B, C, E> Service<Req> for Quota<S>
 where
-    S: Service<Req, Response = Response<B>>,
+    S: Service<Req, Response = Response<B>> + Clone,
     S::Error: Into<BoxError>,
     B: Stream<Item = Result<C, E>>,
     E: Into<BoxError>,
@@ -66,10 +66,12 @@ where
 {
     type Response = Response<streamgate_core::ObservedBody<B, QuotaObserver>>;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<ReadyCall<S, Req>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+    /// Always ready: the inner service is readied inside the response
+    /// future of an admitted request, so a refusal never waits for it.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
@@ -94,7 +96,7 @@ where
             backend: self.backend.clone(),
             model: ModelName::new(model),
         };
-        ResponseFuture::admitted(self.inner.call(request), observer)
+        ResponseFuture::call_when_ready(&mut self.inner, request, observer)
     }
 }
 

@@ -5,7 +5,7 @@ use std::{
     time::Duration,
 };
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use streamgate_core::{
     testing::{Script, ScriptedService, TestChunk, TestRequest},
@@ -206,4 +206,31 @@ async fn other_failures_do_not_exhaust() {
 fn body_is_unpin_when_the_inner_body_is() {
     fn assert_unpin<T: Unpin>() {}
     assert_unpin::<streamgate_core::ObservedBody<Body, super::QuotaObserver>>();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_exhausted_key_is_refused_at_once_while_the_backend_is_never_ready() {
+    let tracker = QuotaTracker::new();
+    let inner = ScriptedService::new(Script::new().text("hi"));
+    inner.hold_readiness(true);
+    let service = QuotaLayer::new(backend(), tracker.clone()).layer(inner.clone());
+    tracker.observe_rate_limited(
+        &backend(),
+        "m",
+        &crate::QuotaInfo {
+            retry_after: Some(Duration::from_secs(20)),
+            ..Default::default()
+        },
+        tokio::time::Instant::now(),
+    );
+
+    let err = service
+        .oneshot(TestRequest::new("m"))
+        .now_or_never()
+        .expect("refused without waiting for readiness")
+        .map(|_| ())
+        .expect_err("a rejection");
+    let rejected = err.downcast_ref::<Rejected>().expect("a rejection");
+    assert_eq!(rejected.reason, RejectReason::QuotaExhausted);
+    assert_eq!(inner.probe().calls(), 0);
 }
