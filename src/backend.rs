@@ -279,25 +279,63 @@ impl<S, Req> Backend<S, Req> {
         C: Chunk + Send + 'static,
         Req: LlmRequest + Send + 'static,
     {
+        Ok(self.stacks(None, Duration::ZERO)?.service)
+    }
+
+    /// Stacks the layers for a router whose first-content deadline is
+    /// `router_first` (used when this backend sets none) and whose last
+    /// remaining attempt gets `extra` time: with a deadline, the stack owns
+    /// it (its timeout layer is innermost, so every layer sees a cut attempt
+    /// as a timeout), and a second stack sharing every layer's state carries
+    /// the extended deadline.
+    pub(crate) fn stacks<B, C, E>(
+        self,
+        router_first: Option<Duration>,
+        extra: Duration,
+    ) -> Result<Stacks<Req, C>, BuildError>
+    where
+        S: Service<Req, Response = Response<B>> + Clone + Send + Sync + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+        B: Stream<Item = Result<C, E>> + Unpin + Send + 'static,
+        E: Into<BoxError> + 'static,
+        C: Chunk + Send + 'static,
+        Req: LlmRequest + Send + 'static,
+    {
         let id = self.id;
         let sink = self.sink;
 
-        let timeout = match (self.first_content, self.idle, self.total) {
-            (None, None, None) => None,
-            (None, _, _) => return Err(BuildError::MissingFirstContentTimeout { backend: id }),
-            (Some(first), idle, total) => {
-                let mut config = TimeoutConfig::builder(first);
-                if let Some(idle) = idle {
-                    config = config.idle(idle);
-                }
-                if let Some(total) = total {
-                    config = config.total(total);
-                }
-                let config = config.build().map_err(|source| BuildError::Timeout {
+        let timeout_layer = |first: Duration| {
+            let mut config = TimeoutConfig::builder(first);
+            if let Some(idle) = self.idle {
+                config = config.idle(idle);
+            }
+            if let Some(total) = self.total {
+                config = config.total(total);
+            }
+            config
+                .build()
+                .map(FirstChunkTimeoutLayer::from_config)
+                .map_err(|source| BuildError::Timeout {
                     backend: id.clone(),
                     source,
-                })?;
-                Some(FirstChunkTimeoutLayer::from_config(config))
+                })
+        };
+        let first = self.first_content.or(router_first);
+        let (timeout, extended) = match (first, self.idle, self.total) {
+            (None, None, None) => (None, None),
+            (None, _, _) => {
+                return Err(BuildError::MissingFirstContentTimeout {
+                    backend: id.clone(),
+                })
+            }
+            (Some(first), _, _) => {
+                let extended = if extra.is_zero() {
+                    None
+                } else {
+                    Some(timeout_layer(first.saturating_add(extra))?)
+                };
+                (Some(timeout_layer(first)?), extended)
             }
         };
 
@@ -390,14 +428,33 @@ impl<S, Req> Backend<S, Req> {
             .map_request
             .map(|map| MapRequestLayer::new(move |request: Req| map(request)));
 
-        // Innermost first: the order of the table above, read upwards.
-        let service = apply(timeout, self.client);
-        let service = apply(breaker, service);
-        let service = apply(pacing, service);
-        let service = apply(quota, service);
-        let service = apply(tpm, service);
-        let service = apply(metrics, service);
-        let service = apply(map_request, service);
-        Ok(boxed(service))
+        // Innermost first: the order of the table above, read upwards. Both
+        // stacks share every layer's state; only the deadline differs.
+        let client = self.client;
+        let stack = |timeout: Option<FirstChunkTimeoutLayer>| {
+            let service = apply(timeout, client.clone());
+            let service = apply(breaker.clone(), service);
+            let service = apply(pacing.clone(), service);
+            let service = apply(quota.clone(), service);
+            let service = apply(tpm.clone(), service);
+            let service = apply(metrics.clone(), service);
+            let service = apply(map_request.clone(), service);
+            boxed(service)
+        };
+        let owns_deadline = timeout.is_some();
+        let service = stack(timeout);
+        let extended = extended.map(|layer| stack(Some(layer)));
+        Ok(Stacks {
+            service,
+            deadline: owns_deadline.then_some(extended),
+        })
     }
+}
+
+/// A backend's stacks for a router (see [`Backend::stacks`]).
+pub(crate) struct Stacks<Req, C> {
+    pub(crate) service: BoxStreamingService<Req, C>,
+    /// `Some` when the stack owns its first-content deadline, with the
+    /// stack for the last remaining attempt when it gets extra time.
+    pub(crate) deadline: Option<Option<BoxStreamingService<Req, C>>>,
 }

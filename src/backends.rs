@@ -1,19 +1,24 @@
 //! [`Backends`]: several [`Backend`]s behind one failover router.
 
-use std::{fmt, sync::Arc};
+use std::{fmt, sync::Arc, time::Duration};
 
 use futures_core::Stream;
 use http::Response;
 use streamgate_core::{
-    BackendId, BoxError, BoxStreamingService, Chunk, LlmRequest, MetricsSink, SharedSink,
+    BackendId, BoxError, Chunk, LlmRequest, MetricsSink, SharedSink,
 };
 use streamgate_failover::{Failover, FailoverBuilder, ThroughputGroup};
 use tower_service::Service;
 
-use crate::{Backend, BuildError};
+use crate::{backend::Stacks, Backend, BuildError};
 
 type Pending<Req, C> = Box<
-    dyn FnOnce(&SharedSink, Option<&ThroughputGroup>) -> Result<BoxStreamingService<Req, C>, BuildError>
+    dyn FnOnce(
+            &SharedSink,
+            Option<&ThroughputGroup>,
+            Option<Duration>,
+            Duration,
+        ) -> Result<Stacks<Req, C>, BuildError>
         + Send,
 >;
 
@@ -112,7 +117,9 @@ impl<Req: 'static, C: 'static> Backends<Req, C> {
         self.entries.push(Entry {
             id: backend.id().clone(),
             wants_group: backend.wants_throughput_group(),
-            build: Box::new(move |sink, group| backend.with_shared(sink, group).build()),
+            build: Box::new(move |sink, group, first, extra| {
+                backend.with_shared(sink, group).stacks(first, extra)
+            }),
         });
         self
     }
@@ -134,6 +141,14 @@ impl<Req: 'static, C: 'static> Backends<Req, C> {
     /// Configures the router: `configure` gets the [`FailoverBuilder`] (with
     /// the sink) and returns it changed, e.g.
     /// `|f| f.retries(1).wait_when_unavailable(Duration::from_secs(5))`.
+    ///
+    /// The router's [`first_content_timeout`](FailoverBuilder::first_content_timeout)
+    /// becomes the deadline of every backend that sets none, and its
+    /// [`last_attempt_extra`](FailoverBuilder::last_attempt_extra) extends
+    /// the deadline of the last remaining attempt; both are enforced by each
+    /// backend's own timeout layer, so the breaker and metrics see an
+    /// attempt cut by the deadline as a timeout. Backends added inside
+    /// `configure` come before the ones added with [`backend`](Self::backend).
     pub fn failover(
         mut self,
         configure: impl FnOnce(FailoverBuilder<Req, C>) -> FailoverBuilder<Req, C> + Send + 'static,
@@ -153,12 +168,20 @@ impl<Req: 'static, C: 'static> Backends<Req, C> {
         if let Some(sink) = &self.sink {
             router = router.sink(sink.clone());
         }
-        for entry in self.entries {
-            let service = (entry.build)(&self.sink, shared_group)?;
-            router = router.backend(entry.id, service);
-        }
+        // The router's settings first: its first-content deadline and the
+        // last attempt's extra time go into each backend's own timeout
+        // layer, so one mechanism cuts an attempt and every layer sees it.
         if let Some(configure) = self.configure {
             router = configure(router);
+        }
+        let first = router.configured_first_content_timeout();
+        let extra = router.configured_last_attempt_extra();
+        for entry in self.entries {
+            let stacks = (entry.build)(&self.sink, shared_group, first, extra)?;
+            router = match stacks.deadline {
+                Some(extended) => router.backend_with_deadline(entry.id, stacks.service, extended),
+                None => router.backend(entry.id, stacks.service),
+            };
         }
         router
             .build()

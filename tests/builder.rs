@@ -74,9 +74,13 @@ async fn quota_rejection_never_reaches_the_breaker_so_it_takes_no_probe() {
     let error = send(&service, TestRequest::new(MODEL)).await.unwrap_err();
     assert_eq!(rejected_reason(&error), Some(RejectReason::QuotaExhausted));
 
-    // ...and the breaker never saw that call: still open (it turns half-open
-    // only when a call reaches it), the client was not called.
-    assert_eq!(breaker.state(), BreakerState::Open);
+    // ...and the breaker never saw that call: its circuit is still open (it
+    // turns half-open only when a call reaches it; `state()` already reads
+    // half-open, as the next call would find it), no probe was taken, the
+    // client was not called.
+    assert_eq!(breaker.snapshot().circuit, BreakerState::Open);
+    assert_eq!(breaker.snapshot().probes_in_flight, 0);
+    assert_eq!(breaker.state(), BreakerState::HalfOpen);
     assert_eq!(client.probe().calls(), 1);
 
     // Once the quota resets, the probe goes through and closes the breaker.
@@ -292,4 +296,95 @@ fn settings_that_cannot_work_are_refused_with_the_backend_named() {
         .build()
         .unwrap_err();
     assert!(matches!(error, BuildError::Failover { .. }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_routers_deadline_opens_the_breaker_of_a_silent_backend() {
+    let silent = ScriptedService::new(Script::new().stall_call());
+    let healthy = ScriptedService::new(Script::new().text("ok"));
+    let tracker = Arc::new(PerformanceTracker::new());
+    let breaker = Breaker::new("silent");
+    let router = Backends::new()
+        .backend(Backend::new("silent", silent.clone()).circuit_breaker(breaker.clone()))
+        .backend(Backend::new("healthy", healthy.clone()))
+        .metrics(tracker.clone())
+        .failover(|f| f.first_content_timeout(Duration::from_secs(2)))
+        .build()
+        .unwrap();
+
+    // The default breaker opens after 3 failures within 60 s: each cut
+    // attempt is a first-content timeout to it, not a silent drop.
+    for _ in 0..3 {
+        let started = tokio::time::Instant::now();
+        let response = router
+            .clone()
+            .oneshot(TestRequest::new(MODEL))
+            .await
+            .unwrap();
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        let report = response.extensions().get::<FailoverReport>().unwrap();
+        assert_eq!(report.served_by.as_str(), "healthy");
+        assert_eq!(report.skipped[0].class, ErrorClass::Timeout);
+        drop(response);
+    }
+    assert_eq!(breaker.state(), BreakerState::Open);
+    assert_eq!(silent.probe().calls(), 3);
+
+    // Now the silent backend is skipped at once, without calling it.
+    let started = tokio::time::Instant::now();
+    let response = router
+        .clone()
+        .oneshot(TestRequest::new(MODEL))
+        .await
+        .unwrap();
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    let report = response.extensions().get::<FailoverReport>().unwrap();
+    assert_eq!(report.skipped[0].rejected, Some(RejectReason::CircuitOpen));
+    assert_eq!(silent.probe().calls(), 3);
+
+    // Metrics recorded the cut attempts as timeouts, not cancellations.
+    let snapshot = tracker.snapshot();
+    let stats = snapshot.key("silent", MODEL).unwrap();
+    assert_eq!(stats.timeouts.first_content, 3);
+    assert_eq!(stats.cancellations, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_last_remaining_attempt_gets_the_extra_time_from_its_own_stack() {
+    let slow = ScriptedService::new(Script::new().wait(Duration::from_secs(3)).text("late"));
+    let router = Backends::new()
+        .backend(Backend::new("only", slow.clone()))
+        .failover(|f| {
+            f.first_content_timeout(Duration::from_secs(2))
+                .last_attempt_extra(Duration::from_secs(2))
+        })
+        .build()
+        .unwrap();
+    // 3 s to first content: over the 2 s deadline, within 2 s + 2 s extra.
+    let started = tokio::time::Instant::now();
+    send_failover(&router).await.unwrap();
+    assert_eq!(started.elapsed(), Duration::from_secs(3));
+
+    let slower = ScriptedService::new(Script::new().wait(Duration::from_secs(5)).text("late"));
+    let router = Backends::new()
+        .backend(Backend::new("only", slower.clone()))
+        .failover(|f| {
+            f.first_content_timeout(Duration::from_secs(2))
+                .last_attempt_extra(Duration::from_secs(2))
+        })
+        .build()
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let err = send_failover(&router).await.unwrap_err();
+    assert_eq!(started.elapsed(), Duration::from_secs(4));
+    assert_eq!(classify(&*err), ErrorClass::Timeout);
+}
+
+async fn send_failover(router: &Failover<TestRequest, TestChunk>) -> Result<(), BoxError> {
+    let response = router.clone().oneshot(TestRequest::new(MODEL)).await?;
+    let mut body = response.into_body();
+    while let Some(item) = body.next().await {
+        item?;
+    }
+    Ok(())
 }

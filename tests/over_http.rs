@@ -4,6 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
+use streamgate::core::BreakerState;
 use streamgate::mock::{expected_text, MockConfig, MockServer, Plan};
 use streamgate::prelude::*;
 use streamgate::providers::{anthropic::Anthropic, openai::OpenAiChat, ChatRequest};
@@ -85,4 +86,52 @@ async fn a_429_fails_over_then_the_quota_gate_skips_the_backend_without_calling_
     assert_eq!(key.failures.get("rate_limited"), Some(&1));
     assert_eq!(key.rejections.get("quota_exhausted"), Some(&1));
     assert_eq!(snapshot.key("healthy", "mock-model").unwrap().successes, 2);
+}
+
+#[tokio::test]
+async fn over_http_the_routers_deadline_opens_the_breaker_of_a_silent_backend() {
+    let silent = MockServer::start_with_plan(Plan::new().stall_after(0))
+        .await
+        .unwrap();
+    let healthy = MockServer::start_with_plan(Plan::new().with_output_tokens(3))
+        .await
+        .unwrap();
+    let client = |server: &MockServer| {
+        OpenAiChat::builder()
+            .base_url(format!("{}/v1", server.url()))
+            .build()
+            .unwrap()
+    };
+    let breaker = Breaker::new("silent");
+    let router = Backends::new()
+        .backend(Backend::new("silent", client(&silent)).circuit_breaker(breaker.clone()))
+        // Its own deadline wins over the router's, which the silent backend
+        // inherits.
+        .backend(
+            Backend::new("healthy", client(&healthy))
+                .first_content_timeout(Duration::from_secs(10)),
+        )
+        .failover(|f| f.first_content_timeout(Duration::from_millis(50)))
+        .build()
+        .unwrap();
+    for _ in 0..4 {
+        let request = ChatRequest::new("mock-model").with_user("hello");
+        let response = router.clone().oneshot(request).await.unwrap();
+        let report = response
+            .extensions()
+            .get::<FailoverReport>()
+            .cloned()
+            .unwrap();
+        assert_eq!(report.served_by.as_str(), "healthy");
+        let mut text = String::new();
+        let mut body = response.into_body();
+        while let Some(chunk) = body.next().await {
+            text.push_str(&chunk.unwrap().text);
+        }
+        assert_eq!(text, expected_text(3));
+    }
+    // Three cut attempts were timeouts to the breaker: the fourth request
+    // skipped the silent backend without calling it.
+    assert_eq!(breaker.state(), BreakerState::Open);
+    assert_eq!(silent.served(), 3);
 }

@@ -240,6 +240,7 @@ pub struct BreakerBuilder {
     probes: u32,
     half_open_max_wait: Option<Duration>,
     minimum_open: Duration,
+    model_cap: usize,
 }
 
 /// The default [`BreakerBuilder::minimum_open`].
@@ -263,6 +264,7 @@ impl fmt::Debug for BreakerBuilder {
             .field("probes", &self.probes)
             .field("half_open_max_wait", &self.half_open_max_wait)
             .field("minimum_open", &self.minimum_open)
+            .field("model_cap", &self.model_cap)
             .finish_non_exhaustive()
     }
 }
@@ -285,6 +287,7 @@ impl BreakerBuilder {
             probes: 1,
             half_open_max_wait: Some(DEFAULT_HALF_OPEN_MAX_WAIT),
             minimum_open: DEFAULT_MINIMUM_OPEN,
+            model_cap: streamgate_core::keyed::DEFAULT_MODEL_CAP,
         }
     }
 
@@ -423,10 +426,20 @@ impl BreakerBuilder {
         Ok(Breaker::from_settings(backend, None, Arc::new(settings)))
     }
 
+    /// For [`build_registry`](Self::build_registry): the most models that
+    /// get a breaker of their own (default 32, at least 1); every further
+    /// model shares one breaker, reported under the model `_OTHER`, so
+    /// made-up model names cannot grow memory.
+    pub fn model_cap(mut self, cap: usize) -> Self {
+        self.model_cap = cap;
+        self
+    }
+
     /// A registry with one breaker per model, each with these settings.
     pub fn build_registry(self) -> Result<BreakerRegistry, ConfigError> {
+        let cap = self.model_cap;
         let (backend, settings) = self.settings()?;
-        Ok(BreakerRegistry::from_settings(backend, settings))
+        Ok(BreakerRegistry::from_settings(backend, settings, cap))
     }
 
     fn settings(self) -> Result<(BackendId, Settings), ConfigError> {
@@ -498,6 +511,9 @@ impl BreakerBuilder {
         self.open_wait.validate()?;
         if self.probes == 0 {
             return Err(ConfigError::new("half_open_probes", "must be at least 1"));
+        }
+        if self.model_cap == 0 {
+            return Err(ConfigError::new("model_cap", "must be at least 1"));
         }
         if self.minimum_open.is_zero() {
             return Err(ConfigError::new("minimum_open", "must be longer than zero"));

@@ -1,12 +1,8 @@
 //! Breakers per (backend, model).
 
-use std::{
-    collections::HashMap,
-    fmt,
-    sync::{Arc, RwLock},
-};
+use std::{fmt, sync::Arc};
 
-use streamgate_core::BackendId;
+use streamgate_core::{keyed::KeyedMap, BackendId};
 
 use crate::{config::Settings, Breaker};
 
@@ -14,8 +10,13 @@ use crate::{config::Settings, Breaker};
 /// registry's settings. Clones share the breakers.
 ///
 /// Built with [`BreakerBuilder::build_registry`](crate::BreakerBuilder::build_registry).
-/// A lookup takes a read lock and does not allocate once the model's
-/// breaker exists.
+/// Model names come from callers, so the registry keeps at most
+/// [`model_cap`](crate::BreakerBuilder::model_cap) breakers of their own
+/// (default [`DEFAULT_MODEL_CAP`](streamgate_core::keyed::DEFAULT_MODEL_CAP),
+/// 32); every model first seen past the cap shares one breaker, reported
+/// under the model [`OTHER_MODEL`](streamgate_core::keyed::OTHER_MODEL).
+/// A lookup of a known model takes a read lock (or none, when the same
+/// thread asked last) and does not allocate.
 #[derive(Clone)]
 pub struct BreakerRegistry {
     inner: Arc<RegistryInner>,
@@ -24,25 +25,25 @@ pub struct BreakerRegistry {
 struct RegistryInner {
     backend: BackendId,
     settings: Arc<Settings>,
-    breakers: RwLock<HashMap<Box<str>, Breaker>>,
+    breakers: KeyedMap<Breaker>,
 }
 
 impl fmt::Debug for BreakerRegistry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BreakerRegistry")
             .field("backend", &self.inner.backend)
-            .field("models", &self.breakers().len())
+            .field("models", &self.inner.breakers.len())
             .finish()
     }
 }
 
 impl BreakerRegistry {
-    pub(crate) fn from_settings(backend: BackendId, settings: Settings) -> Self {
+    pub(crate) fn from_settings(backend: BackendId, settings: Settings, model_cap: usize) -> Self {
         Self {
             inner: Arc::new(RegistryInner {
                 backend,
                 settings: Arc::new(settings),
-                breakers: RwLock::new(HashMap::new()),
+                breakers: KeyedMap::new(model_cap),
             }),
         }
     }
@@ -52,47 +53,40 @@ impl BreakerRegistry {
         &self.inner.backend
     }
 
-    /// The breaker of `model`, made closed on first use.
+    /// The breaker of `model`, made closed on first use (past the cap, the
+    /// shared breaker of every further model).
     pub fn get(&self, model: &str) -> Breaker {
-        {
-            let breakers = self
-                .inner
+        let inner = &self.inner;
+        Breaker::clone(
+            &inner
                 .breakers
-                .read()
-                .unwrap_or_else(|e| e.into_inner());
-            if let Some(breaker) = breakers.get(model) {
-                return breaker.clone();
-            }
-        }
-        let mut breakers = self
-            .inner
-            .breakers
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        breakers
-            .entry(model.into())
-            .or_insert_with(|| {
-                Breaker::from_settings(
-                    self.inner.backend.clone(),
-                    Some(model.into()),
-                    self.inner.settings.clone(),
-                )
-            })
-            .clone()
+                .get_or_insert_with(&inner.backend, model, |backend, key| {
+                    Breaker::from_settings(
+                        backend.clone(),
+                        Some(key.as_ref().into()),
+                        inner.settings.clone(),
+                    )
+                }),
+        )
+    }
+
+    /// How many breakers the registry holds (at most the cap plus one).
+    pub fn len(&self) -> usize {
+        self.inner.breakers.len()
+    }
+
+    /// Whether no breaker was made yet.
+    pub fn is_empty(&self) -> bool {
+        self.inner.breakers.is_empty()
     }
 
     /// Every breaker made so far, by model name.
     pub fn breakers(&self) -> Vec<(String, Breaker)> {
-        let breakers = self
-            .inner
+        self.inner
             .breakers
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
-        let mut all: Vec<_> = breakers
-            .iter()
-            .map(|(model, breaker)| (model.to_string(), breaker.clone()))
-            .collect();
-        all.sort_by(|a, b| a.0.cmp(&b.0));
-        all
+            .entries()
+            .into_iter()
+            .map(|(_, model, breaker)| (model.to_string(), Breaker::clone(&breaker)))
+            .collect()
     }
 }

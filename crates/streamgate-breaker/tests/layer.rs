@@ -647,3 +647,24 @@ async fn the_snapshot_reports_the_window_rates() {
     assert_eq!(snapshot.slow_call_rate, Some(0.0));
     assert!(snapshot.minimum_calls_reached);
 }
+
+#[tokio::test(start_paused = true)]
+async fn hostile_model_names_share_one_breaker_past_the_cap() {
+    let registry = Breaker::builder("b").model_cap(4).build_registry().unwrap();
+    let mut service =
+        CircuitBreakerLayer::per_model(registry.clone()).layer(ScriptedService::new(healthy()));
+    for i in 0..1_000 {
+        run(&mut service, TestRequest::new(format!("model-{i}")))
+            .await
+            .unwrap();
+    }
+    assert_eq!(registry.len(), 5);
+    let models: Vec<String> = registry.breakers().into_iter().map(|(m, _)| m).collect();
+    assert_eq!(
+        models,
+        ["_OTHER", "model-0", "model-1", "model-2", "model-3"]
+    );
+    // Known models keep their own breaker.
+    assert_eq!(registry.get("model-2").model(), Some("model-2"));
+    assert_eq!(registry.get("model-999").model(), Some("_OTHER"));
+}

@@ -51,6 +51,7 @@ mod classify;
 pub mod commit;
 mod error;
 mod event;
+pub mod keyed;
 pub mod observe;
 mod service;
 #[cfg(feature = "testing")]

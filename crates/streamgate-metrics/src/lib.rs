@@ -40,7 +40,6 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
-mod keyed;
 mod layer;
 pub mod names;
 mod sinks;

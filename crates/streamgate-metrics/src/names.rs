@@ -73,12 +73,12 @@ pub const FAILOVER_TO: &str = "streamgate.failover.to";
 /// Model names come from requests and may be chosen by whoever sends them, so
 /// every sink that keys by model keeps at most a fixed number of distinct
 /// names per backend (see [`DEFAULT_MODEL_CAP`]) and records the rest here.
-pub const OTHER_MODEL: &str = "_OTHER";
+pub const OTHER_MODEL: &str = streamgate_core::keyed::OTHER_MODEL;
 
 /// Distinct model names kept per backend before folding into
 /// [`OTHER_MODEL`]: 32, well above the handful of models a deployment uses,
 /// and small enough that a flood of made-up names stays cheap.
-pub const DEFAULT_MODEL_CAP: usize = 32;
+pub const DEFAULT_MODEL_CAP: usize = streamgate_core::keyed::DEFAULT_MODEL_CAP;
 
 /// Bucket boundaries (seconds) for [`CLIENT_OPERATION_DURATION`], from the
 /// semantic conventions.

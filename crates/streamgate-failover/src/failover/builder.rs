@@ -8,7 +8,11 @@ use streamgate_core::{
 };
 use tower_service::Service;
 
-use super::{backoff::Jitter, service::Inner, Backoff, Failover};
+use super::{
+    backoff::Jitter,
+    service::{Inner, Member},
+    Backoff, Failover,
+};
 use crate::ConfigError;
 
 /// The most retries of one backend a router may be configured with.
@@ -30,7 +34,7 @@ pub enum ContextLengthPolicy {
 /// are added.
 #[must_use]
 pub struct FailoverBuilder<Req, C> {
-    backends: Vec<(BackendId, BoxStreamingService<Req, C>)>,
+    backends: Vec<Member<Req, C>>,
     retries: u32,
     backoff: Backoff,
     context_length: ContextLengthPolicy,
@@ -46,7 +50,7 @@ impl<Req, C> std::fmt::Debug for FailoverBuilder<Req, C> {
         f.debug_struct("FailoverBuilder")
             .field(
                 "backends",
-                &self.backends.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+                &self.backends.iter().map(|m| &m.id).collect::<Vec<_>>(),
             )
             .field("retries", &self.retries)
             .field("backoff", &self.backoff)
@@ -81,7 +85,35 @@ impl<Req: 'static, C: 'static> FailoverBuilder<Req, C> {
         id: impl Into<BackendId>,
         service: BoxStreamingService<Req, C>,
     ) -> Self {
-        self.backends.push((id.into(), service));
+        self.backends.push(Member {
+            id: id.into(),
+            service,
+            deadline: None,
+        });
+        self
+    }
+
+    /// Adds a backend whose stack owns its first-content deadline: a
+    /// `FirstChunkTimeoutLayer` innermost in `service`, so that every layer
+    /// of the stack (breaker, quota, metrics, …) sees an attempt cut by the
+    /// deadline as a timeout. The router never races such a backend with
+    /// [`first_content_timeout`](Self::first_content_timeout); for the last
+    /// remaining attempt it calls `extended` instead, when given: the same
+    /// stack (sharing its state) whose deadline includes the
+    /// [last-attempt extra time](Self::last_attempt_extra).
+    ///
+    /// `streamgate::Backends` adds every backend with a deadline this way.
+    pub fn backend_with_deadline(
+        mut self,
+        id: impl Into<BackendId>,
+        service: BoxStreamingService<Req, C>,
+        extended: Option<BoxStreamingService<Req, C>>,
+    ) -> Self {
+        self.backends.push(Member {
+            id: id.into(),
+            service,
+            deadline: Some(extended),
+        });
         self
     }
 
@@ -138,7 +170,9 @@ impl<Req: 'static, C: 'static> FailoverBuilder<Req, C> {
 
     /// Extra first-content time for the last remaining attempt, which has
     /// nowhere to fail over to (default none). Only with
-    /// [`first_content_timeout`](Self::first_content_timeout).
+    /// [`first_content_timeout`](Self::first_content_timeout); a backend
+    /// added with [`backend_with_deadline`](Self::backend_with_deadline)
+    /// gets it from its `extended` stack.
     pub fn last_attempt_extra(mut self, extra: Duration) -> Self {
         self.last_attempt_extra = extra;
         self
@@ -156,13 +190,24 @@ impl<Req: 'static, C: 'static> FailoverBuilder<Req, C> {
         self
     }
 
+    /// The first-content deadline set with
+    /// [`first_content_timeout`](Self::first_content_timeout), if any.
+    pub fn configured_first_content_timeout(&self) -> Option<Duration> {
+        self.first_content_timeout
+    }
+
+    /// The extra time set with [`last_attempt_extra`](Self::last_attempt_extra).
+    pub fn configured_last_attempt_extra(&self) -> Duration {
+        self.last_attempt_extra
+    }
+
     /// Checks the settings and builds the router.
     pub fn build(self) -> Result<Failover<Req, C>, ConfigError> {
         if self.backends.is_empty() {
             return Err(ConfigError::new("at least one backend is needed"));
         }
-        for (i, (id, _)) in self.backends.iter().enumerate() {
-            if self.backends[..i].iter().any(|(other, _)| other == id) {
+        for (i, member) in self.backends.iter().enumerate() {
+            if self.backends[..i].iter().any(|other| other.id == member.id) {
                 return Err(ConfigError::new("backend names must be unique"));
             }
         }

@@ -35,20 +35,27 @@
 //! [`FailoverError`](streamgate_core::FailoverError) listing every attempt,
 //! e.g. "all 3 backends unavailable: openai circuit open (retry in 12 s), …".
 //!
-//! # Deadlines and the timeout layer
+//! # One first-content deadline
 //!
-//! The router can race each attempt against its own first-content deadline
-//! ([`first_content_timeout`](FailoverBuilder::first_content_timeout)),
-//! measured from the attempt's start, and give the last remaining attempt
-//! (the last backend's last try, when no slow backend waits for the
-//! last-resort pass) extra time
-//! ([`last_attempt_extra`](FailoverBuilder::last_attempt_extra)). A
-//! `FirstChunkTimeoutLayer` inside a backend's stack keeps running: the
-//! earlier of the two deadlines wins. So give the layer the *longest*
-//! first-content time you accept (at least the router's deadline plus the
-//! extra time), and the router the shorter one for attempts that still have
-//! somewhere to go; or leave the router's deadline off and let the layer
-//! decide alone.
+//! Each attempt has one first-content deadline, and the last remaining
+//! attempt (the last backend's last try, when no slow backend waits for the
+//! last-resort pass) may get extra time
+//! ([`last_attempt_extra`](FailoverBuilder::last_attempt_extra)). Who owns
+//! it depends on how the backend was added:
+//!
+//! - [`backend_with_deadline`](FailoverBuilder::backend_with_deadline)
+//!   (what `streamgate::Backends` does): the stack's own
+//!   `FirstChunkTimeoutLayer`, innermost, cuts the attempt, so the breaker,
+//!   the quota and TPM gates and metrics all see a cut attempt as a
+//!   timeout (a silent backend opens its breaker). For the last remaining
+//!   attempt the router calls the backend's `extended` stack, whose deadline
+//!   includes the extra time. The router never races such a backend.
+//! - [`backend`](FailoverBuilder::backend) /
+//!   [`service`](FailoverBuilder::service): the router races the attempt
+//!   against [`first_content_timeout`](FailoverBuilder::first_content_timeout)
+//!   (plus the extra time for the last attempt) and drops it on expiry.
+//!   The layers inside see that drop as a cancellation, not as a timeout,
+//!   so prefer a timeout layer in the stack and `backend_with_deadline`.
 //!
 //! Emits `Failover { from, to, reason }` when it moves on from a backend, and
 //! puts a [`FailoverReport`] (who served, and every attempt skipped before)

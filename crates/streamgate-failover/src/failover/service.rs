@@ -49,8 +49,18 @@ pub struct Failover<Req, C> {
     pub(crate) inner: Arc<Inner<Req, C>>,
 }
 
+/// One backend of the router.
+pub(crate) struct Member<Req, C> {
+    pub(crate) id: BackendId,
+    pub(crate) service: BoxStreamingService<Req, C>,
+    /// `Some` when the stack owns its first-content deadline (the router
+    /// does not race it), with the stack to call for the last remaining
+    /// attempt, if it has a longer deadline.
+    pub(crate) deadline: Option<Option<BoxStreamingService<Req, C>>>,
+}
+
 pub(crate) struct Inner<Req, C> {
-    pub(crate) backends: Vec<(BackendId, BoxStreamingService<Req, C>)>,
+    pub(crate) backends: Vec<Member<Req, C>>,
     pub(crate) retries: u32,
     pub(crate) backoff: Backoff,
     pub(crate) context_length: ContextLengthPolicy,
@@ -89,7 +99,7 @@ impl<Req: 'static, C: 'static> Failover<Req, C> {
 impl<Req, C> Failover<Req, C> {
     /// The backends, in the order they are tried.
     pub fn backends(&self) -> impl Iterator<Item = &BackendId> {
-        self.inner.backends.iter().map(|(id, _)| id)
+        self.inner.backends.iter().map(|m| &m.id)
     }
 }
 
@@ -220,7 +230,7 @@ fn report<Req, C>(
     skipped: Vec<Attempt>,
 ) -> Response<FailoverBody<C>> {
     response.extensions_mut().insert(FailoverReport {
-        served_by: inner.backends[i].0.clone(),
+        served_by: inner.backends[i].id.clone(),
         skipped,
     });
     response
@@ -234,8 +244,8 @@ fn failover_event<Req, C>(
     reason: ErrorClass,
 ) {
     emit(&inner.sink, || Event::Failover {
-        from: &inner.backends[from].0,
-        to: to.map(|to| &inner.backends[to].0),
+        from: &inner.backends[from].id,
+        to: to.map(|to| &inner.backends[to].id),
         model,
         reason,
     });
@@ -254,17 +264,33 @@ where
     Req: LlmRequest + Send + Sync + 'static,
     C: Chunk + Send + 'static,
 {
-    let (id, service) = &inner.backends[i];
+    let member = &inner.backends[i];
+    let id = &member.id;
     let mut retry = 0;
     loop {
         let last_try = retry >= inner.retries;
-        let deadline = inner.first_content_timeout.map(|after| {
-            if last_backend && last_try {
-                after + inner.last_attempt_extra
-            } else {
-                after
-            }
-        });
+        let last_attempt = last_backend && last_try;
+        // A stack that owns its deadline is never raced: its timeout layer
+        // cuts the attempt, and every layer in it sees the timeout.
+        let (service, deadline) = match &member.deadline {
+            Some(extended) => (
+                extended
+                    .as_ref()
+                    .filter(|_| last_attempt)
+                    .unwrap_or(&member.service),
+                None,
+            ),
+            None => (
+                &member.service,
+                inner.first_content_timeout.map(|after| {
+                    if last_attempt {
+                        after.saturating_add(inner.last_attempt_extra)
+                    } else {
+                        after
+                    }
+                }),
+            ),
+        };
         let error = match attempt(service.clone(), request.clone(), deadline, as_last_resort).await
         {
             Ok(response) => return Verdict::Served(response),

@@ -6,7 +6,9 @@ use metrics::{Counter, Gauge, Histogram, Label, Unit};
 use streamgate_core::{BackendId, Event, MetricsSink, RequestRecord};
 
 use super::{outcome_slot, reject_slot, time_per_output_chunk, OUTCOME_SLOTS, REJECT_SLOTS};
-use crate::{keyed::KeyedMap, names};
+use streamgate_core::keyed::KeyedMap;
+
+use crate::names;
 
 /// Records events through the [`metrics`] facade, under the names in
 /// [`names`]: whichever recorder is installed (Prometheus, StatsD, …)

@@ -9,7 +9,9 @@ use opentelemetry::{
 use streamgate_core::{BackendId, Event, MetricsSink, RequestRecord};
 
 use super::{outcome_slot, time_per_output_chunk};
-use crate::{keyed::KeyedMap, names};
+use streamgate_core::keyed::KeyedMap;
+
+use crate::names;
 
 /// Records events through an OpenTelemetry [`Meter`], as the GenAI semantic
 /// conventions describe, with their recommended bucket boundaries, plus the

@@ -26,7 +26,9 @@ pub use snapshot::{
     TimeoutCounts, TrackerSnapshot,
 };
 
-use crate::{keyed::KeyedMap, names};
+use streamgate_core::keyed::KeyedMap;
+
+use crate::names;
 use stats::{counted_usage, KeyStats};
 
 /// Samples a candidate needs before [`PerformanceTracker::recommend`] ranks

@@ -1,5 +1,13 @@
-//! A read-mostly map of per-(backend, model) entries with a cap on distinct
-//! models, shared by every sink that keys by model.
+//! The one bounded map of per-(backend, model) state, used by every
+//! structure that keys by model: the metrics sinks, the in-memory tracker
+//! and the per-model breaker registry.
+//!
+//! Model names come from callers and are untrusted, so the number of
+//! distinct models kept per backend has a cap ([`DEFAULT_MODEL_CAP`] unless
+//! configured). A model first seen past the cap shares one entry stored
+//! under [`OTHER_MODEL`]: memory stays bounded whatever names arrive, no
+//! entry is ever evicted (an entry handed out stays valid), and inserting
+//! is O(1).
 
 use std::{
     any::Any,
@@ -11,9 +19,15 @@ use std::{
     },
 };
 
-use streamgate_core::BackendId;
+use crate::BackendId;
 
-use crate::names::OTHER_MODEL;
+/// The model name under which every model past a map's cap is kept.
+pub const OTHER_MODEL: &str = "_OTHER";
+
+/// The default cap on distinct models per backend, not counting
+/// [`OTHER_MODEL`]: 32, well above the handful of models a deployment uses,
+/// low enough that hostile model names cannot grow memory.
+pub const DEFAULT_MODEL_CAP: usize = 32;
 
 /// The entries of one backend, by model.
 type Models<V> = HashMap<Arc<str>, Arc<V>>;
@@ -21,7 +35,7 @@ type Models<V> = HashMap<Arc<str>, Arc<V>>;
 /// Entries keyed by backend, then model. Lookups of known keys take only the
 /// read lock, so many tasks recording at once do not queue behind each other;
 /// the write lock is taken once per new key.
-pub(crate) struct KeyedMap<V> {
+pub struct KeyedMap<V> {
     cap: usize,
     /// Tells this map's entries apart from other maps' in the per-thread
     /// cache; never reused, unlike an address.
@@ -53,12 +67,22 @@ thread_local! {
     static CACHE: RefCell<[Option<Cached>; CACHE_SLOTS]> = const { RefCell::new([const { None }; CACHE_SLOTS]) };
 }
 
+impl<V> std::fmt::Debug for KeyedMap<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let map = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        f.debug_struct("KeyedMap")
+            .field("cap", &self.cap)
+            .field("entries", &map.values().map(HashMap::len).sum::<usize>())
+            .finish()
+    }
+}
+
 impl<V: Send + Sync + 'static> KeyedMap<V> {
     /// A map keeping at most `cap` distinct models per backend (plus
-    /// [`OTHER_MODEL`]).
-    pub(crate) fn new(cap: usize) -> Self {
+    /// [`OTHER_MODEL`]); a `cap` of 0 counts as 1.
+    pub fn new(cap: usize) -> Self {
         Self {
-            cap,
+            cap: cap.max(1),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             inner: RwLock::new(HashMap::new()),
         }
@@ -67,7 +91,7 @@ impl<V: Send + Sync + 'static> KeyedMap<V> {
     /// The entry for `backend` × `model`, created by `make` (given the model
     /// name it is stored under) if it is new. Past the cap, a new model shares
     /// the [`OTHER_MODEL`] entry.
-    pub(crate) fn get_or_insert_with(
+    pub fn get_or_insert_with(
         &self,
         backend: &BackendId,
         model: &str,
@@ -144,8 +168,24 @@ impl<V: Send + Sync + 'static> KeyedMap<V> {
         (key, entry)
     }
 
+    /// How many entries the map holds, [`OTHER_MODEL`] ones included.
+    pub fn len(&self) -> usize {
+        let map = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        map.values().map(HashMap::len).sum()
+    }
+
+    /// Whether the map holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The cap on distinct models per backend.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
     /// Every entry, sorted by backend then model.
-    pub(crate) fn entries(&self) -> Vec<(BackendId, Arc<str>, Arc<V>)> {
+    pub fn entries(&self) -> Vec<(BackendId, Arc<str>, Arc<V>)> {
         let map = self.inner.read().unwrap_or_else(PoisonError::into_inner);
         let mut out: Vec<_> = map
             .iter()
@@ -204,5 +244,15 @@ mod tests {
         assert_eq!(*map.get_or_insert_with(&c, "m3", make), "m3");
         let names: Vec<_> = map.entries().iter().map(|e| e.1.to_string()).collect();
         assert_eq!(names, ["_OTHER", "m1", "m2", "m3"]);
+    }
+
+    #[test]
+    fn a_hundred_thousand_hostile_model_names_stay_at_the_cap() {
+        let map = KeyedMap::<u8>::new(DEFAULT_MODEL_CAP);
+        let b = BackendId::new("b");
+        for i in 0..100_000 {
+            map.get_or_insert_with(&b, &format!("model-{i}"), |_, _| 0);
+        }
+        assert_eq!(map.len(), DEFAULT_MODEL_CAP + 1);
     }
 }
