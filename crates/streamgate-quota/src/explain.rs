@@ -28,7 +28,11 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::Serialize;
 use streamgate_core::{BackendId, DisplayDuration};
 
-use crate::{parse::value, tracker::ceil_ms, Limit, QuotaInfo, QuotaStatus, QuotaTracker};
+use crate::{
+    parse::{value, LimitKind},
+    tracker::ceil_ms,
+    Limit, QuotaInfo, QuotaStatus, QuotaTracker,
+};
 
 /// One response to explain.
 #[derive(Clone, Debug)]
@@ -181,8 +185,9 @@ pub fn read_json(input: &str) -> Result<Vec<Input>, InputError> {
 pub struct SplitLimit {
     /// The limit.
     pub limit: Option<u64>,
-    /// What is left.
-    pub remaining: Option<u64>,
+    /// What is left (negative when the provider reports the window
+    /// oversubscribed).
+    pub remaining: Option<i64>,
     /// Until it resets, in whole milliseconds rounded up.
     pub reset_after_ms: Option<u64>,
 }
@@ -212,6 +217,24 @@ pub struct Extra {
     pub schemes: Vec<&'static str>,
     /// OpenAI's "Request too large": about this request only.
     pub request_too_large: bool,
+    /// Every limit beside the primary figures (other windows and scopes).
+    pub windows: Vec<WindowExplanation>,
+    /// What the request cost in tokens, when the provider says (Mistral).
+    pub tokens_query_cost: Option<u64>,
+}
+
+/// One limit beside the primary figures.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WindowExplanation {
+    /// What it counts: `requests`, `tokens`, `input_tokens`, `output_tokens`.
+    pub kind: LimitKind,
+    /// Its name (`requests-day`, `tokens-month`, `project-tokens`, …).
+    pub name: &'static str,
+    /// Its window in seconds, when known.
+    pub window_s: Option<u64>,
+    /// The figures.
+    #[serde(flatten)]
+    pub limit: SplitLimit,
 }
 
 /// What streamgate makes of one response.
@@ -219,10 +242,10 @@ pub struct Extra {
 pub struct Explanation {
     /// The status.
     pub status: u16,
-    /// Requests left.
-    pub remaining_requests: Option<u64>,
+    /// Requests left (the primary figure; negative when oversubscribed).
+    pub remaining_requests: Option<i64>,
     /// Tokens left (the combined limit, where the provider sends one).
-    pub remaining_tokens: Option<u64>,
+    pub remaining_tokens: Option<i64>,
     /// The request limit.
     pub limit_requests: Option<u64>,
     /// The token limit (combined).
@@ -283,6 +306,17 @@ pub fn explain(input: &Input) -> Explanation {
             tokens_window_s: window(&info.tokens),
             schemes: info.schemes.names().collect(),
             request_too_large: info.request_too_large,
+            windows: info
+                .windows
+                .iter()
+                .map(|w| WindowExplanation {
+                    kind: w.kind,
+                    name: w.name,
+                    window_s: window(&w.limit),
+                    limit: SplitLimit::from(&w.limit),
+                })
+                .collect(),
+            tokens_query_cost: info.tokens_query_cost,
         },
         state: status.state().as_str(),
         exhausted_for_ms: ms(exhausted_for),
@@ -373,7 +407,9 @@ pub fn run(input: &str, json: bool) -> Result<String, InputError> {
 
 impl fmt::Display for Explanation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let opt = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+        fn opt<T: ToString>(v: Option<T>) -> String {
+            v.map_or_else(|| "-".to_owned(), |v| v.to_string())
+        }
         let dur = |v: Option<u64>| {
             v.map_or_else(
                 || "-".to_owned(),

@@ -62,8 +62,8 @@ mod tracker;
 
 pub use gate::{Quota, QuotaLayer, QuotaObserver, ResponseFuture};
 pub use pacing::{Pacing, PacingLayer, PacingLayerBuilder};
-pub use parse::{Limit, QuotaInfo, Schemes};
+pub use parse::{Limit, LimitKind, QuotaInfo, Schemes, WindowLimit};
 pub use tracker::{
-    ConfigError, ExhaustReason, KeySnapshot, LearnedLimits, QuotaStatus, QuotaTracker,
-    QuotaTrackerBuilder, Refusal,
+    ConfigError, ExhaustReason, InFlight, KeySnapshot, LearnedLimits, QuotaStatus, QuotaTracker,
+    QuotaTrackerBuilder, Refusal, MAX_DURATION,
 };
