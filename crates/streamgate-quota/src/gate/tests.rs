@@ -214,8 +214,14 @@ async fn requests_in_flight_are_counted_until_answered_or_dropped() {
     let inner = ScriptedService::new(Script::new().text("hi"));
     let mut service = QuotaLayer::new(backend(), tracker.clone()).layer(inner.clone());
     let mut headers = HeaderMap::new();
-    headers.insert("x-ratelimit-remaining-requests", HeaderValue::from_static("2"));
-    headers.insert("x-ratelimit-reset-requests", HeaderValue::from_static("20s"));
+    headers.insert(
+        "x-ratelimit-remaining-requests",
+        HeaderValue::from_static("2"),
+    );
+    headers.insert(
+        "x-ratelimit-reset-requests",
+        HeaderValue::from_static("20s"),
+    );
     let info = crate::QuotaInfo::from_headers(&headers, std::time::SystemTime::now());
     tracker.observe(&backend(), "m", &info, tokio::time::Instant::now());
 

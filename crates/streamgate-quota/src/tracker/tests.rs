@@ -799,7 +799,12 @@ async fn an_unknown_key_admits_uncounted() {
     let now = Instant::now();
     let guard = tracker.admit(&b, "m", 10, now).unwrap();
     assert!(!guard.is_counted());
-    tracker.observe(&b, "other", &info(200, &[("x-ratelimit-remaining-requests", "1")]), now);
+    tracker.observe(
+        &b,
+        "other",
+        &info(200, &[("x-ratelimit-remaining-requests", "1")]),
+        now,
+    );
     assert!(!tracker.admit(&b, "m", 10, now).unwrap().is_counted());
 }
 
