@@ -193,7 +193,7 @@ pub(crate) fn parse<'a>(
             // Draft 08+ list item: `"name";r=50;t=30`.
             _ => {
                 let name = unquote(first);
-                let policy = policies.iter().find(|p| p.name == name);
+                let policy = lookup(&policies, name);
                 let Some(unit) = policy.map_or(Some(Unit::Requests), |p| p.unit) else {
                     continue;
                 };
@@ -212,15 +212,57 @@ pub(crate) fn parse<'a>(
     if is_dict {
         // Draft 07 policies are `limit;w=window`: the one whose limit
         // matches, else the first.
-        let matching = policies
-            .iter()
-            .filter(|p| p.bare_limit.is_some())
-            .find(|p| dict.limit.is_some() && p.bare_limit == dict.limit)
-            .or_else(|| policies.iter().find(|p| p.bare_limit.is_some()));
-        dict.window = matching.and_then(|p| p.window);
+        // Draft 07 policies are `limit;w=window`: the shortest window of
+        // those whose limit matches, else of those with the smallest limit
+        // (the strictest reading, whatever the order they were sent in).
+        let bare = |limit: Option<u64>| {
+            policies
+                .iter()
+                .filter(move |p| p.bare_limit.is_some() && p.bare_limit == limit)
+                .filter_map(|p| p.window)
+                .min()
+        };
+        let smallest = policies.iter().filter_map(|p| p.bare_limit).min();
+        dict.window = dict
+            .limit
+            .and_then(|l| bare(Some(l)))
+            .or_else(|| bare(smallest));
         keep(Unit::Requests, dict);
     }
     (requests, tokens)
+}
+
+/// The policy named `name`. When several share the name, the strictest
+/// reading of them: the smallest quota and window, and no unit when they
+/// disagree on it.
+fn lookup(policies: &[Policy<'_>], name: &[u8]) -> Option<Found> {
+    policies
+        .iter()
+        .filter(|p| p.name == name)
+        .fold(None, |found: Option<Found>, p| {
+            Some(match found {
+                None => Found {
+                    unit: p.unit,
+                    quota: p.quota,
+                    window: p.window,
+                },
+                Some(f) => Found {
+                    unit: if f.unit == p.unit { f.unit } else { None },
+                    quota: min_some(f.quota, p.quota),
+                    window: match (f.window, p.window) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    },
+                },
+            })
+        })
+}
+
+#[derive(Clone, Copy)]
+struct Found {
+    unit: Option<Unit>,
+    quota: Option<u64>,
+    window: Option<Duration>,
 }
 
 fn min_some(a: Option<u64>, b: Option<u64>) -> Option<u64> {
