@@ -1,5 +1,8 @@
-//! What streamgate makes of a response's rate-limit information: the logic
-//! of the `explain` example, usable from code and tests.
+//! What streamgate makes of a response's rate-limit information: the
+//! functions the `explain` example calls (the command line itself, its
+//! flags and output framing, lives in the example), usable from code and
+//! tests. An [`Explanation`] serialises to the example's `--json` output
+//! and displays as its text output.
 //!
 //! Input is either raw HTTP (an optional `HTTP/1.1 429` status line, `Name:
 //! value` header lines, then an optional body after a blank line; a new
@@ -31,7 +34,7 @@ use streamgate_core::{BackendId, DisplayDuration};
 use crate::{
     parse::{value, LimitKind},
     tracker::ceil_ms,
-    Limit, QuotaInfo, QuotaStatus, QuotaTracker,
+    ExhaustReason, Limit, QuotaInfo, QuotaStatus, QuotaTracker,
 };
 
 /// One response to explain.
@@ -350,14 +353,24 @@ fn sentence(info: &QuotaInfo, status: QuotaStatus, exhausted_for: Option<Duratio
     match status {
         QuotaStatus::Exhausted { reason, .. } => {
             let for_ = DisplayDuration(exhausted_for.unwrap_or_default());
-            let why = match (info.is_rate_limited(), info.retry_after) {
-                (true, Some(after)) => {
+            let why = match (reason, info.is_rate_limited(), info.retry_after) {
+                (ExhaustReason::NoAllowance, _, _) => {
+                    "the key has no allowance at all, not an empty window: the long zero-allowance cooldown"
+                        .to_owned()
+                }
+                (_, true, Some(after)) => {
                     format!("HTTP 429 with retry-after {}", DisplayDuration(after))
                 }
-                (true, None) => "HTTP 429 without retry information, default cooldown".to_owned(),
-                (false, _) => counts.join(", "),
+                (_, true, None) => {
+                    "HTTP 429 without retry information, default cooldown".to_owned()
+                }
+                (_, false, _) => counts.join(", "),
             };
-            format!("skipped for {for_}: {reason} ({why}){from}")
+            if why.is_empty() {
+                format!("skipped for {for_}: {reason}{from}")
+            } else {
+                format!("skipped for {for_}: {reason} ({why}){from}")
+            }
         }
         QuotaStatus::Tracking if counts.is_empty() => {
             format!("usable: limits known, nothing exhausted{from}")
@@ -373,36 +386,6 @@ fn sentence(info: &QuotaInfo, status: QuotaStatus, exhausted_for: Option<Duratio
 /// Explains every response, in order.
 pub fn explain_all(inputs: &[Input]) -> Vec<Explanation> {
     inputs.iter().map(explain).collect()
-}
-
-/// The example's output: one JSON object per line with `json`, else text.
-pub fn render(explanations: &[Explanation], json: bool) -> String {
-    let mut out = String::new();
-    for (i, e) in explanations.iter().enumerate() {
-        if json {
-            out.push_str(
-                &serde_json::to_string(e).unwrap_or_else(|err| format!("{{\"error\":\"{err}\"}}")),
-            );
-            out.push('\n');
-        } else {
-            if i > 0 {
-                out.push('\n');
-            }
-            out.push_str(&e.to_string());
-        }
-    }
-    out
-}
-
-/// Reads `input` (raw or, with `json`, a JSON array) and renders the
-/// explanations.
-pub fn run(input: &str, json: bool) -> Result<String, InputError> {
-    let inputs = if json {
-        read_json(input)?
-    } else {
-        read_raw(input)?
-    };
-    Ok(render(&explain_all(&inputs), json))
 }
 
 impl fmt::Display for Explanation {
