@@ -264,6 +264,9 @@ pub enum Event<'a> {
         remaining_requests: Option<u64>,
         /// Tokens left, when known.
         remaining_tokens: Option<u64>,
+        /// A wait the provider asked for was longer than the tracker honours
+        /// and was cut to its maximum.
+        wait_capped: bool,
     },
     /// A request waited to stay under a rate (pacing, or failover waiting for
     /// a backend to admit again).

@@ -209,6 +209,7 @@ async fn throttling_breaker_quota_and_failover_events_are_kept() {
         exhausted_for: Some(Duration::from_secs(30)),
         remaining_requests: Some(0),
         remaining_tokens: Some(1200),
+        wait_capped: false,
     });
     tracker.record(&Event::Failover {
         from: &a,

@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::families::RateLimitHeaders;
 use crate::log::RequestInfo;
 use crate::plan::Plan;
 use crate::ratelimit::Limits;
@@ -24,6 +25,7 @@ pub struct MockConfig {
     pub(crate) sequence: Vec<Plan>,
     pub(crate) script: Option<Arc<ScriptFn>>,
     pub(crate) limits: Limits,
+    pub(crate) headers: RateLimitHeaders,
 }
 
 impl MockConfig {
@@ -68,6 +70,13 @@ impl MockConfig {
         self.limits.tokens_per_minute = Some(limit);
         self
     }
+
+    /// Reports the rate limits in another provider's header family instead
+    /// of the dialect's own (see [`RateLimitHeaders`]).
+    pub fn with_rate_limit_headers(mut self, family: RateLimitHeaders) -> Self {
+        self.headers = family;
+        self
+    }
 }
 
 impl fmt::Debug for MockConfig {
@@ -80,6 +89,7 @@ impl fmt::Debug for MockConfig {
                 &self.script.as_ref().map(|_| "Fn(&RequestInfo) -> Plan"),
             )
             .field("limits", &self.limits)
+            .field("headers", &self.headers)
             .finish()
     }
 }

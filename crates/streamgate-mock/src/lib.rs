@@ -92,6 +92,7 @@
 //! really closed its connection.
 
 mod config;
+mod families;
 mod formats;
 mod log;
 mod plan;
@@ -100,6 +101,7 @@ mod server;
 mod wire;
 
 pub use config::MockConfig;
+pub use families::RateLimitHeaders;
 pub use formats::{expected_text, token_text, Provider};
 pub use log::{RequestInfo, RequestLog};
 pub use plan::{KeepAlive, Plan, DEFAULT_OUTPUT_TOKENS};

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{MockConfig, Plans};
+use crate::families::RateLimitHeaders;
 use crate::formats::{insert_header, Dialect, ErrorCause, Provider, StreamMeta};
 use crate::log::{Recorder, RequestInfo, RequestLog, StreamGuard};
 use crate::plan::Plan;
@@ -48,6 +49,7 @@ pub struct MockServer {
 struct Shared {
     recorder: Arc<Recorder>,
     plans: Plans,
+    headers: RateLimitHeaders,
     /// Turns `true` when the server shuts down; streams in flight abort on it.
     shutdown: watch::Receiver<bool>,
 }
@@ -61,6 +63,7 @@ impl MockServer {
         let shared = Arc::new(Shared {
             recorder: Arc::new(Recorder::new(config.limits)),
             plans: Plans::new(&config),
+            headers: config.headers,
             shutdown: stopping.clone(),
         });
         let app = router(Arc::clone(&shared));
@@ -305,6 +308,7 @@ async fn respond(
     let meta = stream_meta(&request, &plan, input_tokens);
     let reply = Reply {
         dialect: provider.dialect(),
+        family: shared.headers,
         meta,
         guard,
         error_body: plan.error_body.clone(),
@@ -370,6 +374,8 @@ fn stream_meta(request: &RequestInfo, plan: &Plan, input_tokens: u64) -> StreamM
 /// The answer to one request, in the provider's dialect.
 struct Reply {
     dialect: &'static dyn Dialect,
+    /// The rate-limit header family, when not the dialect's own.
+    family: RateLimitHeaders,
     meta: StreamMeta,
     guard: StreamGuard,
     /// The plan's replacement for the dialect's error body.
@@ -388,8 +394,10 @@ impl Reply {
         if let Some(name) = self.dialect.request_id_header() {
             insert_header(&mut headers, name, &self.meta.id);
         }
-        self.dialect
-            .quota_headers(quota, retry_after, SystemTime::now(), &mut headers);
+        if !self.family.write(quota, retry_after, &mut headers) {
+            self.dialect
+                .quota_headers(quota, retry_after, SystemTime::now(), &mut headers);
+        }
         headers
     }
 
@@ -401,12 +409,15 @@ impl Reply {
         quota: QuotaReport,
     ) -> Response {
         let headers = self.headers("application/json", &quota, retry_after);
-        let body = match (cause, self.error_body.take()) {
+        let mut body = match (cause, self.error_body.take()) {
             (ErrorCause::Scripted, Some(body)) => body,
             _ => self
                 .dialect
                 .error_body(status, cause, &self.meta, retry_after),
         };
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            self.family.write_body(&quota, SystemTime::now(), &mut body);
+        }
         self.guard.set_status(status, self.meta.input_tokens);
         self.guard.end();
         (status, headers, body.to_string()).into_response()

@@ -20,6 +20,37 @@
 
 use std::io::Read;
 
+use streamgate_quota::explain::{explain_all, read_json, read_raw, Explanation, InputError};
+
+/// One JSON object per line with `json`, else the text form, a blank line
+/// between responses.
+fn render(explanations: &[Explanation], json: bool) -> String {
+    let mut out = String::new();
+    for (i, e) in explanations.iter().enumerate() {
+        if json {
+            out.push_str(
+                &serde_json::to_string(e).unwrap_or_else(|err| format!("{{\"error\":\"{err}\"}}")),
+            );
+            out.push('\n');
+        } else {
+            if i > 0 {
+                out.push('\n');
+            }
+            out.push_str(&e.to_string());
+        }
+    }
+    out
+}
+
+fn run(input: &str, json: bool) -> Result<String, InputError> {
+    let inputs = if json {
+        read_json(input)?
+    } else {
+        read_raw(input)?
+    };
+    Ok(render(&explain_all(&inputs), json))
+}
+
 fn main() {
     let json = std::env::args().skip(1).any(|a| a == "--json");
     let mut input = String::new();
@@ -27,7 +58,7 @@ fn main() {
         eprintln!("explain: cannot read stdin: {e}");
         std::process::exit(2);
     }
-    match streamgate_quota::explain::run(&input, json) {
+    match run(&input, json) {
         Ok(out) => print!("{out}"),
         Err(e) => {
             eprintln!("explain: {e}");

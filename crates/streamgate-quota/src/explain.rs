@@ -1,5 +1,8 @@
-//! What streamgate makes of a response's rate-limit information: the logic
-//! of the `explain` example, usable from code and tests.
+//! What streamgate makes of a response's rate-limit information: the
+//! functions the `explain` example calls (the command line itself, its
+//! flags and output framing, lives in the example), usable from code and
+//! tests. An [`Explanation`] serialises to the example's `--json` output
+//! and displays as its text output.
 //!
 //! Input is either raw HTTP (an optional `HTTP/1.1 429` status line, `Name:
 //! value` header lines, then an optional body after a blank line; a new
@@ -28,7 +31,11 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::Serialize;
 use streamgate_core::{BackendId, DisplayDuration};
 
-use crate::{parse::value, tracker::ceil_ms, Limit, QuotaInfo, QuotaStatus, QuotaTracker};
+use crate::{
+    parse::{value, LimitKind},
+    tracker::ceil_ms,
+    ExhaustReason, Limit, QuotaInfo, QuotaStatus, QuotaTracker,
+};
 
 /// One response to explain.
 #[derive(Clone, Debug)]
@@ -181,8 +188,9 @@ pub fn read_json(input: &str) -> Result<Vec<Input>, InputError> {
 pub struct SplitLimit {
     /// The limit.
     pub limit: Option<u64>,
-    /// What is left.
-    pub remaining: Option<u64>,
+    /// What is left (negative when the provider reports the window
+    /// oversubscribed).
+    pub remaining: Option<i64>,
     /// Until it resets, in whole milliseconds rounded up.
     pub reset_after_ms: Option<u64>,
 }
@@ -212,6 +220,24 @@ pub struct Extra {
     pub schemes: Vec<&'static str>,
     /// OpenAI's "Request too large": about this request only.
     pub request_too_large: bool,
+    /// Every limit beside the primary figures (other windows and scopes).
+    pub windows: Vec<WindowExplanation>,
+    /// What the request cost in tokens, when the provider says (Mistral).
+    pub tokens_query_cost: Option<u64>,
+}
+
+/// One limit beside the primary figures.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WindowExplanation {
+    /// What it counts: `requests`, `tokens`, `input_tokens`, `output_tokens`.
+    pub kind: LimitKind,
+    /// Its name (`requests-day`, `tokens-month`, `project-tokens`, …).
+    pub name: &'static str,
+    /// Its window in seconds, when known.
+    pub window_s: Option<u64>,
+    /// The figures.
+    #[serde(flatten)]
+    pub limit: SplitLimit,
 }
 
 /// What streamgate makes of one response.
@@ -219,10 +245,10 @@ pub struct Extra {
 pub struct Explanation {
     /// The status.
     pub status: u16,
-    /// Requests left.
-    pub remaining_requests: Option<u64>,
+    /// Requests left (the primary figure; negative when oversubscribed).
+    pub remaining_requests: Option<i64>,
     /// Tokens left (the combined limit, where the provider sends one).
-    pub remaining_tokens: Option<u64>,
+    pub remaining_tokens: Option<i64>,
     /// The request limit.
     pub limit_requests: Option<u64>,
     /// The token limit (combined).
@@ -283,6 +309,17 @@ pub fn explain(input: &Input) -> Explanation {
             tokens_window_s: window(&info.tokens),
             schemes: info.schemes.names().collect(),
             request_too_large: info.request_too_large,
+            windows: info
+                .windows
+                .iter()
+                .map(|w| WindowExplanation {
+                    kind: w.kind,
+                    name: w.name,
+                    window_s: window(&w.limit),
+                    limit: SplitLimit::from(&w.limit),
+                })
+                .collect(),
+            tokens_query_cost: info.tokens_query_cost,
         },
         state: status.state().as_str(),
         exhausted_for_ms: ms(exhausted_for),
@@ -316,14 +353,24 @@ fn sentence(info: &QuotaInfo, status: QuotaStatus, exhausted_for: Option<Duratio
     match status {
         QuotaStatus::Exhausted { reason, .. } => {
             let for_ = DisplayDuration(exhausted_for.unwrap_or_default());
-            let why = match (info.is_rate_limited(), info.retry_after) {
-                (true, Some(after)) => {
+            let why = match (reason, info.is_rate_limited(), info.retry_after) {
+                (ExhaustReason::NoAllowance, _, _) => {
+                    "the key has no allowance at all, not an empty window: the long zero-allowance cooldown"
+                        .to_owned()
+                }
+                (_, true, Some(after)) => {
                     format!("HTTP 429 with retry-after {}", DisplayDuration(after))
                 }
-                (true, None) => "HTTP 429 without retry information, default cooldown".to_owned(),
-                (false, _) => counts.join(", "),
+                (_, true, None) => {
+                    "HTTP 429 without retry information, default cooldown".to_owned()
+                }
+                (_, false, _) => counts.join(", "),
             };
-            format!("skipped for {for_}: {reason} ({why}){from}")
+            if why.is_empty() {
+                format!("skipped for {for_}: {reason}{from}")
+            } else {
+                format!("skipped for {for_}: {reason} ({why}){from}")
+            }
         }
         QuotaStatus::Tracking if counts.is_empty() => {
             format!("usable: limits known, nothing exhausted{from}")
@@ -341,39 +388,11 @@ pub fn explain_all(inputs: &[Input]) -> Vec<Explanation> {
     inputs.iter().map(explain).collect()
 }
 
-/// The example's output: one JSON object per line with `json`, else text.
-pub fn render(explanations: &[Explanation], json: bool) -> String {
-    let mut out = String::new();
-    for (i, e) in explanations.iter().enumerate() {
-        if json {
-            out.push_str(
-                &serde_json::to_string(e).unwrap_or_else(|err| format!("{{\"error\":\"{err}\"}}")),
-            );
-            out.push('\n');
-        } else {
-            if i > 0 {
-                out.push('\n');
-            }
-            out.push_str(&e.to_string());
-        }
-    }
-    out
-}
-
-/// Reads `input` (raw or, with `json`, a JSON array) and renders the
-/// explanations.
-pub fn run(input: &str, json: bool) -> Result<String, InputError> {
-    let inputs = if json {
-        read_json(input)?
-    } else {
-        read_raw(input)?
-    };
-    Ok(render(&explain_all(&inputs), json))
-}
-
 impl fmt::Display for Explanation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let opt = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+        fn opt<T: ToString>(v: Option<T>) -> String {
+            v.map_or_else(|| "-".to_owned(), |v| v.to_string())
+        }
         let dur = |v: Option<u64>| {
             v.map_or_else(
                 || "-".to_owned(),

@@ -4,17 +4,19 @@
 //! requests and tokens per minute.
 //!
 //! - [`QuotaInfo::parse`]: every rate-limit scheme in one struct (OpenAI,
-//!   Azure, Groq, Anthropic, OpenRouter, Cerebras, IETF `RateLimit`,
-//!   `retry-after`, Gemini `RetryInfo`); see [`parse`] for the rules.
+//!   Azure, Groq, Anthropic, OpenRouter headers and 429 bodies, Cerebras,
+//!   Mistral, Together, Cohere trial keys, IETF `RateLimit`, `retry-after`,
+//!   Gemini `RetryInfo`), each window kept; see [`parse`] for the rules.
 //! - [`QuotaTracker`]: Available / Tracking / Exhausted per (backend, model),
-//!   pure and driven by `now`.
+//!   pure and driven by `now`, with in-flight accounting
+//!   ([`QuotaTracker::admit`] and its [`InFlight`] guard).
 //! - [`QuotaLayer`]: refuses with
 //!   [`Rejected`](streamgate_core::Rejected)`{ reason: QuotaExhausted }`
 //!   before calling, and learns from every response and error.
 //! - [`PacingLayer`]: waits (never fails) to stay under configured or learned
 //!   limits, token-weighted by the request's estimate.
-//! - [`explain`]: what streamgate makes of a response, for people (the
-//!   `explain` example) and for checks.
+//! - [`explain`]: what streamgate makes of a response: the functions the
+//!   `explain` example (the command line) calls, and checks use.
 //!
 //! # Example
 //!
@@ -62,8 +64,8 @@ mod tracker;
 
 pub use gate::{Quota, QuotaLayer, QuotaObserver, ResponseFuture};
 pub use pacing::{Pacing, PacingLayer, PacingLayerBuilder};
-pub use parse::{Limit, QuotaInfo, Schemes};
+pub use parse::{Limit, LimitKind, QuotaInfo, Schemes, WindowLimit};
 pub use tracker::{
-    ConfigError, ExhaustReason, KeySnapshot, LearnedLimits, QuotaStatus, QuotaTracker,
-    QuotaTrackerBuilder, Refusal,
+    ConfigError, ExhaustReason, InFlight, KeySnapshot, LearnedLimits, QuotaStatus, QuotaTracker,
+    QuotaTrackerBuilder, Refusal, MAX_DURATION,
 };

@@ -14,8 +14,21 @@
 //! # Rules
 //!
 //! - A remaining count of zero (requests, tokens, or Anthropic's input or
-//!   output tokens) exhausts the key until the latest reset among the
-//!   depleted limits; without a reset, for the default cooldown.
+//!   output tokens, in the primary figure or in any other
+//!   [window](crate::QuotaInfo::windows)) exhausts the key until the latest
+//!   reset among the depleted limits; without a reset, for the default
+//!   cooldown. A *negative* remaining count (Azure, oversubscribed) is
+//!   reported as 0 left but exhausts nothing on its own: the provider still
+//!   accepted the request it came with.
+//! - A limit of zero means the key has no allowance at all (a free tier
+//!   without this model): the key is exhausted for the
+//!   [zero-allowance cooldown](QuotaTrackerBuilder::zero_allowance_cooldown)
+//!   (default 1 hour) with reason [`ExhaustReason::NoAllowance`], so it is
+//!   not retried in a loop.
+//! - Every wait a provider asks for (`retry-after`, a reset) is honoured up
+//!   to [`max_wait`](QuotaTrackerBuilder::max_wait) (default 1 hour); a
+//!   longer one is cut to it, and the [`Event::QuotaUpdate`] says so
+//!   (`wait_capped`).
 //! - A 429 (or an in-band rate-limit error) exhausts the key until the
 //!   later of its `retry-after` (a floor) and the latest reset among depleted
 //!   limits; with neither, for the default cooldown. OpenAI's "Request too large" 429 is about one request
@@ -25,8 +38,21 @@
 //! - A remaining count is only believed until its reset (or, without a
 //!   reset, for the freshness TTL): after that it is stale and ignored.
 //! - Optionally (*predictive*), a request whose token estimate exceeds the
-//!   fresh remaining tokens (the stricter of combined, input and output) is
-//!   refused until that limit resets, without changing the key's state.
+//!   fresh remaining tokens (the stricter of combined, input and output,
+//!   less the estimates in flight) is refused until that limit resets,
+//!   without changing the key's state.
+//!
+//! # In flight
+//!
+//! [`QuotaTracker::admit`] counts each admitted request (and its token
+//! estimate) until its [`InFlight`] guard is dropped, which the caller does
+//! once the response's headers have been observed, or when the request
+//! fails or is cancelled. While headers last said `remaining: 5`, at most 5
+//! requests are admitted before an answer brings fresh figures; the rest
+//! are refused with [`ExhaustReason::InFlight`]. Fresh headers replace the
+//! baseline; the requests still unanswered keep counting against it (the
+//! provider may not have seen them yet), which errs on the side of not
+//! sending. A negative remaining count (see above) does not gate.
 //!
 //! # Memory
 //!
@@ -50,7 +76,12 @@ use serde::Serialize;
 use streamgate_core::{emit, BackendId, Event, QuotaState, SharedSink};
 use tokio::time::Instant;
 
-use crate::parse::{Limit, QuotaInfo};
+use crate::parse::{Limit, LimitKind, QuotaInfo};
+
+mod in_flight;
+
+pub use in_flight::InFlight;
+use in_flight::Pending;
 
 /// Why a key is exhausted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -69,6 +100,11 @@ pub enum ExhaustReason {
     /// The request's estimate exceeds the tokens left (predictive check; the
     /// key itself stays Tracking).
     InsufficientTokens,
+    /// A limit is zero: the key has no allowance for this model at all.
+    NoAllowance,
+    /// What is left is taken by requests in flight (the key itself stays
+    /// Tracking).
+    InFlight,
 }
 
 impl ExhaustReason {
@@ -81,6 +117,8 @@ impl ExhaustReason {
             Self::OutputTokensDepleted => "output_tokens_depleted",
             Self::RateLimited => "rate_limited",
             Self::InsufficientTokens => "insufficient_tokens",
+            Self::NoAllowance => "no_allowance",
+            Self::InFlight => "in_flight",
         }
     }
 }
@@ -94,6 +132,8 @@ impl fmt::Display for ExhaustReason {
             Self::OutputTokensDepleted => "no output tokens left",
             Self::RateLimited => "rate limited",
             Self::InsufficientTokens => "fewer tokens left than the request needs",
+            Self::NoAllowance => "no allowance for this model (limit 0)",
+            Self::InFlight => "what is left is taken by requests in flight",
         })
     }
 }
@@ -193,9 +233,6 @@ pub struct KeySnapshot {
 }
 
 const REQUESTS: usize = 0;
-const TOKENS: usize = 1;
-const INPUT: usize = 2;
-const OUTPUT: usize = 3;
 const DEPLETED: [ExhaustReason; 4] = [
     ExhaustReason::RequestsDepleted,
     ExhaustReason::TokensDepleted,
@@ -203,59 +240,95 @@ const DEPLETED: [ExhaustReason; 4] = [
     ExhaustReason::OutputTokensDepleted,
 ];
 
+fn index_of(kind: LimitKind) -> usize {
+    match kind {
+        LimitKind::Requests => 0,
+        LimitKind::Tokens => 1,
+        LimitKind::InputTokens => 2,
+        LimitKind::OutputTokens => 3,
+    }
+}
+
+/// `now + d`, saturating far in the future instead of panicking. Every
+/// duration added is capped well below the point where this matters.
+fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(MAX_DURATION))
+        .unwrap_or(now)
+}
+
 #[derive(Clone, Copy, Debug, Default)]
 struct Bucket {
     limit: Option<u64>,
     window: Option<Duration>,
-    remaining: Option<u64>,
+    /// Signed as sent.
+    remaining: Option<i64>,
     reset_at: Option<Instant>,
     /// The remaining count is believed until then.
     fresh_until: Option<Instant>,
 }
 
 impl Bucket {
-    fn fresh_remaining(&self, now: Instant) -> Option<u64> {
+    fn fresh_remaining(&self, now: Instant) -> Option<i64> {
         match self.fresh_until {
             Some(t) if now < t => self.remaining,
             _ => None,
         }
     }
 
-    fn learn(&mut self, limit: &Limit, now: Instant, ttl: Duration) {
+    /// Learns `limit`; `reset` is its reset already capped.
+    fn learn(&mut self, limit: &Limit, reset: Option<Duration>, now: Instant, ttl: Duration) {
         if limit.limit.is_some() {
             self.limit = limit.limit;
         }
         if limit.window.is_some() {
             self.window = limit.window;
         }
-        if let Some(reset) = limit.reset_after {
-            self.reset_at = Some(now + reset);
+        if let Some(reset) = reset {
+            self.reset_at = Some(later(now, reset));
         }
         if let Some(remaining) = limit.remaining {
             self.remaining = Some(remaining);
-            self.fresh_until = Some(match limit.reset_after {
-                Some(reset) => now + reset,
-                None => now + ttl,
-            });
+            self.fresh_until = Some(later(now, reset.unwrap_or(ttl)));
         }
+    }
+}
+
+/// A fresh remaining count and until when it is believed.
+#[derive(Clone, Copy)]
+struct Left {
+    remaining: i64,
+    fresh_until: Instant,
+}
+
+impl Left {
+    /// The count for scheduling: a negative count is zero.
+    fn scheduled(self) -> u64 {
+        u64::try_from(self.remaining).unwrap_or(0)
     }
 }
 
 #[derive(Debug)]
 struct Entry {
     buckets: [Bucket; 4],
+    /// Limits beside the primary figures, by kind and name. Names come from
+    /// the parser's fixed table, so this holds at most a few dozen.
+    windows: Vec<(LimitKind, &'static str, Bucket)>,
     exhausted: Option<(Instant, ExhaustReason)>,
     last_seen: Instant,
     known: bool,
+    pending: Arc<Pending>,
 }
 
 impl Entry {
     fn new(now: Instant) -> Self {
         Self {
             buckets: [Bucket::default(); 4],
+            windows: Vec::new(),
             exhausted: None,
             last_seen: now,
             known: false,
+            pending: Arc::default(),
         }
     }
 
@@ -267,11 +340,57 @@ impl Entry {
         }
     }
 
-    fn remaining_tokens(&self, now: Instant) -> Option<(u64, usize)> {
-        [TOKENS, INPUT, OUTPUT]
-            .into_iter()
-            .filter_map(|i| self.buckets[i].fresh_remaining(now).map(|r| (r, i)))
-            .min_by_key(|(r, _)| *r)
+    fn bucket_mut(&mut self, kind: LimitKind, window: Option<&'static str>) -> &mut Bucket {
+        let Some(name) = window else {
+            return &mut self.buckets[index_of(kind)];
+        };
+        let i = match self
+            .windows
+            .iter()
+            .position(|(k, n, _)| *k == kind && *n == name)
+        {
+            Some(i) => i,
+            None => {
+                self.windows.push((kind, name, Bucket::default()));
+                self.windows.len() - 1
+            }
+        };
+        &mut self.windows[i].2
+    }
+
+    /// The strictest fresh remaining count among `kinds`, every window
+    /// included.
+    fn left(&self, kinds: &[LimitKind], now: Instant) -> Option<Left> {
+        let primaries = kinds.iter().map(|k| &self.buckets[index_of(*k)]);
+        let windows = self
+            .windows
+            .iter()
+            .filter(|(k, _, _)| kinds.contains(k))
+            .map(|(_, _, b)| b);
+        primaries
+            .chain(windows)
+            .filter_map(|b| {
+                Some(Left {
+                    remaining: b.fresh_remaining(now)?,
+                    fresh_until: b.fresh_until?,
+                })
+            })
+            .min_by_key(|l| (l.remaining, std::cmp::Reverse(l.fresh_until)))
+    }
+
+    fn requests_left(&self, now: Instant) -> Option<Left> {
+        self.left(&[LimitKind::Requests], now)
+    }
+
+    fn tokens_left(&self, now: Instant) -> Option<Left> {
+        self.left(
+            &[
+                LimitKind::Tokens,
+                LimitKind::InputTokens,
+                LimitKind::OutputTokens,
+            ],
+            now,
+        )
     }
 }
 
@@ -279,6 +398,8 @@ impl Entry {
 struct Config {
     default_cooldown: Duration,
     min_cooldown: Duration,
+    zero_allowance_cooldown: Duration,
+    max_wait: Duration,
     freshness: Duration,
     max_keys: usize,
     predictive: bool,
@@ -291,9 +412,16 @@ pub struct QuotaTrackerBuilder {
     sink: SharedSink,
 }
 
+/// The longest duration any setting of the builder accepts: a year. Longer
+/// values are refused by [`QuotaTrackerBuilder::build`], so that no
+/// `now + duration` can overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
 const DEFAULT_CONFIG: Config = Config {
     default_cooldown: Duration::from_secs(10),
     min_cooldown: Duration::from_millis(100),
+    zero_allowance_cooldown: Duration::from_secs(3600),
+    max_wait: Duration::from_secs(3600),
     freshness: Duration::from_secs(60),
     max_keys: 4096,
     predictive: false,
@@ -325,6 +453,27 @@ impl QuotaTrackerBuilder {
     #[must_use]
     pub fn min_cooldown(mut self, cooldown: Duration) -> Self {
         self.config.min_cooldown = cooldown;
+        self
+    }
+
+    /// How long a limit of zero (no allowance for this model at all)
+    /// exhausts a key. Default 1 hour: waiting within a window cannot give
+    /// an allowance, so the key is asked again only rarely, in case the
+    /// account was upgraded.
+    #[must_use]
+    pub fn zero_allowance_cooldown(mut self, cooldown: Duration) -> Self {
+        self.config.zero_allowance_cooldown = cooldown;
+        self
+    }
+
+    /// The longest provider-supplied wait honoured (`retry-after`, a reset
+    /// time): a longer one is cut to this, and the update event says so.
+    /// Default 1 hour: no per-minute or per-hour limit needs more, and one
+    /// hostile or broken response (`retry-after: 999999999`) cannot take a
+    /// backend out for decades.
+    #[must_use]
+    pub fn max_wait(mut self, max: Duration) -> Self {
+        self.config.max_wait = max;
         self
     }
 
@@ -360,7 +509,9 @@ impl QuotaTrackerBuilder {
         self
     }
 
-    /// Checks the configuration.
+    /// Checks the configuration: no duration may exceed [`MAX_DURATION`],
+    /// and none of the cooldowns or the maximum wait may be below the
+    /// minimum cooldown.
     pub fn build(self) -> Result<QuotaTracker, ConfigError> {
         let c = self.config;
         if c.max_keys == 0 {
@@ -369,9 +520,37 @@ impl QuotaTrackerBuilder {
         if c.min_cooldown.is_zero() {
             return Err(ConfigError("minimum cooldown must not be zero"));
         }
+        let durations = [
+            (
+                c.default_cooldown,
+                "default cooldown must be at most a year",
+            ),
+            (c.min_cooldown, "minimum cooldown must be at most a year"),
+            (
+                c.zero_allowance_cooldown,
+                "zero-allowance cooldown must be at most a year",
+            ),
+            (c.max_wait, "maximum wait must be at most a year"),
+            (c.freshness, "freshness must be at most a year"),
+        ];
+        for (d, message) in durations {
+            if d > MAX_DURATION {
+                return Err(ConfigError(message));
+            }
+        }
         if c.default_cooldown < c.min_cooldown {
             return Err(ConfigError(
                 "default cooldown must not be below the minimum cooldown",
+            ));
+        }
+        if c.zero_allowance_cooldown < c.min_cooldown {
+            return Err(ConfigError(
+                "zero-allowance cooldown must not be below the minimum cooldown",
+            ));
+        }
+        if c.max_wait < c.min_cooldown {
+            return Err(ConfigError(
+                "maximum wait must not be below the minimum cooldown",
             ));
         }
         if c.freshness.is_zero() {
@@ -507,7 +686,9 @@ impl QuotaTracker {
     }
 
     /// Whether a request for `model` with `estimated_tokens` may be sent to
-    /// `backend` now. A read lock and no allocation for a known key.
+    /// `backend` now, counting the requests in flight but without adding
+    /// this one (see [`admit`](Self::admit)). A read lock and no allocation
+    /// for a known key.
     pub fn check(
         &self,
         backend: &BackendId,
@@ -515,13 +696,31 @@ impl QuotaTracker {
         estimated_tokens: u64,
         now: Instant,
     ) -> Result<(), Refusal> {
+        self.admit(backend, model, estimated_tokens, now)
+            .map(InFlight::release)
+    }
+
+    /// Admits a request for `model` with `estimated_tokens` to `backend`
+    /// now, or says why not. An admitted request counts against what the
+    /// key's last headers said was left (requests and tokens) until the
+    /// returned guard is dropped: drop it once the response's headers have
+    /// been observed, or when the request ends without them. A read lock,
+    /// a few atomic operations and no allocation for a known key; a key
+    /// never observed admits everything uncounted.
+    pub fn admit(
+        &self,
+        backend: &BackendId,
+        model: &str,
+        estimated_tokens: u64,
+        now: Instant,
+    ) -> Result<InFlight, Refusal> {
         if !self.inner.populated.load(Ordering::Acquire) {
-            return Ok(());
+            return Ok(InFlight::untracked());
         }
-        let expired = {
+        let (admitted, expired) = {
             let keys = self.read();
             let Some(entry) = keys.get(backend, model) else {
-                return Ok(());
+                return Ok(InFlight::untracked());
             };
             if let Some((until, reason)) = entry.exhausted {
                 if now < until {
@@ -531,31 +730,61 @@ impl QuotaTracker {
                     });
                 }
             }
-            self.predict(entry, estimated_tokens, now)?;
-            entry.exhausted.is_some()
+            (
+                self.reserve(entry, estimated_tokens, now)?,
+                entry.exhausted.is_some(),
+            )
         };
         if expired {
             self.expire(backend, model, now);
         }
-        Ok(())
+        Ok(admitted)
     }
 
-    fn predict(&self, entry: &Entry, estimate: u64, now: Instant) -> Result<(), Refusal> {
-        if !self.inner.config.predictive || estimate == 0 {
-            return Ok(());
-        }
-        match entry.remaining_tokens(now) {
-            Some((remaining, i)) if remaining < estimate => {
-                let until = entry.buckets[i]
-                    .fresh_until
-                    .unwrap_or(now + self.inner.config.default_cooldown);
-                Err(Refusal {
-                    retry_after: until.saturating_duration_since(now),
+    /// Counts one request against the fresh remaining counts, or refuses.
+    fn reserve(&self, entry: &Entry, estimate: u64, now: Instant) -> Result<InFlight, Refusal> {
+        let c = &self.inner.config;
+        let refuse = |left: Left, reason| Refusal {
+            retry_after: left
+                .fresh_until
+                .saturating_duration_since(now)
+                .max(c.min_cooldown),
+            reason,
+        };
+        let pending = &entry.pending;
+        // A negative count does not gate (see the module docs).
+        let requests = entry.requests_left(now).filter(|l| l.remaining >= 0);
+        let tokens = entry.tokens_left(now).filter(|l| l.remaining >= 0);
+        if let Some(left) = tokens {
+            let in_flight = pending.tokens();
+            let available = left.scheduled().saturating_sub(in_flight);
+            if c.predictive && estimate > 0 && available < estimate {
+                return Err(Refusal {
+                    retry_after: left.fresh_until.saturating_duration_since(now),
                     reason: ExhaustReason::InsufficientTokens,
-                })
+                });
             }
-            _ => Ok(()),
         }
+        if !pending.take_request(requests.map(Left::scheduled)) {
+            return Err(requests.map_or(
+                Refusal {
+                    retry_after: c.min_cooldown,
+                    reason: ExhaustReason::InFlight,
+                },
+                |l| refuse(l, ExhaustReason::InFlight),
+            ));
+        }
+        if !pending.take_tokens(estimate, tokens.map(Left::scheduled), c.predictive) {
+            pending.release(1, 0);
+            return Err(tokens.map_or(
+                Refusal {
+                    retry_after: c.min_cooldown,
+                    reason: ExhaustReason::InFlight,
+                },
+                |l| refuse(l, ExhaustReason::InFlight),
+            ));
+        }
+        Ok(InFlight::counted(entry.pending.clone(), estimate))
     }
 
     /// Clears an exhaustion that has run out, and reports it.
@@ -568,7 +797,7 @@ impl QuotaTracker {
             match entry.exhausted {
                 Some((until, _)) if now >= until => {
                     entry.exhausted = None;
-                    Some(self.update_of(entry, now))
+                    Some(self.update_of(entry, now, false))
                 }
                 _ => None,
             }
@@ -611,72 +840,88 @@ impl QuotaTracker {
         now: Instant,
     ) -> QuotaStatus {
         let c = self.inner.config;
-        let has_limits = [
-            &info.requests,
-            &info.tokens,
-            &info.input_tokens,
-            &info.output_tokens,
-        ]
-        .iter()
-        .any(|l| l.is_known());
+        let has_limits = info.all_limits().next().is_some();
         if !has_limits && !rate_limited {
             // Nothing to learn: do not create a key for it, nor take the
             // write lock.
             return self.status(backend, model, now);
         }
+        let mut capped = false;
+        let mut cap = |d: Duration| {
+            if d > c.max_wait {
+                capped = true;
+                c.max_wait
+            } else {
+                d
+            }
+        };
         let (status, update) = {
             let mut keys = self.write();
             let entry = keys.entry(backend, model, now, c.max_keys);
             if !self.inner.populated.load(Ordering::Relaxed) {
                 self.inner.populated.store(true, Ordering::Release);
             }
-            let before = self.update_of(entry, now);
+            let before = self.update_of(entry, now, false);
             entry.last_seen = now;
             entry.known |= has_limits;
-            let limits = [
-                &info.requests,
-                &info.tokens,
-                &info.input_tokens,
-                &info.output_tokens,
-            ];
-            for (bucket, limit) in entry.buckets.iter_mut().zip(limits) {
-                bucket.learn(limit, now, c.freshness);
-            }
 
             // The latest reset among fresh depleted limits of this response,
-            // and whether any of them has no reset time at all.
+            // whether any of them has no reset time at all, and whether any
+            // limit is zero.
             let mut candidate: Option<(Instant, ExhaustReason)> = None;
             let mut depleted_without_reset = None;
-            for (i, limit) in limits.iter().enumerate() {
+            let mut zero_allowance = false;
+            let primaries = LimitKind::ALL.map(|k| (k, None, info.primary(k)));
+            let windows = info
+                .windows
+                .iter()
+                .map(|w| (w.kind, Some(w.name), &w.limit));
+            for (kind, name, limit) in primaries.into_iter().chain(windows) {
+                if !limit.is_known() {
+                    continue;
+                }
+                let reset = limit.reset_after.map(&mut cap);
+                entry
+                    .bucket_mut(kind, name)
+                    .learn(limit, reset, now, c.freshness);
+                zero_allowance |= limit.is_zero_allowance();
                 if !limit.is_depleted() {
                     continue;
                 }
-                match limit.reset_after {
+                let reason = DEPLETED[index_of(kind)];
+                match reset {
                     Some(reset) if reset.is_zero() => {} // already reset: stale
                     Some(reset) => {
-                        let until = now + reset;
+                        let until = later(now, reset);
                         if candidate.is_none_or(|(u, _)| until > u) {
-                            candidate = Some((until, DEPLETED[i]));
+                            candidate = Some((until, reason));
                         }
                     }
-                    None => depleted_without_reset = Some(DEPLETED[i]),
+                    None => depleted_without_reset = Some(reason),
                 }
             }
             if rate_limited && !info.request_too_large {
                 // Retry-After is a floor under what the depleted limits say.
-                let until = match (info.retry_after.map(|after| now + after), candidate) {
+                let floor = info.retry_after.map(|after| later(now, cap(after)));
+                let until = match (floor, candidate) {
                     (Some(floor), Some((reset, _))) => floor.max(reset),
                     (Some(floor), None) => floor,
                     (None, Some((reset, _))) => reset,
-                    (None, None) => now + c.default_cooldown,
+                    (None, None) => later(now, c.default_cooldown),
                 };
                 candidate = Some((until, ExhaustReason::RateLimited));
             } else if let (None, Some(reason)) = (candidate, depleted_without_reset) {
-                candidate = Some((now + c.default_cooldown, reason));
+                candidate = Some((later(now, c.default_cooldown), reason));
+            }
+            if zero_allowance {
+                let until = later(now, c.zero_allowance_cooldown);
+                if candidate.is_none_or(|(u, _)| until >= u) {
+                    candidate = Some((until, ExhaustReason::NoAllowance));
+                }
             }
             let mut extended = false;
             if let Some((until, reason)) = candidate {
-                let until = until.max(now + c.min_cooldown);
+                let until = until.max(later(now, c.min_cooldown));
                 match entry.exhausted {
                     Some((old, _)) if now < old && until <= old => {}
                     _ => {
@@ -687,12 +932,13 @@ impl QuotaTracker {
             } else if entry.exhausted.is_some_and(|(until, _)| now >= until) {
                 entry.exhausted = None;
             }
-            let after = self.update_of(entry, now);
+            let after = self.update_of(entry, now, capped);
             // Counts matter to whoever displays them, so a response that only
             // moves `remaining` is reported too (once per response, never per
             // chunk).
             let changed = after.state != before.state
                 || extended
+                || capped
                 || after.remaining_requests != before.remaining_requests
                 || after.remaining_tokens != before.remaining_tokens;
             (entry.status(now), changed.then_some(after))
@@ -703,13 +949,14 @@ impl QuotaTracker {
         status
     }
 
-    fn update_of(&self, entry: &Entry, now: Instant) -> Update {
+    fn update_of(&self, entry: &Entry, now: Instant, wait_capped: bool) -> Update {
         let status = entry.status(now);
         Update {
             state: status.state(),
             exhausted_for: status.exhausted_for(now),
-            remaining_requests: entry.buckets[REQUESTS].fresh_remaining(now),
-            remaining_tokens: entry.remaining_tokens(now).map(|(r, _)| r),
+            remaining_requests: entry.requests_left(now).map(Left::scheduled),
+            remaining_tokens: entry.tokens_left(now).map(Left::scheduled),
+            wait_capped,
         }
     }
 
@@ -721,6 +968,7 @@ impl QuotaTracker {
             exhausted_for: update.exhausted_for,
             remaining_requests: update.remaining_requests,
             remaining_tokens: update.remaining_tokens,
+            wait_capped: update.wait_capped,
         });
     }
 
@@ -729,6 +977,14 @@ impl QuotaTracker {
         self.read()
             .get(backend, model)
             .map_or(QuotaStatus::Available, |e| e.status(now))
+    }
+
+    /// How many requests of one key are admitted and not yet answered, and
+    /// their token estimates.
+    pub fn in_flight(&self, backend: &BackendId, model: &str) -> (u64, u64) {
+        self.read()
+            .get(backend, model)
+            .map_or((0, 0), |e| (e.pending.requests(), e.pending.tokens()))
     }
 
     /// Limits learned from headers for one key, with their windows, for
@@ -741,7 +997,7 @@ impl QuotaTracker {
         let of = |b: &Bucket| Some((b.limit?, b.window?));
         LearnedLimits {
             requests: of(&entry.buckets[REQUESTS]),
-            tokens: of(&entry.buckets[TOKENS]),
+            tokens: of(&entry.buckets[index_of(LimitKind::Tokens)]),
         }
     }
 
@@ -763,10 +1019,10 @@ impl QuotaTracker {
                         _ => None,
                     },
                     exhausted_for_ms: status.exhausted_for(now).map(ceil_ms),
-                    remaining_requests: entry.buckets[REQUESTS].fresh_remaining(now),
-                    remaining_tokens: entry.remaining_tokens(now).map(|(r, _)| r),
+                    remaining_requests: entry.requests_left(now).map(Left::scheduled),
+                    remaining_tokens: entry.tokens_left(now).map(Left::scheduled),
                     limit_requests: entry.buckets[REQUESTS].limit,
-                    limit_tokens: entry.buckets[TOKENS].limit,
+                    limit_tokens: entry.buckets[index_of(LimitKind::Tokens)].limit,
                 }
             })
             .collect();
@@ -813,6 +1069,7 @@ struct Update {
     exhausted_for: Option<Duration>,
     remaining_requests: Option<u64>,
     remaining_tokens: Option<u64>,
+    wait_capped: bool,
 }
 
 #[cfg(test)]

@@ -114,6 +114,7 @@ impl MetricsSink for TracingSink {
                 exhausted_for,
                 remaining_requests,
                 remaining_tokens,
+                ..
             } => {
                 tracing::debug!(target: TARGET, backend = backend.as_str(), model, state = state.as_str(), exhausted_for_ms = exhausted_for.map(ms), remaining_requests = *remaining_requests, remaining_tokens = *remaining_tokens, "quota update");
             }

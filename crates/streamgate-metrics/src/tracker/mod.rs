@@ -401,6 +401,7 @@ impl MetricsSink for PerformanceTracker {
                 exhausted_for,
                 remaining_requests,
                 remaining_tokens,
+                ..
             } => {
                 let now = Instant::now();
                 self.with_key(backend, model, |k| {

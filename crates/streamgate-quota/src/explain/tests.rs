@@ -5,9 +5,10 @@ use serde_json::{json, Value};
 use super::*;
 
 fn run_json(input: Value) -> Vec<Value> {
-    let out = run(&input.to_string(), true).unwrap();
-    out.lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+    let inputs = read_json(&input.to_string()).unwrap();
+    explain_all(&inputs)
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap())
         .collect()
 }
 
@@ -124,7 +125,7 @@ fn raw_header_lines_with_status_and_body() {
     assert_eq!(out[1].remaining_tokens, Some(10));
     assert_eq!(out[1].state, "tracking");
 
-    let text = render(&out, false);
+    let text = out[0].to_string();
     assert!(
         text.starts_with("HTTP 429: skipped for 3 s: rate limited (HTTP 429 with retry-after 3 s)"),
         "{text}"
@@ -152,4 +153,43 @@ fn bad_input_is_reported_not_panicked_on() {
     assert!(read_json(r#"[{"headers": {"a": {"b": 1}}}]"#).is_err());
     let err = read_raw("no colon here\n").unwrap_err();
     assert_eq!(err.to_string(), "line 1: not a header: no colon here");
+}
+
+#[test]
+fn json_keeps_every_window_the_query_cost_and_a_zero_allowance_reason() {
+    let out = run_json(json!([
+        {
+            "status": 200,
+            "headers": {
+                "x-ratelimit-limit-req-minute": "60",
+                "x-ratelimit-remaining-req-minute": "59",
+                "x-ratelimit-remaining-tokens-minute": "4000",
+                "x-ratelimit-remaining-tokens-month": "900000",
+                "x-ratelimit-tokens-query-cost": "12"
+            }
+        },
+        {"status": 200, "headers": {"x-ratelimit-limit-tokens": "0"}}
+    ]));
+    let mistral = &out[0];
+    assert_eq!(mistral["remaining_requests"], 59);
+    assert_eq!(mistral["remaining_tokens"], 4000);
+    assert_eq!(mistral["extra"]["schemes"], json!(["mistral"]));
+    assert_eq!(mistral["extra"]["tokens_query_cost"], 12);
+    assert_eq!(
+        mistral["extra"]["windows"],
+        json!([{
+            "kind": "tokens",
+            "name": "tokens-month",
+            "window_s": 2_592_000,
+            "limit": null,
+            "remaining": 900_000,
+            "reset_after_ms": null
+        }])
+    );
+    let zero = &out[1];
+    assert_eq!(zero["state"], "exhausted");
+    assert_eq!(zero["reason"], "no_allowance");
+    assert_eq!(zero["exhausted_for_ms"], 3_600_000);
+    let sentence = zero["explanation"].as_str().unwrap();
+    assert!(sentence.contains("no allowance"), "{sentence}");
 }

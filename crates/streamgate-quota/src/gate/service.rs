@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use super::ResponseFuture;
-use crate::{QuotaInfo, QuotaTracker};
+use crate::{InFlight, QuotaInfo, QuotaTracker};
 
 /// The service [`QuotaLayer`](super::QuotaLayer) makes.
 #[derive(Clone)]
@@ -77,24 +77,28 @@ where
     fn call(&mut self, request: Req) -> Self::Future {
         let model = request.model();
         let now = Instant::now();
-        if let Err(refusal) =
-            self.tracker
-                .check(&self.backend, model, request.estimated_tokens(), now)
-        {
-            emit(&self.sink, || Event::Rejected {
-                backend: &self.backend,
-                model,
-                reason: RejectReason::QuotaExhausted,
-                retry_after: Some(refusal.retry_after),
-            });
-            let rejected = Rejected::new(self.backend.clone(), RejectReason::QuotaExhausted)
-                .with_retry_after(Some(refusal.retry_after));
-            return ResponseFuture::rejected(rejected);
-        }
+        let admitted = self
+            .tracker
+            .admit(&self.backend, model, request.estimated_tokens(), now);
+        let in_flight = match admitted {
+            Ok(in_flight) => in_flight,
+            Err(refusal) => {
+                emit(&self.sink, || Event::Rejected {
+                    backend: &self.backend,
+                    model,
+                    reason: RejectReason::QuotaExhausted,
+                    retry_after: Some(refusal.retry_after),
+                });
+                let rejected = Rejected::new(self.backend.clone(), RejectReason::QuotaExhausted)
+                    .with_retry_after(Some(refusal.retry_after));
+                return ResponseFuture::rejected(rejected);
+            }
+        };
         let observer = QuotaObserver {
             tracker: self.tracker.clone(),
             backend: self.backend.clone(),
             model: ModelName::new(model),
+            in_flight: Some(in_flight),
         };
         ResponseFuture::call_when_ready(&mut self.inner, request, observer)
     }
@@ -106,6 +110,9 @@ pub struct QuotaObserver {
     tracker: QuotaTracker,
     backend: BackendId,
     model: ModelName,
+    /// Counts the request against the key's remaining quota until its
+    /// response head has been observed, or the request ends without one.
+    in_flight: Option<InFlight>,
 }
 
 /// Longest model name kept inline; longer names are boxed.
@@ -193,11 +200,12 @@ impl<C> StreamObserver<C> for QuotaObserver {
     fn on_response(&mut self, parts: &Parts) {
         // Most responses carry nothing to learn (no rate-limit headers, not
         // a 429): skip the parse, both clocks and the tracker.
-        if !QuotaInfo::may_have_quota(parts.status, &parts.headers) {
-            return;
+        if QuotaInfo::may_have_quota(parts.status, &parts.headers) {
+            let info = QuotaInfo::parse(parts.status, &parts.headers, None, SystemTime::now());
+            self.tracker
+                .observe(&self.backend, self.model.as_str(), &info, Instant::now());
         }
-        let info = QuotaInfo::parse(parts.status, &parts.headers, None, SystemTime::now());
-        self.tracker
-            .observe(&self.backend, self.model.as_str(), &info, Instant::now());
+        // Answered: the fresh figures (if any) now count this request.
+        self.in_flight = None;
     }
 }

@@ -234,3 +234,44 @@ async fn an_exhausted_key_is_refused_at_once_while_the_backend_is_never_ready() 
     assert_eq!(rejected.reason, RejectReason::QuotaExhausted);
     assert_eq!(inner.probe().calls(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn requests_in_flight_are_counted_until_answered_or_dropped() {
+    let tracker = QuotaTracker::new();
+    let inner = ScriptedService::new(Script::new().text("hi"));
+    let mut service = QuotaLayer::new(backend(), tracker.clone()).layer(inner.clone());
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "x-ratelimit-remaining-requests",
+        HeaderValue::from_static("2"),
+    );
+    headers.insert(
+        "x-ratelimit-reset-requests",
+        HeaderValue::from_static("20s"),
+    );
+    let info = crate::QuotaInfo::from_headers(&headers, std::time::SystemTime::now());
+    tracker.observe(&backend(), "m", &info, tokio::time::Instant::now());
+
+    use tower::Service;
+    let first = service.call(TestRequest::new("m"));
+    let second = service.call(TestRequest::new("m"));
+    assert_eq!(tracker.in_flight(&backend(), "m"), (2, 0));
+    let err = service
+        .call(TestRequest::new("m"))
+        .await
+        .map(|_| ())
+        .expect_err("refused");
+    let rejected = err.downcast_ref::<Rejected>().unwrap();
+    assert_eq!(rejected.reason, RejectReason::QuotaExhausted);
+    assert_eq!(rejected.retry_after, Some(Duration::from_secs(20)));
+
+    // A cancelled request stops counting; an answered one too.
+    drop(first);
+    assert_eq!(tracker.in_flight(&backend(), "m"), (1, 0));
+    let response = second.await.unwrap();
+    assert_eq!(tracker.in_flight(&backend(), "m"), (0, 0));
+    drop(response);
+    service.call(TestRequest::new("m")).await.unwrap();
+    // The refused call never reached the inner service.
+    assert_eq!(inner.probe().calls(), 3);
+}

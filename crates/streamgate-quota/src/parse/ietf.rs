@@ -34,16 +34,31 @@ pub(crate) struct Item {
 
 impl Item {
     /// Whether `self` is stricter than `other`: less remaining, or the same
-    /// remaining for longer. Items without a remaining count lose.
+    /// remaining for longer, then the smaller limit, then the shorter
+    /// window. Items without a remaining count lose. A total order, so the
+    /// strictest item does not depend on the order members were sent in.
     fn stricter_than(&self, other: &Item) -> bool {
-        match (self.remaining, other.remaining) {
-            (Some(a), Some(b)) if a != b => a < b,
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            _ => self.reset > other.reset,
-        }
+        self.strictness() < other.strictness()
+    }
+
+    fn strictness(&self) -> impl Ord {
+        (
+            self.remaining.is_none(),
+            self.remaining,
+            std::cmp::Reverse(self.reset),
+            self.limit.is_none(),
+            self.limit,
+            self.window.is_none(),
+            self.window,
+        )
     }
 }
+
+/// The most members read from all `RateLimit` values together, and again
+/// from all `RateLimit-Policy` values: real servers send a handful, and the
+/// cap bounds the work one response can cause (each limit item looks its
+/// policy up among at most this many).
+pub const MAX_MEMBERS: usize = 64;
 
 /// Splits on `sep` outside double quotes.
 fn split_outside_quotes(bytes: &[u8], sep: u8) -> impl Iterator<Item = &[u8]> {
@@ -115,8 +130,19 @@ fn head(member: &[u8]) -> &[u8] {
     split_outside_quotes(member, b';').next().unwrap_or(&[])
 }
 
-/// Reads one `RateLimit` value against the `RateLimit-Policy` values seen,
-/// and returns the strictest item for each unit.
+/// One `RateLimit-Policy` member, read once.
+struct Policy<'a> {
+    name: &'a [u8],
+    unit: Option<Unit>,
+    quota: Option<u64>,
+    window: Option<Duration>,
+    /// Draft 07 policies are a bare integer limit.
+    bare_limit: Option<u64>,
+}
+
+/// Reads the `RateLimit` values against the `RateLimit-Policy` values seen,
+/// and returns the strictest item for each unit. At most [`MAX_MEMBERS`]
+/// members of each field are read, so the work is linear in the input.
 pub(crate) fn parse<'a>(
     ratelimit: impl Iterator<Item = &'a [u8]>,
     policies: &[&'a [u8]],
@@ -132,55 +158,118 @@ pub(crate) fn parse<'a>(
             *slot = Some(item);
         }
     };
-    let policy_members = || policies.iter().flat_map(|p| split_outside_quotes(p, b','));
+    let policies: Vec<Policy<'a>> = policies
+        .iter()
+        .flat_map(|p| split_outside_quotes(p, b','))
+        .take(MAX_MEMBERS)
+        .map(|p| Policy {
+            name: unquote(head(p)),
+            unit: unit_of(p),
+            quota: param(p, b"q").and_then(count),
+            window: param(p, b"w").and_then(seconds),
+            bare_limit: count(head(p)),
+        })
+        .collect();
 
-    for value in ratelimit {
-        let mut dict = Item::default();
-        let mut is_dict = false;
-        for member in split_outside_quotes(value, b',') {
-            let first = head(member);
-            match split_once(first, b'=') {
-                // Draft 07 dictionary member: `limit=100`.
-                Some((key, v)) if !first.starts_with(b"\"") => {
-                    is_dict = true;
-                    match trim(key) {
-                        b"limit" => dict.limit = count(v),
-                        b"remaining" => dict.remaining = count(v),
-                        b"reset" => dict.reset = seconds(v),
-                        _ => {}
-                    }
-                }
-                // Draft 08+ list item: `"name";r=50;t=30`.
-                _ => {
-                    let name = unquote(first);
-                    let policy = policy_members().find(|p| unquote(head(p)) == name);
-                    let Some(unit) = policy.map_or(Some(Unit::Requests), unit_of) else {
-                        continue;
-                    };
-                    keep(
-                        unit,
-                        Item {
-                            limit: policy.and_then(|p| param(p, b"q")).and_then(count),
-                            remaining: param(member, b"r").and_then(count),
-                            reset: param(member, b"t").and_then(seconds),
-                            window: policy.and_then(|p| param(p, b"w")).and_then(seconds),
-                        },
-                    );
+    let mut dict = Item::default();
+    let mut is_dict = false;
+    let members = ratelimit
+        .flat_map(|value| split_outside_quotes(value, b','))
+        .take(MAX_MEMBERS);
+    for member in members {
+        let first = head(member);
+        match split_once(first, b'=') {
+            // Draft 07 dictionary member: `limit=100`. A repeated key keeps
+            // the stricter value, whatever the order.
+            Some((key, v)) if !first.starts_with(b"\"") => {
+                is_dict = true;
+                match trim(key) {
+                    b"limit" => dict.limit = min_some(dict.limit, count(v)),
+                    b"remaining" => dict.remaining = min_some(dict.remaining, count(v)),
+                    b"reset" => dict.reset = dict.reset.max(seconds(v)),
+                    _ => {}
                 }
             }
-        }
-        if is_dict {
-            // Draft 07 policies are `limit;w=window`: the one whose limit
-            // matches, else the first.
-            let matching = policy_members()
-                .filter(|p| count(head(p)).is_some())
-                .find(|p| dict.limit.is_some() && count(head(p)) == dict.limit)
-                .or_else(|| policy_members().find(|p| count(head(p)).is_some()));
-            dict.window = matching.and_then(|p| param(p, b"w")).and_then(seconds);
-            keep(Unit::Requests, dict);
+            // Draft 08+ list item: `"name";r=50;t=30`.
+            _ => {
+                let name = unquote(first);
+                let policy = lookup(&policies, name);
+                let Some(unit) = policy.map_or(Some(Unit::Requests), |p| p.unit) else {
+                    continue;
+                };
+                keep(
+                    unit,
+                    Item {
+                        limit: policy.and_then(|p| p.quota),
+                        remaining: param(member, b"r").and_then(count),
+                        reset: param(member, b"t").and_then(seconds),
+                        window: policy.and_then(|p| p.window),
+                    },
+                );
+            }
         }
     }
+    if is_dict {
+        // Draft 07 policies are `limit;w=window`: the one whose limit
+        // matches, else the first.
+        // Draft 07 policies are `limit;w=window`: the shortest window of
+        // those whose limit matches, else of those with the smallest limit
+        // (the strictest reading, whatever the order they were sent in).
+        let bare = |limit: Option<u64>| {
+            policies
+                .iter()
+                .filter(move |p| p.bare_limit.is_some() && p.bare_limit == limit)
+                .filter_map(|p| p.window)
+                .min()
+        };
+        let smallest = policies.iter().filter_map(|p| p.bare_limit).min();
+        dict.window = dict
+            .limit
+            .and_then(|l| bare(Some(l)))
+            .or_else(|| bare(smallest));
+        keep(Unit::Requests, dict);
+    }
     (requests, tokens)
+}
+
+/// The policy named `name`. When several share the name, the strictest
+/// reading of them: the smallest quota and window, and no unit when they
+/// disagree on it.
+fn lookup(policies: &[Policy<'_>], name: &[u8]) -> Option<Found> {
+    policies
+        .iter()
+        .filter(|p| p.name == name)
+        .fold(None, |found: Option<Found>, p| {
+            Some(match found {
+                None => Found {
+                    unit: p.unit,
+                    quota: p.quota,
+                    window: p.window,
+                },
+                Some(f) => Found {
+                    unit: if f.unit == p.unit { f.unit } else { None },
+                    quota: min_some(f.quota, p.quota),
+                    window: match (f.window, p.window) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    },
+                },
+            })
+        })
+}
+
+#[derive(Clone, Copy)]
+struct Found {
+    unit: Option<Unit>,
+    quota: Option<u64>,
+    window: Option<Duration>,
+}
+
+fn min_some(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 #[cfg(test)]
@@ -246,5 +335,31 @@ mod tests {
         assert_eq!(tok, None);
         let (req, _) = parse([&b"\"unterminated;r=3"[..]].into_iter(), &[]);
         assert_eq!(req.and_then(|r| r.remaining), None);
+    }
+
+    #[test]
+    fn many_members_are_read_up_to_the_cap_in_linear_time() {
+        let items: Vec<String> = (0..20_000).map(|i| format!("\"p{i}\";r={i};t=5")).collect();
+        let policy: Vec<String> = (0..20_000)
+            .map(|i| format!("\"p{i}\";q=100;w=60"))
+            .collect();
+        let (items, policy) = (items.join(","), policy.join(","));
+        let (req, _) = parse([items.as_bytes()].into_iter(), &[policy.as_bytes()]);
+        // Member 0 (r=0) is within the cap and the strictest.
+        assert_eq!(req.and_then(|r| r.remaining), Some(0));
+        assert_eq!(req.and_then(|r| r.limit), Some(100));
+    }
+
+    #[test]
+    fn the_strictest_item_does_not_depend_on_member_order() {
+        let a = br#""minute";r=5;t=10"#;
+        let b = br#""day";r=5;t=10"#;
+        let policy: &[&[u8]] = &[br#""minute";q=60;w=60, "day";q=1000;w=86400"#];
+        let one = [&a[..], &b[..]].join(&b","[..]);
+        let two = [&b[..], &a[..]].join(&b","[..]);
+        let first = parse([one.as_slice()].into_iter(), policy);
+        let second = parse([two.as_slice()].into_iter(), policy);
+        assert_eq!(first, second);
+        assert_eq!(first.0.and_then(|r| r.limit), Some(60));
     }
 }

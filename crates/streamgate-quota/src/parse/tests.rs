@@ -85,17 +85,67 @@ fn groq_request_limit_is_per_day() {
 }
 
 #[test]
-fn azure_minus_one_and_negative_remaining_give_none() {
+fn azure_minus_one_limit_means_not_tracked() {
     let info = parse(&[
+        ("x-ratelimit-limit-requests", b"-1"),
         ("x-ratelimit-remaining-requests", b"-1"),
-        ("x-ratelimit-remaining-tokens", b"-2048"),
         ("x-ratelimit-limit-tokens", b"not a number"),
+        ("x-ratelimit-remaining-tokens", b"120000"),
+    ]);
+    // Limit -1: limit and remaining both unknown, whatever remaining says.
+    assert_eq!(info.requests.limit, None);
+    assert_eq!(info.requests.remaining, None);
+    assert!(!info.requests.is_known());
+    assert_eq!(info.tokens.limit, None);
+    assert_eq!(info.tokens.remaining, Some(120_000));
+    // The same whichever header comes first.
+    let reversed = parse(&[
+        ("x-ratelimit-remaining-requests", b"-1"),
+        ("x-ratelimit-limit-requests", b"-1"),
+        ("x-ratelimit-remaining-tokens", b"120000"),
+        ("x-ratelimit-limit-tokens", b"not a number"),
+    ]);
+    assert_eq!(info, reversed);
+}
+
+#[test]
+fn azure_negative_remaining_is_kept_and_scheduled_as_zero() {
+    let info = parse(&[
+        ("x-ratelimit-limit-tokens", b"30000"),
+        ("x-ratelimit-remaining-tokens", b"-2048"),
         ("x-ratelimit-reset-tokens", b"-3s"),
     ]);
-    assert_eq!(info.requests.remaining, None);
-    assert_eq!(info.tokens.remaining, None);
-    assert_eq!(info.tokens.limit, None);
-    assert_eq!(info.tokens.reset_after, None);
+    assert_eq!(info.tokens.remaining, Some(-2048));
+    assert_eq!(info.tokens.scheduled_remaining(), Some(0));
+    assert!(!info.tokens.is_depleted());
+    assert_eq!(info.tokens.limit, Some(30_000));
+    // A negative reset already happened.
+    assert_eq!(info.tokens.reset_after, ms(0));
+}
+
+#[test]
+fn negative_reset_durations_are_zero_but_negative_retry_after_is_invalid() {
+    let info = parse(&[
+        ("x-ratelimit-reset-requests", b"-1.5s"),
+        ("x-ratelimit-reset-tokens-minute", b"-5"),
+        ("x-ratelimit-reset", b"-5"),
+        ("retry-after", b"-5"),
+        ("retry-after-ms", b"-100"),
+    ]);
+    assert_eq!(info.requests.reset_after, ms(0));
+    assert_eq!(info.tokens.reset_after, ms(0));
+    assert_eq!(info.retry_after, None);
+}
+
+#[test]
+fn zero_limit_is_kept_as_zero_allowance() {
+    let info = parse(&[
+        ("x-ratelimit-limit-requests", b"0"),
+        ("x-ratelimit-remaining-requests", b"0"),
+    ]);
+    assert_eq!(info.requests.limit, Some(0));
+    assert!(info.requests.is_zero_allowance());
+    assert!(!info.tokens.is_zero_allowance());
 }
 
 #[test]
@@ -375,6 +425,217 @@ fn non_ascii_values_never_panic() {
     assert_eq!(info.tokens.reset_after, ms(1));
     assert_eq!(info.requests.reset_after, None);
     assert_eq!(info.retry_after, None);
+}
+
+#[test]
+fn mistral_minute_and_month_windows_with_query_cost() {
+    let info = parse(&[
+        ("x-ratelimit-limit-req-minute", b"60"),
+        ("x-ratelimit-remaining-req-minute", b"59"),
+        ("x-ratelimit-limit-tokens-minute", b"500000"),
+        ("x-ratelimit-remaining-tokens-minute", b"499877"),
+        ("x-ratelimit-limit-tokens-month", b"1000000000"),
+        ("x-ratelimit-remaining-tokens-month", b"999000123"),
+        ("x-ratelimit-tokens-query-cost", b"123"),
+    ]);
+    assert_eq!(info.requests.limit, Some(60));
+    assert_eq!(info.requests.remaining, Some(59));
+    assert_eq!(info.requests.window, Some(MINUTE));
+    // The shortest window is the primary token figure...
+    assert_eq!(info.tokens.remaining, Some(499_877));
+    assert_eq!(info.tokens.window, Some(MINUTE));
+    // ...and the month is kept beside it.
+    assert_eq!(
+        info.windows,
+        vec![WindowLimit {
+            kind: LimitKind::Tokens,
+            name: "tokens-month",
+            limit: Limit {
+                limit: Some(1_000_000_000),
+                remaining: Some(999_000_123),
+                reset_after: None,
+                window: Some(MONTH),
+            },
+        }]
+    );
+    assert_eq!(info.tokens_query_cost, Some(123));
+    assert!(info.schemes.contains(Schemes::MISTRAL));
+    assert!(!info.schemes.contains(Schemes::CEREBRAS));
+    // `req` is Mistral's word; `requests-minute` is a different header name
+    // for the same window, not a prefix match of anything.
+    assert!(parse(&[("x-ratelimit-remaining-reqs-minute", b"1")]).is_empty());
+    assert!(parse(&[("x-ratelimit-remaining-req", b"1")]).is_empty());
+}
+
+#[test]
+fn mistral_2024_ratelimitbysize_family_in_delta_seconds() {
+    for prefix in ["ratelimitbysize", "x-ratelimitbysize"] {
+        let name = |field: &str| format!("{prefix}-{field}");
+        let (limit, remaining, reset, cost) = (
+            name("limit"),
+            name("remaining"),
+            name("reset"),
+            name("query-cost"),
+        );
+        let info = parse(&[
+            (limit.as_str(), b"500000"),
+            (remaining.as_str(), b"0"),
+            (reset.as_str(), b"23"),
+            (cost.as_str(), b"1200"),
+        ]);
+        assert_eq!(
+            info.tokens,
+            Limit {
+                limit: Some(500_000),
+                remaining: Some(0),
+                reset_after: ms(23_000),
+                window: Some(MINUTE),
+            },
+            "{prefix}"
+        );
+        assert_eq!(info.tokens_query_cost, Some(1200));
+        assert!(info.schemes.contains(Schemes::MISTRAL));
+    }
+}
+
+#[test]
+fn together_requests_and_tokens() {
+    let info = parse(&[
+        ("x-ratelimit-limit", b"600"),
+        ("x-ratelimit-remaining", b"598"),
+        ("x-ratelimit-reset", b"1"),
+        ("x-tokenlimit-limit", b"180000"),
+        ("x-tokenlimit-remaining", b"179400"),
+    ]);
+    assert_eq!(info.requests.limit, Some(600));
+    assert_eq!(info.requests.remaining, Some(598));
+    assert_eq!(info.requests.reset_after, ms(1000));
+    assert_eq!(info.tokens.limit, Some(180_000));
+    assert_eq!(info.tokens.remaining, Some(179_400));
+    assert!(info.schemes.contains(Schemes::TOGETHER));
+    assert!(!info.schemes.contains(Schemes::OPENROUTER));
+}
+
+#[test]
+fn cohere_trial_headers_also_on_a_400() {
+    let headers = headers(&[
+        ("x-endpoint-monthly-call-limit", b"1000"),
+        ("x-trial-endpoint-call-limit", b"20"),
+        ("x-trial-endpoint-call-remaining", b"0"),
+    ]);
+    let info = QuotaInfo::parse(StatusCode::BAD_REQUEST, &headers, None, now());
+    assert_eq!(info.requests.limit, Some(20));
+    assert_eq!(info.requests.remaining, Some(0));
+    assert_eq!(info.requests.window, Some(MINUTE));
+    assert_eq!(info.windows.len(), 1);
+    assert_eq!(info.windows[0].name, "endpoint-monthly-call");
+    assert_eq!(info.windows[0].limit.limit, Some(1000));
+    assert_eq!(info.windows[0].limit.window, Some(MONTH));
+    assert!(info.schemes.contains(Schemes::COHERE));
+    assert!(QuotaInfo::may_have_quota(StatusCode::BAD_REQUEST, &headers));
+}
+
+#[test]
+fn openrouter_limits_only_in_the_429_body_with_numbers_and_any_case() {
+    let body = br#"{"error":{"code":429,"message":"Rate limit exceeded","metadata":{"headers":{"x-ratelimit-limit":20,"X-RATELIMIT-REMAINING":"0","X-RateLimit-Reset":1735732842000}}}}"#;
+    let info = QuotaInfo::from_body(body, now());
+    assert_eq!(info.requests.limit, Some(20));
+    assert_eq!(info.requests.remaining, Some(0));
+    assert_eq!(info.requests.reset_after, ms(42_000));
+    assert!(info.schemes.contains(Schemes::OPENROUTER));
+    // Headers and body together: the stricter reading of both.
+    let with_headers = QuotaInfo::parse(
+        StatusCode::TOO_MANY_REQUESTS,
+        &headers(&[("x-ratelimit-remaining", b"3"), ("retry-after", b"5")]),
+        Some(body),
+        now(),
+    );
+    assert_eq!(with_headers.requests.remaining, Some(0));
+    assert_eq!(with_headers.retry_after, ms(5000));
+}
+
+#[test]
+fn oversized_bodies_are_not_read() {
+    let mut body =
+        br#"{"error":{"metadata":{"headers":{"X-RateLimit-Remaining":"0"}}},"pad":""#.to_vec();
+    body.resize(MAX_BODY + 1, b' ');
+    body.extend_from_slice(br#""}"#);
+    assert!(QuotaInfo::from_body(&body, now()).is_empty());
+}
+
+#[test]
+fn every_window_is_kept_whatever_the_header_order() {
+    let pairs: [(&str, &[u8]); 6] = [
+        ("x-ratelimit-limit-requests-day", b"14400"),
+        ("x-ratelimit-remaining-requests-day", b"14000"),
+        ("x-ratelimit-reset-requests-day", b"3600"),
+        ("x-ratelimit-limit-requests-minute", b"30"),
+        ("x-ratelimit-remaining-requests-minute", b"0"),
+        ("x-ratelimit-reset-requests-minute", b"12.5"),
+    ];
+    let forward = parse(&pairs);
+    let mut reversed = pairs;
+    reversed.reverse();
+    assert_eq!(forward, parse(&reversed));
+    // The minute is primary (shortest window), the day is kept beside it.
+    assert_eq!(forward.requests.limit, Some(30));
+    assert_eq!(forward.requests.remaining, Some(0));
+    assert_eq!(forward.requests.reset_after, ms(12_500));
+    assert_eq!(forward.windows.len(), 1);
+    assert_eq!(forward.windows[0].name, "requests-day");
+    assert_eq!(forward.windows[0].limit.remaining, Some(14_000));
+    assert_eq!(forward.windows[0].limit.window, Some(DAY));
+}
+
+#[test]
+fn canonical_unsuffixed_figure_is_primary_and_other_scopes_are_kept() {
+    let pairs: [(&str, &[u8]); 7] = [
+        ("x-ratelimit-remaining-tokens_usage_based", b"159976"),
+        ("x-ratelimit-remaining-project-tokens", b"900"),
+        ("x-ratelimit-remaining-tokens-day", b"5"),
+        ("x-ratelimit-remaining-tokens", b"159000"),
+        ("x-ratelimit-limit-tokens", b"160000"),
+        ("x-ratelimit-remaining-requests-day", b"70"),
+        ("x-ratelimit-remaining-requests", b"4999"),
+    ];
+    let info = parse(&pairs);
+    assert_eq!(info.tokens.remaining, Some(159_000));
+    assert_eq!(info.tokens.limit, Some(160_000));
+    assert_eq!(info.requests.remaining, Some(4999));
+    let names: Vec<&str> = info.windows.iter().map(|w| w.name).collect();
+    assert_eq!(
+        names,
+        [
+            "requests-day",
+            "tokens-day",
+            "project-tokens",
+            "tokens_usage_based"
+        ]
+    );
+    let mut reversed = pairs;
+    reversed.reverse();
+    assert_eq!(info, parse(&reversed));
+}
+
+#[test]
+fn huge_values_never_panic_and_are_rejected_or_kept_exactly() {
+    let info = parse(&[
+        ("retry-after", b"99999999999999999999999999"),
+        ("retry-after-ms", b"1e400"),
+        ("x-ratelimit-reset-tokens", b"99999999999999999999h"),
+        ("x-ratelimit-remaining-tokens", b"-99999999999999999999"),
+        ("x-ratelimit-limit-requests", b"18446744073709551615"),
+        ("x-ratelimit-reset", b"18446744073709551615"),
+        (
+            "anthropic-ratelimit-requests-reset",
+            b"9999-12-31T23:59:59Z",
+        ),
+    ]);
+    assert_eq!(info.retry_after, None);
+    assert_eq!(info.tokens.reset_after, None);
+    assert_eq!(info.tokens.remaining, None);
+    assert_eq!(info.requests.limit, Some(u64::MAX));
+    assert!(info.requests.reset_after.is_some());
 }
 
 #[test]

@@ -40,6 +40,31 @@ pub(crate) fn count(bytes: &[u8]) -> Option<u64> {
     })
 }
 
+/// A signed integer count as sent (`-1`, `0`, `42`). A `+`, fractions and
+/// anything beyond `i64` give `None`.
+pub(crate) fn signed_count(bytes: &[u8]) -> Option<i64> {
+    let bytes = trim(bytes);
+    let (negative, digits) = match bytes.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, bytes),
+    };
+    let magnitude = i64::try_from(count(digits)?).ok()?;
+    Some(if negative { -magnitude } else { magnitude })
+}
+
+/// A reset duration read by `parse`, where a leading `-` (`-1.5s`, `-5`)
+/// means the reset already happened: zero. The rest must still be a valid
+/// value, so `-abc` stays `None`.
+pub(crate) fn reset_with_sign(
+    bytes: &[u8],
+    parse: impl Fn(&[u8]) -> Option<Duration>,
+) -> Option<Duration> {
+    match trim(bytes).split_first() {
+        Some((b'-', rest)) => parse(rest).map(|_| Duration::ZERO),
+        _ => parse(bytes),
+    }
+}
+
 /// Whole nanoseconds rounded up to whole milliseconds.
 pub(crate) fn ceil_ms(nanos: u128) -> Option<Duration> {
     let ms = nanos.div_ceil(NANOS_PER_MS);
@@ -271,6 +296,10 @@ pub(crate) fn boolean(bytes: &[u8]) -> Option<bool> {
 /// milliseconds (OpenRouter), at least 10^9 epoch seconds (GitHub style),
 /// anything smaller a delay in seconds.
 pub(crate) fn epoch_or_delay(bytes: &[u8], now: SystemTime) -> Option<Duration> {
+    reset_with_sign(bytes, |b| epoch_or_delay_unsigned(b, now))
+}
+
+fn epoch_or_delay_unsigned(bytes: &[u8], now: SystemTime) -> Option<Duration> {
     let b = trim(bytes);
     if let Some(n) = count(b) {
         if n >= 1_000_000_000_000 {
@@ -347,6 +376,28 @@ mod tests {
     }
 
     #[test]
+    fn signed_counts_keep_their_sign() {
+        assert_eq!(signed_count(b"-1"), Some(-1));
+        assert_eq!(signed_count(b" -2048 "), Some(-2048));
+        assert_eq!(signed_count(b"0"), Some(0));
+        assert_eq!(signed_count(b"-0"), Some(0));
+        assert_eq!(signed_count(b"+1"), None);
+        assert_eq!(signed_count(b"--1"), None);
+        assert_eq!(signed_count(b"-"), None);
+        assert_eq!(signed_count(b"9223372036854775808"), None);
+        assert_eq!(signed_count(b"-9223372036854775807"), Some(-i64::MAX));
+    }
+
+    #[test]
+    fn negative_resets_mean_already_reset() {
+        assert_eq!(reset_with_sign(b"-1.5s", go_duration), ms(0));
+        assert_eq!(reset_with_sign(b" -5 ", seconds), ms(0));
+        assert_eq!(reset_with_sign(b"-abc", seconds), None);
+        assert_eq!(reset_with_sign(b"--5", seconds), None);
+        assert_eq!(reset_with_sign(b"5", seconds), ms(5000));
+    }
+
+    #[test]
     fn float_seconds_round_up() {
         assert_eq!(seconds(b"11.382867"), ms(11_383));
         assert_eq!(seconds(b"33011.382867"), ms(33_011_383));
@@ -402,7 +453,8 @@ mod tests {
         assert_eq!(epoch_or_delay(b"1700000030", now), ms(30_000));
         assert_eq!(epoch_or_delay(b"30", now), ms(30_000));
         assert_eq!(epoch_or_delay(b"1600000000000", now), ms(0));
-        assert_eq!(epoch_or_delay(b"-30", now), None);
+        assert_eq!(epoch_or_delay(b"-30", now), ms(0));
+        assert_eq!(epoch_or_delay(b"-x", now), None);
     }
 
     #[test]

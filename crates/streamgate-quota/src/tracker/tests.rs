@@ -511,3 +511,359 @@ fn learned_limits_need_a_known_window() {
         }
     );
 }
+
+#[derive(Default)]
+struct Capped(Mutex<Vec<bool>>);
+
+impl MetricsSink for Capped {
+    fn record(&self, event: &Event<'_>) {
+        if let Event::QuotaUpdate { wait_capped, .. } = event {
+            self.0.lock().unwrap().push(*wait_capped);
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_huge_retry_after_is_capped_at_the_maximum_wait_and_the_event_says_so() {
+    let sink = Arc::new(Capped::default());
+    let tracker = QuotaTracker::builder().sink(sink.clone()).build().unwrap();
+    let b = BackendId::new("b");
+    let now = Instant::now();
+    let status = tracker.observe(&b, "m", &info(429, &[("retry-after", "999999999")]), now);
+    assert_eq!(status.exhausted_for(now), Some(secs(3600)));
+    assert_eq!(*sink.0.lock().unwrap(), vec![true]);
+
+    // A wait within the cap is honoured exactly and not flagged.
+    let tracker = QuotaTracker::builder()
+        .max_wait(secs(30))
+        .sink(sink.clone())
+        .build()
+        .unwrap();
+    let status = tracker.observe(&b, "m", &info(429, &[("retry-after", "20")]), now);
+    assert_eq!(status.exhausted_for(now), Some(secs(20)));
+    let status = tracker.observe(&b, "n", &info(429, &[("retry-after", "31")]), now);
+    assert_eq!(status.exhausted_for(now), Some(secs(30)));
+    assert_eq!(*sink.0.lock().unwrap(), vec![true, false, true]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reset_centuries_away_neither_panics_nor_outlasts_the_cap() {
+    let (tracker, _, b) = setup();
+    let now = Instant::now();
+    // Epoch milliseconds near the end of u64: a reset in the year 584 million.
+    let status = tracker.observe(
+        &b,
+        "m",
+        &info(
+            200,
+            &[
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", "18446744073709551615"),
+            ],
+        ),
+        now,
+    );
+    assert_eq!(status.exhausted_for(now), Some(secs(3600)));
+    assert!(tracker.check(&b, "m", 0, now + secs(3600)).is_ok());
+}
+
+#[test]
+fn builder_refuses_durations_that_would_overflow_later() {
+    let cases: [(QuotaTrackerBuilder, &str); 5] = [
+        (
+            QuotaTracker::builder().default_cooldown(Duration::MAX),
+            "default cooldown must be at most a year",
+        ),
+        (
+            QuotaTracker::builder().min_cooldown(Duration::MAX),
+            "minimum cooldown must be at most a year",
+        ),
+        (
+            QuotaTracker::builder().zero_allowance_cooldown(Duration::MAX),
+            "zero-allowance cooldown must be at most a year",
+        ),
+        (
+            QuotaTracker::builder().max_wait(Duration::MAX),
+            "maximum wait must be at most a year",
+        ),
+        (
+            QuotaTracker::builder().freshness(Duration::MAX),
+            "freshness must be at most a year",
+        ),
+    ];
+    for (builder, message) in cases {
+        assert_eq!(builder.build().unwrap_err().to_string(), message);
+    }
+    assert_eq!(
+        QuotaTracker::builder()
+            .max_wait(ms(50))
+            .build()
+            .unwrap_err()
+            .to_string(),
+        "maximum wait must not be below the minimum cooldown"
+    );
+    // The largest accepted values work on the first request.
+    let tracker = QuotaTracker::builder()
+        .default_cooldown(MAX_DURATION)
+        .min_cooldown(MAX_DURATION)
+        .zero_allowance_cooldown(MAX_DURATION)
+        .max_wait(MAX_DURATION)
+        .freshness(MAX_DURATION)
+        .build()
+        .unwrap();
+    let b = BackendId::new("b");
+    let now = Instant::now();
+    tracker.observe(&b, "m", &info(429, &[]), now);
+    assert!(tracker.check(&b, "m", 0, now).is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn zero_allowance_exhausts_for_the_long_cooldown_with_its_own_reason() {
+    let (tracker, _, b) = setup();
+    let now = Instant::now();
+    let zero = info(
+        200,
+        &[
+            ("x-ratelimit-limit-tokens", "0"),
+            ("x-ratelimit-remaining-tokens", "0"),
+            ("x-ratelimit-reset-tokens", "1s"),
+        ],
+    );
+    assert_eq!(
+        tracker.observe(&b, "m", &zero, now),
+        QuotaStatus::Exhausted {
+            until: now + secs(3600),
+            reason: ExhaustReason::NoAllowance,
+        }
+    );
+    let refusal = tracker.check(&b, "m", 0, now + secs(2)).unwrap_err();
+    assert_eq!(refusal.reason, ExhaustReason::NoAllowance);
+    assert_eq!(refusal.retry_after, secs(3598));
+    assert_eq!(
+        ExhaustReason::NoAllowance.to_string(),
+        "no allowance for this model (limit 0)"
+    );
+
+    let tracker = QuotaTracker::builder()
+        .zero_allowance_cooldown(secs(600))
+        .build()
+        .unwrap();
+    let cohere = info(400, &[("x-endpoint-monthly-call-limit", "0")]);
+    assert_eq!(
+        tracker.observe(&b, "m", &cohere, now).exhausted_for(now),
+        Some(secs(600))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn negative_remaining_is_zero_left_but_no_refusal() {
+    let (tracker, _, b) = setup();
+    let now = Instant::now();
+    let azure = info(
+        200,
+        &[
+            ("x-ratelimit-limit-tokens", "30000"),
+            ("x-ratelimit-remaining-tokens", "-2048"),
+            ("x-ratelimit-remaining-requests", "-3"),
+        ],
+    );
+    assert_eq!(tracker.observe(&b, "m", &azure, now), QuotaStatus::Tracking);
+    for _ in 0..10 {
+        tracker.admit(&b, "m", 500, now).unwrap().release();
+    }
+    let snapshot = tracker.snapshot(now);
+    assert_eq!(snapshot[0].remaining_tokens, Some(0));
+    assert_eq!(snapshot[0].remaining_requests, Some(0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_exhausted_longer_window_gates_beside_a_healthy_minute() {
+    let (tracker, _, b) = setup();
+    let now = Instant::now();
+    let cerebras = info(
+        200,
+        &[
+            ("x-ratelimit-remaining-requests-minute", "29"),
+            ("x-ratelimit-reset-requests-minute", "30"),
+            ("x-ratelimit-remaining-requests-day", "0"),
+            ("x-ratelimit-reset-requests-day", "1800"),
+        ],
+    );
+    assert_eq!(
+        tracker.observe(&b, "m", &cerebras, now),
+        QuotaStatus::Exhausted {
+            until: now + secs(1800),
+            reason: ExhaustReason::RequestsDepleted,
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_flight_requests_count_against_the_remaining_until_released() {
+    let (tracker, _, b) = setup();
+    let now = Instant::now();
+    tracker.observe(
+        &b,
+        "m",
+        &info(
+            200,
+            &[
+                ("x-ratelimit-remaining-requests", "5"),
+                ("x-ratelimit-reset-requests", "30s"),
+            ],
+        ),
+        now,
+    );
+    let mut guards: Vec<InFlight> = (0..5)
+        .map(|_| tracker.admit(&b, "m", 0, now).unwrap())
+        .collect();
+    assert!(guards.iter().all(InFlight::is_counted));
+    assert_eq!(tracker.in_flight(&b, "m"), (5, 0));
+    let refusal = tracker.admit(&b, "m", 0, now).unwrap_err();
+    assert_eq!(refusal.reason, ExhaustReason::InFlight);
+    assert_eq!(refusal.retry_after, secs(30));
+    // `check` counts the requests in flight too, without adding one.
+    assert!(tracker.check(&b, "m", 0, now).is_err());
+    // The key itself is not exhausted.
+    assert_eq!(tracker.status(&b, "m", now), QuotaStatus::Tracking);
+
+    // One answered (or dropped): one more may go.
+    guards.pop();
+    let next = tracker.admit(&b, "m", 0, now).unwrap();
+    assert!(tracker.admit(&b, "m", 0, now).is_err());
+
+    // Fresh headers replace the baseline; the unanswered still count.
+    tracker.observe(
+        &b,
+        "m",
+        &info(
+            200,
+            &[
+                ("x-ratelimit-remaining-requests", "7"),
+                ("x-ratelimit-reset-requests", "30s"),
+            ],
+        ),
+        now + secs(1),
+    );
+    let later = now + secs(1);
+    let a = tracker.admit(&b, "m", 0, later).unwrap();
+    let c = tracker.admit(&b, "m", 0, later).unwrap();
+    assert!(tracker.admit(&b, "m", 0, later).is_err());
+    drop((guards, next, a, c));
+    assert_eq!(tracker.in_flight(&b, "m"), (0, 0));
+
+    // Once the baseline is stale, nothing gates.
+    let stale = now + secs(31);
+    let many: Vec<InFlight> = (0..20)
+        .map(|_| tracker.admit(&b, "m", 0, stale).unwrap())
+        .collect();
+    assert_eq!(tracker.in_flight(&b, "m"), (20, 0));
+    drop(many);
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_flight_token_estimates_count_against_the_remaining_tokens() {
+    let (tracker, _, b) = setup();
+    let now = Instant::now();
+    let headers = info(
+        200,
+        &[
+            ("x-ratelimit-remaining-tokens", "1000"),
+            ("x-ratelimit-reset-tokens", "6s"),
+        ],
+    );
+    tracker.observe(&b, "m", &headers, now);
+    let first = tracker.admit(&b, "m", 600, now).unwrap();
+    // Not predictive: admitted while any of the tokens is unclaimed.
+    let second = tracker.admit(&b, "m", 600, now).unwrap();
+    assert_eq!(tracker.in_flight(&b, "m"), (2, 1200));
+    let refusal = tracker.admit(&b, "m", 1, now).unwrap_err();
+    assert_eq!(refusal.reason, ExhaustReason::InFlight);
+    assert_eq!(refusal.retry_after, secs(6));
+    // A refusal on tokens does not keep the request counted.
+    assert_eq!(tracker.in_flight(&b, "m"), (2, 1200));
+    drop((first, second));
+
+    // Predictive: only if the whole estimate fits beside what is in flight.
+    let tracker = QuotaTracker::builder().predictive(true).build().unwrap();
+    tracker.observe(&b, "m", &headers, now);
+    let _first = tracker.admit(&b, "m", 600, now).unwrap();
+    let refusal = tracker.admit(&b, "m", 600, now).unwrap_err();
+    assert_eq!(refusal.reason, ExhaustReason::InsufficientTokens);
+    assert!(tracker.admit(&b, "m", 400, now).is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unknown_key_admits_uncounted() {
+    let (tracker, _, b) = setup();
+    let now = Instant::now();
+    let guard = tracker.admit(&b, "m", 10, now).unwrap();
+    assert!(!guard.is_counted());
+    tracker.observe(
+        &b,
+        "other",
+        &info(200, &[("x-ratelimit-remaining-requests", "1")]),
+        now,
+    );
+    assert!(!tracker.admit(&b, "m", 10, now).unwrap().is_counted());
+}
+
+#[test]
+fn concurrent_admissions_never_exceed_the_remaining() {
+    let tracker = QuotaTracker::new();
+    let b = BackendId::new("b");
+    let now = Instant::now();
+    tracker.observe(
+        &b,
+        "m",
+        &info(
+            200,
+            &[
+                ("x-ratelimit-remaining-requests", "5"),
+                ("x-ratelimit-reset-requests", "60s"),
+            ],
+        ),
+        now,
+    );
+    let barrier = std::sync::Barrier::new(50);
+    let guards = Mutex::new(Vec::new());
+    let refused = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..50 {
+            scope.spawn(|| {
+                barrier.wait();
+                match tracker.admit(&b, "m", 0, now) {
+                    Ok(guard) => guards.lock().unwrap().push(guard),
+                    Err(_) => {
+                        refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(guards.lock().unwrap().len(), 5);
+    assert_eq!(refused.into_inner(), 45);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_guard_outliving_its_evicted_key_releases_harmlessly() {
+    let tracker = QuotaTracker::builder().max_keys(1).build().unwrap();
+    let b = BackendId::new("b");
+    let now = Instant::now();
+    let one = info(
+        200,
+        &[
+            ("x-ratelimit-remaining-requests", "1"),
+            ("x-ratelimit-reset-requests", "60s"),
+        ],
+    );
+    tracker.observe(&b, "m", &one, now);
+    let guard = tracker.admit(&b, "m", 0, now).unwrap();
+    tracker.observe(&b, "other", &one, now);
+    tracker.observe(&b, "m", &one, now);
+    drop(guard);
+    // The new key's count is its own.
+    let fresh = tracker.admit(&b, "m", 0, now).unwrap();
+    assert!(fresh.is_counted());
+    assert!(tracker.admit(&b, "m", 0, now).is_err());
+}

@@ -1,0 +1,115 @@
+//! Requests admitted but not yet answered, counted against what the last
+//! headers said was left.
+//!
+//! Each tracked key has one [`Pending`] pair of counters, shared by
+//! [`Arc`] with the [`InFlight`] guards of its requests, so releasing a
+//! guard is two atomic subtractions: no lock, no lookup, and nothing to
+//! clean up when the key is evicted meanwhile (its counters just go with
+//! the last guard).
+
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Arc,
+};
+
+/// The admitted-but-unanswered requests of one key and their token
+/// estimates.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    requests: AtomicU64,
+    tokens: AtomicU64,
+}
+
+impl Pending {
+    /// Requests in flight.
+    pub(crate) fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Acquire)
+    }
+
+    /// Token estimates in flight.
+    pub(crate) fn tokens(&self) -> u64 {
+        self.tokens.load(Ordering::Acquire)
+    }
+
+    /// Counts one more request if fewer than `left` are in flight (`None`:
+    /// no limit known). Atomic, so concurrent callers cannot all slip under
+    /// the same `left`.
+    pub(crate) fn take_request(&self, left: Option<u64>) -> bool {
+        self.requests
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| match left {
+                Some(left) if n >= left => None,
+                _ => Some(n.saturating_add(1)),
+            })
+            .is_ok()
+    }
+
+    /// Counts `estimate` more tokens if what is in flight leaves any of
+    /// `left` (`None`: no limit known); with `whole`, only if all of
+    /// `estimate` fits.
+    pub(crate) fn take_tokens(&self, estimate: u64, left: Option<u64>, whole: bool) -> bool {
+        self.tokens
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| match left {
+                Some(left) if n >= left => None,
+                Some(left) if whole && n.saturating_add(estimate) > left => None,
+                _ => Some(n.saturating_add(estimate)),
+            })
+            .is_ok()
+    }
+
+    pub(crate) fn release(&self, requests: u64, tokens: u64) {
+        for (counter, n) in [(&self.requests, requests), (&self.tokens, tokens)] {
+            if n > 0 {
+                // Saturating: a release never wraps the counter.
+                let _ = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                    Some(c.saturating_sub(n))
+                });
+            }
+        }
+    }
+}
+
+/// One admitted request, counted against its key's remaining quota until
+/// it is answered. Returned by
+/// [`QuotaTracker::admit`](crate::QuotaTracker::admit); dropping it (or
+/// [`release`](Self::release)) stops counting it. Hold it until the
+/// response's headers have been [observed](crate::QuotaTracker::observe),
+/// or until the request fails or is cancelled.
+#[derive(Debug)]
+#[must_use = "dropping the guard at once stops counting the request"]
+pub struct InFlight {
+    pending: Option<Arc<Pending>>,
+    tokens: u64,
+}
+
+impl InFlight {
+    /// A guard for a request that is not counted (its key is unknown).
+    pub(crate) fn untracked() -> Self {
+        Self {
+            pending: None,
+            tokens: 0,
+        }
+    }
+
+    pub(crate) fn counted(pending: Arc<Pending>, tokens: u64) -> Self {
+        Self {
+            pending: Some(pending),
+            tokens,
+        }
+    }
+
+    /// Whether the request is counted against a known remaining quota.
+    pub fn is_counted(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Stops counting the request: it was answered.
+    pub fn release(self) {}
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            pending.release(1, self.tokens);
+        }
+    }
+}
