@@ -168,6 +168,13 @@ impl<V: Send + Sync + 'static> KeyedMap<V> {
         (key, entry)
     }
 
+    /// The entry of `backend` × `model` if that model has one of its own
+    /// (never the shared [`OTHER_MODEL`] entry, unless asked for by name).
+    pub fn get(&self, backend: &BackendId, model: &str) -> Option<Arc<V>> {
+        let map = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        map.get(backend)?.get(model).cloned()
+    }
+
     /// How many entries the map holds, [`OTHER_MODEL`] ones included.
     pub fn len(&self) -> usize {
         let map = self.inner.read().unwrap_or_else(PoisonError::into_inner);

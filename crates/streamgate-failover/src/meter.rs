@@ -21,6 +21,7 @@ use std::{
     time::Duration,
 };
 
+use streamgate_core::{keyed::KeyedMap, BackendId};
 use tokio::time::Instant;
 
 /// Buckets in the ring: the current second plus the 60 before it.
@@ -297,12 +298,24 @@ pub const MAX_MODELS: usize = 64;
 
 /// Meters keyed by model, for budgets that providers apply per model.
 ///
-/// Lookup is a read lock and a linear scan (the list is small); a model's
-/// first request allocates its entry once.
-#[derive(Debug, Default)]
+/// Kept in core's bounded [`KeyedMap`]: at most [`MAX_MODELS`] models get a
+/// meter of their own, every further model shares one (under
+/// [`OTHER_MODEL`](streamgate_core::keyed::OTHER_MODEL)). A lookup of a
+/// known model takes a read lock, or none when the same thread asked last.
+#[derive(Debug)]
 pub struct TpmRegistry {
-    models: std::sync::RwLock<Vec<(Box<str>, Arc<TpmMeter>)>>,
-    overflow: Arc<TpmMeter>,
+    models: KeyedMap<TpmMeter>,
+    /// The map keys by backend too; a registry serves one.
+    backend: BackendId,
+}
+
+impl Default for TpmRegistry {
+    fn default() -> Self {
+        Self {
+            models: KeyedMap::new(MAX_MODELS),
+            backend: BackendId::new(""),
+        }
+    }
 }
 
 impl TpmRegistry {
@@ -311,31 +324,26 @@ impl TpmRegistry {
         Self::default()
     }
 
-    /// The meter of `model`, if it has one.
+    /// The meter of `model`, if it has one of its own.
     pub fn get(&self, model: &str) -> Option<Arc<TpmMeter>> {
-        let models = self.models.read().unwrap_or_else(PoisonError::into_inner);
-        models
-            .iter()
-            .find(|(name, _)| &**name == model)
-            .map(|(_, meter)| Arc::clone(meter))
+        self.models.get(&self.backend, model)
     }
 
     /// The meter of `model`, created on first use (the shared overflow
     /// meter once [`MAX_MODELS`] models are known).
     pub fn meter(&self, model: &str) -> Arc<TpmMeter> {
-        if let Some(meter) = self.get(model) {
-            return meter;
-        }
-        let mut models = self.models.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, meter)) = models.iter().find(|(name, _)| &**name == model) {
-            return Arc::clone(meter);
-        }
-        if models.len() >= MAX_MODELS {
-            return Arc::clone(&self.overflow);
-        }
-        let meter = Arc::new(TpmMeter::new());
-        models.push((model.into(), Arc::clone(&meter)));
-        meter
+        self.models
+            .get_or_insert_with(&self.backend, model, |_, _| TpmMeter::new())
+    }
+
+    /// How many meters the registry holds (at most [`MAX_MODELS`] + 1).
+    pub fn len(&self) -> usize {
+        self.models.len()
+    }
+
+    /// Whether no meter was made yet.
+    pub fn is_empty(&self) -> bool {
+        self.models.is_empty()
     }
 }
 
@@ -518,5 +526,6 @@ mod tests {
         let x = registry.meter("one-too-many");
         let y = registry.meter("two-too-many");
         assert!(Arc::ptr_eq(&x, &y));
+        assert_eq!(registry.len(), MAX_MODELS + 1);
     }
 }
