@@ -57,7 +57,11 @@ async fn main() -> Result<(), BoxError> {
                 .build()?,
         )
         .layer(CircuitBreakerLayer::new(breaker.clone()))
-        .layer(FirstChunkTimeoutLayer::new(Duration::from_secs(10))?.idle(Duration::from_secs(30))?)
+        .layer(
+            FirstChunkTimeoutLayer::builder(Duration::from_secs(10))
+                .idle(Duration::from_secs(30))
+                .build()?,
+        )
         .service(client);
 
     for i in 1..=3 {

@@ -28,8 +28,9 @@ pub fn runtime() -> tokio::runtime::Runtime {
 }
 
 pub fn timeout_layer() -> FirstChunkTimeoutLayer {
-    FirstChunkTimeoutLayer::new(Duration::from_secs(30))
-        .and_then(|l| l.idle(Duration::from_secs(30)))
+    FirstChunkTimeoutLayer::builder(Duration::from_secs(30))
+        .idle(Duration::from_secs(30))
+        .build()
         .expect("timeout config")
 }
 

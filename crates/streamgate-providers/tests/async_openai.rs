@@ -281,9 +281,9 @@ async fn stall_before_content_times_out_in_the_timeout_layer_and_disconnects() {
 #[tokio::test]
 async fn stall_after_content_times_out_idle_and_disconnects() {
     let server = start(Plan::new().with_output_tokens(5).stall_after(1)).await;
-    let layer = FirstChunkTimeoutLayer::new(Duration::from_secs(5))
-        .unwrap()
+    let layer = FirstChunkTimeoutLayer::builder(Duration::from_secs(5))
         .idle(Duration::from_millis(50))
+        .build()
         .unwrap();
     let (chunks, error) = drain(boxed(layer.layer(wrapped(&server)))).await;
     assert_eq!(text(&chunks), expected_text(1));

@@ -207,9 +207,9 @@ async fn abrupt_disconnect_is_a_network_error_item() {
 async fn stall_after_content_times_out_in_the_timeout_layer_and_closes_the_connection() {
     for provider in PROVIDERS {
         let server = start(Plan::new().with_output_tokens(5).stall_after(1)).await;
-        let layer = FirstChunkTimeoutLayer::new(Duration::from_secs(5))
-            .unwrap()
+        let layer = FirstChunkTimeoutLayer::builder(Duration::from_secs(5))
             .idle(Duration::from_millis(50))
+            .build()
             .unwrap();
         let service = boxed(layer.layer(client(provider, &server)));
         let (chunks, error) = drain(service).await;

@@ -44,7 +44,11 @@
 //! });
 //!
 //! let service = ServiceBuilder::new()
-//!     .layer(FirstChunkTimeoutLayer::new(Duration::from_secs(10))?.idle(Duration::from_secs(30))?)
+//!     .layer(
+//!         FirstChunkTimeoutLayer::builder(Duration::from_secs(10))
+//!             .idle(Duration::from_secs(30))
+//!             .build()?,
+//!     )
 //!     .service(client);
 //!
 //! let response = service.oneshot("hello".to_string()).await?;
@@ -75,6 +79,6 @@ pub mod timeout;
 
 pub use streamgate_core::{StreamTimeout, TimeoutKind};
 pub use timeout::{
-    ConfigError, FirstChunkTimeout, FirstChunkTimeoutLayer, ResponseFuture, Setting, TimeoutBody,
-    TimeoutConfig, TimeoutConfigBuilder,
+    ConfigError, FirstChunkTimeout, FirstChunkTimeoutLayer, FirstChunkTimeoutLayerBuilder,
+    ResponseFuture, Setting, TimeoutBody, TimeoutConfig, TimeoutConfigBuilder,
 };

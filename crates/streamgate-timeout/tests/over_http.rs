@@ -168,9 +168,9 @@ async fn content_in_time_over_http_streams_to_the_end() {
     )
     .await
     .unwrap();
-    let layer = FirstChunkTimeoutLayer::new(DEADLINE)
-        .unwrap()
+    let layer = FirstChunkTimeoutLayer::builder(DEADLINE)
         .idle(DEADLINE)
+        .build()
         .unwrap();
     let service = layer.layer(client(&server));
 

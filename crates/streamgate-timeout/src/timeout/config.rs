@@ -30,15 +30,6 @@ impl TimeoutConfig {
         }
     }
 
-    /// A builder holding these deadlines, to change some of them.
-    pub(crate) fn to_builder(self) -> TimeoutConfigBuilder {
-        TimeoutConfigBuilder {
-            first_content: self.first_content,
-            idle: self.idle,
-            total: self.total,
-        }
-    }
-
     /// The longest time from `call()` to the first content chunk.
     pub fn first_content(&self) -> Duration {
         self.first_content

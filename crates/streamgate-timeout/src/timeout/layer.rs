@@ -14,10 +14,14 @@ use super::{ConfigError, FirstChunkTimeout, TimeoutConfig, TimeoutConfigBuilder}
 /// use streamgate_timeout::FirstChunkTimeoutLayer;
 ///
 /// # fn main() -> Result<(), streamgate_timeout::ConfigError> {
-/// let layer = FirstChunkTimeoutLayer::new(Duration::from_secs(10))?
-///     .idle(Duration::from_secs(30))?
-///     .total(Duration::from_secs(300))?;
+/// let layer = FirstChunkTimeoutLayer::builder(Duration::from_secs(10))
+///     .idle(Duration::from_secs(30))
+///     .total(Duration::from_secs(300))
+///     .build()?;
 /// assert_eq!(layer.config().idle(), Some(Duration::from_secs(30)));
+/// // Only a first-content deadline:
+/// let layer = FirstChunkTimeoutLayer::new(Duration::from_secs(10))?;
+/// # let _ = layer;
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,23 +31,19 @@ pub struct FirstChunkTimeoutLayer {
 
 impl FirstChunkTimeoutLayer {
     /// A layer whose first content must arrive within `first_content` of
-    /// `call()`. Fails if `first_content` is zero.
+    /// `call()`, with no idle or total deadline. Fails if `first_content`
+    /// is zero.
     pub fn new(first_content: Duration) -> Result<Self, ConfigError> {
-        TimeoutConfig::builder(first_content)
-            .build()
-            .map(Self::from_config)
+        Self::builder(first_content).build()
     }
 
-    /// Also limits the gap between two content chunks after the first.
-    /// Fails if `gap` is zero.
-    pub fn idle(self, gap: Duration) -> Result<Self, ConfigError> {
-        self.rebuild(|builder| builder.idle(gap))
-    }
-
-    /// Also limits the whole stream, from `call()` to its end. Fails if
-    /// `limit` is zero or shorter than the first-content deadline.
-    pub fn total(self, limit: Duration) -> Result<Self, ConfigError> {
-        self.rebuild(|builder| builder.total(limit))
+    /// Configures a layer whose first content must arrive within
+    /// `first_content` of `call()`; [`build`](FirstChunkTimeoutLayerBuilder::build)
+    /// validates every deadline at once.
+    pub fn builder(first_content: Duration) -> FirstChunkTimeoutLayerBuilder {
+        FirstChunkTimeoutLayerBuilder {
+            config: TimeoutConfig::builder(first_content),
+        }
     }
 
     /// A layer with an already validated config.
@@ -55,14 +55,34 @@ impl FirstChunkTimeoutLayer {
     pub fn config(&self) -> &TimeoutConfig {
         &self.config
     }
+}
 
-    fn rebuild(
-        self,
-        change: impl FnOnce(TimeoutConfigBuilder) -> TimeoutConfigBuilder,
-    ) -> Result<Self, ConfigError> {
-        change(self.config.to_builder())
-            .build()
-            .map(Self::from_config)
+/// Configures a [`FirstChunkTimeoutLayer`] (see
+/// [`FirstChunkTimeoutLayer::builder`]).
+#[derive(Clone, Copy, Debug)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct FirstChunkTimeoutLayerBuilder {
+    config: TimeoutConfigBuilder,
+}
+
+impl FirstChunkTimeoutLayerBuilder {
+    /// Also limits the gap between two content chunks after the first.
+    pub fn idle(mut self, gap: Duration) -> Self {
+        self.config = self.config.idle(gap);
+        self
+    }
+
+    /// Validates the deadlines (none zero, the total not shorter than the
+    /// first-content deadline) and builds the layer.
+    pub fn build(self) -> Result<FirstChunkTimeoutLayer, ConfigError> {
+        self.config.build().map(FirstChunkTimeoutLayer::from_config)
+    }
+
+    /// Also limits the whole stream, from `call()` to its end (at least the
+    /// first-content deadline).
+    pub fn total(mut self, limit: Duration) -> Self {
+        self.config = self.config.total(limit);
+        self
     }
 }
 
@@ -97,15 +117,18 @@ mod tests {
                 setting: Setting::FirstContent
             })
         );
-        let layer = FirstChunkTimeoutLayer::new(ms(200));
         assert_eq!(
-            layer.and_then(|l| l.idle(Duration::ZERO)),
+            FirstChunkTimeoutLayer::builder(ms(200))
+                .idle(Duration::ZERO)
+                .build(),
             Err(ConfigError::ZeroDuration {
                 setting: Setting::Idle
             })
         );
         assert_eq!(
-            FirstChunkTimeoutLayer::new(ms(200)).and_then(|l| l.total(ms(100))),
+            FirstChunkTimeoutLayer::builder(ms(200))
+                .total(ms(100))
+                .build(),
             Err(ConfigError::TotalShorterThanFirstContent {
                 total: ms(100),
                 first_content: ms(200)
@@ -114,10 +137,11 @@ mod tests {
     }
 
     #[test]
-    fn layer_methods_keep_earlier_settings() {
-        let layer = FirstChunkTimeoutLayer::new(ms(200))
-            .and_then(|l| l.idle(ms(50)))
-            .and_then(|l| l.total(ms(900)));
+    fn layer_builder_keeps_every_setting() {
+        let layer = FirstChunkTimeoutLayer::builder(ms(200))
+            .idle(ms(50))
+            .total(ms(900))
+            .build();
         let expected = TimeoutConfig::builder(ms(200))
             .idle(ms(50))
             .total(ms(900))

@@ -58,5 +58,5 @@ mod service;
 pub use body::TimeoutBody;
 pub use config::{ConfigError, Setting, TimeoutConfig, TimeoutConfigBuilder};
 pub use future::ResponseFuture;
-pub use layer::FirstChunkTimeoutLayer;
+pub use layer::{FirstChunkTimeoutLayer, FirstChunkTimeoutLayerBuilder};
 pub use service::FirstChunkTimeout;
