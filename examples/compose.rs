@@ -48,7 +48,12 @@ async fn main() -> Result<(), BoxError> {
                 .sink(tracker.clone())
                 .build()?,
         )
-        .layer(QuotaLayer::new(backend.clone(), quota.clone()).with_sink(tracker.clone()))
+        .layer(
+            QuotaLayer::builder(backend.clone())
+                .tracker(quota.clone())
+                .sink(tracker.clone())
+                .build()?,
+        )
         .layer(
             PacingLayer::builder(backend.clone())
                 .requests_per_minute(600)

@@ -379,12 +379,13 @@ impl<S, Req> Backend<S, Req> {
             }
         };
         let quota = tracker.clone().map(|tracker| {
-            let layer = QuotaLayer::new(id.clone(), tracker);
-            match &sink {
-                Some(sink) => layer.with_sink(sink.clone()),
-                None => layer,
+            let mut layer = QuotaLayer::builder(id.clone()).tracker(tracker);
+            if let Some(sink) = &sink {
+                layer = layer.sink(sink.clone());
             }
+            layer.build()
         });
+        let quota = quota.transpose().map_err(quota_error)?;
 
         let pacing = match self.pacing {
             None => None,

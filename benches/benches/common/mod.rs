@@ -83,8 +83,11 @@ pub fn full_stack<S>(name: &str, client: S, sink: Arc<dyn MetricsSink>) -> FullS
     let inner = timeout_layer().layer(client);
     let inner = CircuitBreakerLayer::new(breaker).layer(inner);
     let inner = pacing.layer(inner);
-    let inner = QuotaLayer::new(backend, tracker)
-        .with_sink(sink.clone())
+    let inner = QuotaLayer::builder(backend)
+        .tracker(tracker)
+        .sink(sink.clone())
+        .build()
+        .expect("quota config")
         .layer(inner);
     let inner = tpm.layer(inner);
     MetricsLayer::new(name, sink).layer(inner)

@@ -45,7 +45,9 @@ pub mod names;
 mod sinks;
 mod tracker;
 
-pub use layer::{MetricsFuture, MetricsLayer, MetricsObserver, MetricsService};
+pub use layer::{
+    MetricsFuture, MetricsLayer, MetricsLayerBuilder, MetricsObserver, MetricsService,
+};
 #[cfg(feature = "opentelemetry")]
 pub use sinks::OpenTelemetrySink;
 pub use sinks::{Fanout, MetricsFacadeSink, TracingSink};

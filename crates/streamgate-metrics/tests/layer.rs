@@ -289,8 +289,11 @@ async fn timeout_below_records_timed_out_with_its_kind() {
 async fn a_custom_classifier_decides_the_failure_class() {
     let capture = Arc::new(Capture::default());
     let client = ScriptedService::new(Script::new().fail_call(ErrorClass::Server));
-    let service = MetricsLayer::new("b", capture.clone())
-        .with_classifier(|_: &(dyn std::error::Error + 'static)| ErrorClass::Overloaded)
+    let service = MetricsLayer::builder("b")
+        .sink(capture.clone())
+        .classifier(|_: &(dyn std::error::Error + 'static)| ErrorClass::Overloaded)
+        .build()
+        .unwrap()
         .layer(client);
     assert!(service.oneshot(TestRequest::new("m")).await.is_err());
     assert_eq!(

@@ -48,26 +48,32 @@ pub(crate) struct Shared {
 }
 
 impl MetricsLayer {
-    /// Measures requests to `backend` and records them in `sink`.
+    /// Measures requests to `backend` and records them in `sink`, with the
+    /// default classification.
     pub fn new(backend: impl Into<BackendId>, sink: Arc<dyn MetricsSink>) -> Self {
-        Self {
-            shared: Arc::new(Shared {
-                backend: backend.into(),
-                sink,
-                classifier: Arc::new(DefaultClassifier),
-            }),
+        Self::from_parts(backend.into(), sink, Arc::new(DefaultClassifier))
+    }
+
+    /// Configures a layer for `backend`: a [`sink`](MetricsLayerBuilder::sink)
+    /// is required, the classifier is optional.
+    pub fn builder(backend: impl Into<BackendId>) -> MetricsLayerBuilder {
+        MetricsLayerBuilder {
+            backend: backend.into(),
+            sink: None,
+            classifier: Arc::new(DefaultClassifier),
         }
     }
 
-    /// Classifies failures with `classifier` instead of
-    /// [`classify`](streamgate_core::classify).
-    #[must_use]
-    pub fn with_classifier(self, classifier: impl Classifier) -> Self {
+    fn from_parts(
+        backend: BackendId,
+        sink: Arc<dyn MetricsSink>,
+        classifier: Arc<dyn Classifier>,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
-                backend: self.shared.backend.clone(),
-                sink: self.shared.sink.clone(),
-                classifier: Arc::new(classifier),
+                backend,
+                sink,
+                classifier,
             }),
         }
     }
@@ -75,6 +81,50 @@ impl MetricsLayer {
     /// The backend measured.
     pub fn backend(&self) -> &BackendId {
         &self.shared.backend
+    }
+}
+
+/// Configures a [`MetricsLayer`] (see [`MetricsLayer::builder`]).
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct MetricsLayerBuilder {
+    backend: BackendId,
+    sink: Option<Arc<dyn MetricsSink>>,
+    classifier: Arc<dyn Classifier>,
+}
+
+impl std::fmt::Debug for MetricsLayerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsLayerBuilder")
+            .field("backend", &self.backend)
+            .field("sink", &self.sink.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MetricsLayerBuilder {
+    /// Where the measurements go (required).
+    pub fn sink(mut self, sink: Arc<dyn MetricsSink>) -> Self {
+        self.sink = Some(sink);
+        self
+    }
+
+    /// Classifies failures with `classifier` instead of
+    /// [`classify`](streamgate_core::classify).
+    pub fn classifier(mut self, classifier: impl Classifier) -> Self {
+        self.classifier = Arc::new(classifier);
+        self
+    }
+
+    /// Builds the layer; fails without a sink.
+    pub fn build(self) -> Result<MetricsLayer, crate::ConfigError> {
+        let sink = self
+            .sink
+            .ok_or(crate::ConfigError::new("a metrics layer needs a sink"))?;
+        Ok(MetricsLayer::from_parts(
+            self.backend,
+            sink,
+            self.classifier,
+        ))
     }
 }
 

@@ -47,6 +47,12 @@ impl fmt::Display for ConfigError {
 
 impl Error for ConfigError {}
 
+impl ConfigError {
+    pub(crate) fn new(message: &'static str) -> Self {
+        Self(message)
+    }
+}
+
 /// Builds a [`PerformanceTracker`].
 #[derive(Clone, Debug)]
 pub struct PerformanceTrackerBuilder {

@@ -39,25 +39,73 @@ pub struct QuotaLayer {
 impl QuotaLayer {
     /// A layer for `backend` that records into `tracker` (which may be
     /// shared with other layers and with a pacing layer).
-    pub fn new(backend: BackendId, tracker: QuotaTracker) -> Self {
+    pub fn new(backend: impl Into<BackendId>, tracker: QuotaTracker) -> Self {
         Self {
-            backend,
+            backend: backend.into(),
             tracker,
             sink: None,
         }
     }
 
-    /// Reports rejections as [`Event::Rejected`](streamgate_core::Event::Rejected).
-    /// State changes are reported by the tracker's own sink.
-    #[must_use]
-    pub fn with_sink(mut self, sink: Arc<dyn MetricsSink>) -> Self {
-        self.sink = Some(sink);
-        self
+    /// Configures a layer for `backend`: the tracker (default: a new
+    /// [`QuotaTracker`] with default settings) and a sink for rejections.
+    pub fn builder(backend: impl Into<BackendId>) -> QuotaLayerBuilder {
+        QuotaLayerBuilder {
+            backend: backend.into(),
+            tracker: None,
+            sink: None,
+        }
     }
 
     /// The tracker.
     pub fn tracker(&self) -> &QuotaTracker {
         &self.tracker
+    }
+}
+
+/// Configures a [`QuotaLayer`] (see [`QuotaLayer::builder`]).
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct QuotaLayerBuilder {
+    backend: BackendId,
+    tracker: Option<QuotaTracker>,
+    sink: SharedSink,
+}
+
+impl std::fmt::Debug for QuotaLayerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuotaLayerBuilder")
+            .field("backend", &self.backend)
+            .field("sink", &self.sink.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl QuotaLayerBuilder {
+    /// Records into `tracker` (share one tracker between layers, or keep a
+    /// clone to read it).
+    pub fn tracker(mut self, tracker: QuotaTracker) -> Self {
+        self.tracker = Some(tracker);
+        self
+    }
+
+    /// Reports rejections as [`Event::Rejected`](streamgate_core::Event::Rejected).
+    /// State changes are reported by the tracker's own sink.
+    pub fn sink(mut self, sink: Arc<dyn MetricsSink>) -> Self {
+        self.sink = Some(sink);
+        self
+    }
+
+    /// Builds the layer.
+    pub fn build(self) -> Result<QuotaLayer, crate::ConfigError> {
+        let tracker = match self.tracker {
+            Some(tracker) => tracker,
+            None => QuotaTracker::builder().build()?,
+        };
+        Ok(QuotaLayer {
+            backend: self.backend,
+            tracker,
+            sink: self.sink,
+        })
     }
 }
 

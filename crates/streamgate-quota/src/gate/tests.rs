@@ -59,8 +59,11 @@ async fn exhausted_key_is_rejected_without_calling_the_backend() {
     let tracker = QuotaTracker::new();
     let sink = Arc::new(Rejections::default());
     let inner = ScriptedService::new(Script::new().text("hi"));
-    let service = QuotaLayer::new(backend(), tracker.clone())
-        .with_sink(sink.clone())
+    let service = QuotaLayer::builder(backend())
+        .tracker(tracker.clone())
+        .sink(sink.clone())
+        .build()
+        .unwrap()
         .layer(inner.clone());
     tracker.observe_rate_limited(
         &backend(),
