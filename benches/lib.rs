@@ -97,12 +97,29 @@ impl LlmRequest for BenchRequest {
 pub struct BenchStream {
     next: u32,
     tokens: u32,
+    /// Answer `Pending` (waking at once) before every chunk, as a stream
+    /// reading a socket does, so per-chunk timer and waker work shows.
+    pending_between: bool,
+    /// Whether the last poll answered `Pending`.
+    yielded: bool,
 }
 
 impl BenchStream {
     /// A stream of `tokens` text chunks between a role and a usage chunk.
     pub const fn new(tokens: u32) -> Self {
-        Self { next: 0, tokens }
+        Self {
+            next: 0,
+            tokens,
+            pending_between: false,
+            yielded: false,
+        }
+    }
+
+    /// The same stream, answering `Pending` once before every chunk (and
+    /// waking its task at once), as a socket does between frames.
+    pub const fn pending_between_chunks(mut self) -> Self {
+        self.pending_between = true;
+        self
     }
 
     /// How many chunks the whole stream yields.
@@ -120,7 +137,13 @@ impl BenchStream {
 impl Stream for BenchStream {
     type Item = Result<BenchChunk, Infallible>;
 
-    fn poll_next(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.pending_between && !self.yielded {
+            self.yielded = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        self.yielded = false;
         let n = self.next;
         let chunk = match n {
             0 => BenchChunk::Role,
@@ -143,12 +166,25 @@ impl Stream for BenchStream {
 #[derive(Clone, Copy, Debug)]
 pub struct BareService {
     tokens: u32,
+    pending_between: bool,
 }
 
 impl BareService {
     /// A client whose every answer has `tokens` text chunks.
     pub const fn new(tokens: u32) -> Self {
-        Self { tokens }
+        Self {
+            tokens,
+            pending_between: false,
+        }
+    }
+
+    /// A client whose streams answer `Pending` once before every chunk
+    /// (see [`BenchStream::pending_between_chunks`]).
+    pub const fn pending_between_chunks(tokens: u32) -> Self {
+        Self {
+            tokens,
+            pending_between: true,
+        }
     }
 
     /// Chunks per answer (text plus the role and usage chunks).
@@ -167,7 +203,13 @@ impl<Req> Service<Req> for BareService {
     }
 
     fn call(&mut self, _request: Req) -> Self::Future {
-        ready(Ok(Response::new(BenchStream::new(self.tokens))))
+        let stream = BenchStream::new(self.tokens);
+        let stream = if self.pending_between {
+            stream.pending_between_chunks()
+        } else {
+            stream
+        };
+        ready(Ok(Response::new(stream)))
     }
 }
 
@@ -179,14 +221,47 @@ impl<Req> Service<Req> for BareService {
 /// `None` tells the caller that the benchmark measured a wait.
 pub fn block_on<F: Future>(future: F) -> Option<F::Output> {
     let mut future = pin!(future);
-    let mut cx = Context::from_waker(Waker::noop());
-    for _ in 0..MAX_POLLS {
+    let waker = WAKER.with(Waker::clone);
+    let mut cx = Context::from_waker(&waker);
+    let mut waits = 0;
+    loop {
         if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
             return Some(output);
         }
+        // A stream that answered `Pending` and woke itself at once (see
+        // [`BenchStream::pending_between_chunks`]) is polled again straight
+        // away; anything else is a wait.
+        if WOKEN.with(|woken| woken.replace(false)) {
+            continue;
+        }
+        waits += 1;
+        if waits >= MAX_POLLS {
+            return None;
+        }
         std::thread::yield_now();
     }
-    None
+}
+
+/// Records that the future being driven on this thread woke itself.
+struct SelfWake;
+
+impl std::task::Wake for SelfWake {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        // Woken from another thread (never, in these benchmarks) the flag
+        // of that thread is set, and this one counts a wait.
+        let _ = WOKEN.try_with(|woken| woken.set(true));
+    }
+}
+
+thread_local! {
+    /// Set when the future [`block_on`] drives wakes itself.
+    static WOKEN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// One waker per thread, so driving a request allocates nothing.
+    static WAKER: Waker = Waker::from(std::sync::Arc::new(SelfWake));
 }
 
 /// How often [`block_on`] polls a future before giving up on it.

@@ -37,7 +37,8 @@ use tower::{Layer, Service};
 
 mod common;
 use common::{
-    breaker, failover, full_stack, pacing_layer, runtime, timeout_layer, tpm_layer, tracker, MODEL,
+    backend_build, breaker, failover, full_stack, pacing_layer, runtime, timeout_layer, tpm_layer,
+    tracker, MODEL,
 };
 
 /// Text chunks per answer in the per-request benchmarks (plus a role and a
@@ -169,6 +170,11 @@ fn per_request(c: &mut Criterion) {
         MetricsLayer::new("b", Arc::new(NoopSink)).layer(client),
     );
     bench_one(&mut group, "full_stack", full_stack("b", client, tracker()));
+    bench_one(
+        &mut group,
+        "backend_build",
+        backend_build("b", client, tracker()),
+    );
     bench_one(&mut group, "failover_full_stack", failover(SHORT));
 
     // Peers on the same work.
@@ -232,6 +238,26 @@ fn per_chunk(c: &mut Criterion) {
         "metrics_tracker_1000",
         MetricsLayer::new("b", tracker()).layer(client),
     );
+    group.finish();
+
+    // A stream that answers `Pending` before every chunk, as a socket does:
+    // what the layers do when a chunk is not ready at once (timers, wakers)
+    // is paid here and not in the always-ready stream above.
+    let client = BareService::pending_between_chunks(LONG);
+    let mut group = c.benchmark_group("per_chunk_pending");
+    group.throughput(Throughput::Elements(client.chunks_per_response()));
+    bench_one(&mut group, "bare_1000", client);
+    bench_one(
+        &mut group,
+        "full_stack_1000",
+        full_stack("b", client, tracker()),
+    );
+    bench_one(
+        &mut group,
+        "backend_build_1000",
+        backend_build("b", client, tracker()),
+    );
+    bench_one(&mut group, "timeout_1000", timeout_layer().layer(client));
     group.finish();
 }
 

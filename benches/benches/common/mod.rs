@@ -93,6 +93,37 @@ pub fn full_stack<S>(name: &str, client: S, sink: Arc<dyn MetricsSink>) -> FullS
     MetricsLayer::new(name, sink).layer(inner)
 }
 
+/// What `streamgate::Backend::build` returns for the same settings as
+/// [`full_stack`]: every layer fused and boxed, as a program gets it.
+pub fn backend_build<S>(
+    name: &str,
+    client: S,
+    sink: Arc<dyn MetricsSink>,
+) -> streamgate_core::BoxStreamingService<BenchRequest, BenchChunk>
+where
+    S: tower::Service<BenchRequest, Response = http::Response<streamgate_benches::BenchStream>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Error: Into<streamgate_core::BoxError>,
+    S::Future: Send + 'static,
+{
+    streamgate::Backend::new(name, client)
+        .first_content_timeout(Duration::from_secs(30))
+        .idle_timeout(Duration::from_secs(30))
+        .tpm_budget(u64::MAX / 4)
+        .pacing(|p| {
+            p.requests_per_minute(u32::MAX)
+                .request_burst(u32::MAX)
+                .tokens_per_minute(u32::MAX)
+                .token_burst(u32::MAX)
+        })
+        .metrics(sink)
+        .build()
+        .expect("backend config")
+}
+
 pub fn tracker() -> Arc<PerformanceTracker> {
     Arc::new(PerformanceTracker::new())
 }
