@@ -4,10 +4,11 @@
 use std::{fmt, future::Future, marker::PhantomData, pin::Pin, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderName, HeaderValue, Response};
-use streamgate_core::BoxError;
+use http::{header, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+use streamgate_core::{BoxError, ProviderError};
 
 use crate::{
+    auth::{Authorize, TokenCache, TokenProvider},
     errors::{http_error, transport_error, ERROR_BODY_READ_LIMIT},
     ndjson::NdjsonDecoder,
     sse::{SseDecoder, DEFAULT_MAX_SIZE},
@@ -30,6 +31,9 @@ pub enum ConfigError {
     InvalidHeader(String),
     /// The HTTP client could not be built.
     HttpClient(reqwest::Error),
+    /// A setting the client cannot work without was not given and has no
+    /// default (e.g. the AWS region, or credentials).
+    Missing(&'static str),
 }
 
 impl fmt::Display for ConfigError {
@@ -38,6 +42,7 @@ impl fmt::Display for ConfigError {
             Self::InvalidBaseUrl(url) => write!(f, "invalid base url {url:?}"),
             Self::InvalidHeader(name) => write!(f, "invalid header {name:?}"),
             Self::HttpClient(_) => f.write_str("cannot build http client"),
+            Self::Missing(what) => write!(f, "missing {what}"),
         }
     }
 }
@@ -60,6 +65,11 @@ pub trait Provider: Sized {
     fn auth_header(key: &str) -> Result<(HeaderName, HeaderValue), ConfigError>;
     /// Headers every request of this provider carries.
     fn default_headers(_headers: &mut HeaderMap) {}
+    /// The error for an HTTP error status, from the (bounded) body: by
+    /// default [`errors::http_error`](crate::errors::http_error).
+    fn http_error(status: StatusCode, headers: HeaderMap, body: &[u8]) -> ProviderError {
+        http_error(status, headers, body)
+    }
     /// Builds the client.
     fn from_endpoint(endpoint: Endpoint) -> Self;
 }
@@ -76,6 +86,9 @@ struct EndpointInner {
     http: reqwest::Client,
     max_line: usize,
     max_event: usize,
+    /// Per-request credentials: a refreshed bearer token, a SigV4 signature.
+    authorize: Option<Arc<dyn Authorize>>,
+    http_error: fn(StatusCode, HeaderMap, &[u8]) -> ProviderError,
 }
 
 impl fmt::Debug for Endpoint {
@@ -93,6 +106,11 @@ impl Endpoint {
     /// The base URL (no trailing slash).
     pub fn base_url(&self) -> &str {
         &self.inner.base_url
+    }
+
+    /// The bound on one event (or frame), in bytes.
+    pub(crate) fn max_event(&self) -> usize {
+        self.inner.max_event
     }
 
     /// Sends `body` as a JSON POST to `base_url + path` and returns the
@@ -123,7 +141,8 @@ impl Endpoint {
         self.send_framed(path, body, parser, decoder)
     }
 
-    fn send_framed<P, D>(
+    /// Sends with any framing `decoder` (Bedrock's binary event stream).
+    pub(crate) fn send_framed<P, D>(
         &self,
         path: &str,
         body: Vec<u8>,
@@ -137,19 +156,26 @@ impl Endpoint {
         let inner = Arc::clone(&self.inner);
         let url = format!("{}{}", inner.base_url, path);
         Box::pin(async move {
+            let mut headers = inner.headers.clone();
+            if let Some(authorize) = &inner.authorize {
+                authorize.authorize(&url, &body, &mut headers).await?;
+            }
             let response = inner
                 .http
                 .post(url)
-                .headers(inner.headers.clone())
+                .headers(headers)
                 .body(body)
                 .send()
                 .await
                 .map_err(|e| transport_error(Box::new(e)))?;
             let status = response.status();
             if !status.is_success() {
+                if let (StatusCode::UNAUTHORIZED, Some(authorize)) = (status, &inner.authorize) {
+                    authorize.unauthorized().await;
+                }
                 let headers = response.headers().clone();
                 let body = read_bounded(response).await;
-                return Err(http_error(status, headers, &body).into());
+                return Err((inner.http_error)(status, headers, &body).into());
             }
             let mut builder = Response::builder()
                 .status(status)
@@ -196,6 +222,7 @@ pub struct ClientBuilder<P> {
     connect_timeout: Option<Duration>,
     max_line: usize,
     max_event: usize,
+    authorize: Option<Arc<dyn Authorize>>,
     _provider: PhantomData<fn() -> P>,
 }
 
@@ -205,6 +232,7 @@ impl<P> fmt::Debug for ClientBuilder<P> {
             .field("base_url", &self.base_url)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("auth_header", &self.auth.as_ref().map(|(name, _)| name))
+            .field("per_request_auth", &self.authorize.is_some())
             .field(
                 "headers",
                 &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
@@ -224,6 +252,7 @@ impl<P: Provider> Default for ClientBuilder<P> {
             connect_timeout: None,
             max_line: DEFAULT_MAX_SIZE,
             max_event: DEFAULT_MAX_SIZE,
+            authorize: None,
             _provider: PhantomData,
         }
     }
@@ -252,6 +281,24 @@ impl<P: Provider> ClientBuilder<P> {
     #[must_use]
     pub fn auth_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.auth = Some((name.into(), value.into()));
+        self
+    }
+
+    /// Sends `Authorization: Bearer TOKEN` with a token from `provider`,
+    /// asked again once the token is within
+    /// [`REFRESH_MARGIN`](crate::auth::REFRESH_MARGIN) of its expiry (or
+    /// after a 401), and shared by all requests until then (Vertex AI,
+    /// Azure OpenAI with Entra ID, a gateway with short-lived tokens).
+    /// Replaces [`api_key`](Self::api_key) and [`auth_header`](Self::auth_header).
+    /// Tokens never appear in `Debug` output or errors.
+    #[must_use]
+    pub fn bearer_token_provider(self, provider: impl TokenProvider + 'static) -> Self {
+        self.authorizer(Arc::new(TokenCache::new(provider)))
+    }
+
+    /// Credentials computed for each request (a token, a signature).
+    pub(crate) fn authorizer(mut self, authorize: Arc<dyn Authorize>) -> Self {
+        self.authorize = Some(authorize);
         self
     }
 
@@ -315,10 +362,10 @@ impl<P: Provider> ClientBuilder<P> {
             let (name, value) = header_pair(name, value)?;
             headers.append(name, value);
         }
-        let auth = match (&self.auth, &self.api_key) {
-            (Some((name, value)), _) => Some(header_pair(name, value)?),
-            (None, Some(key)) => Some(P::auth_header(key)?),
-            (None, None) => None,
+        let auth = match (&self.auth, &self.api_key, &self.authorize) {
+            (_, _, Some(_)) | (None, None, None) => None,
+            (Some((name, value)), _, None) => Some(header_pair(name, value)?),
+            (None, Some(key), None) => Some(P::auth_header(key)?),
         };
         if let Some((name, mut value)) = auth {
             value.set_sensitive(true);
@@ -344,6 +391,8 @@ impl<P: Provider> ClientBuilder<P> {
                 http,
                 max_line: self.max_line,
                 max_event: self.max_event,
+                authorize: self.authorize,
+                http_error: P::http_error,
             }),
         }))
     }
@@ -359,7 +408,7 @@ fn header_pair(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), Con
 
 /// `Authorization: Bearer KEY`, for OpenAI and compatible servers (and
 /// proxies in front of Ollama).
-#[cfg(any(feature = "openai", feature = "ollama"))]
+#[cfg(any(feature = "openai", feature = "ollama", feature = "bedrock"))]
 pub(crate) fn bearer(key: &str) -> Result<(HeaderName, HeaderValue), ConfigError> {
     let value = HeaderValue::try_from(format!("Bearer {key}"))
         .map_err(|_| ConfigError::InvalidHeader(header::AUTHORIZATION.to_string()))?;
@@ -376,3 +425,45 @@ pub(crate) fn key_header(
         HeaderValue::try_from(key).map_err(|_| ConfigError::InvalidHeader(name.to_owned()))?;
     Ok((HeaderName::from_static(name), value))
 }
+
+/// The [`ClientBuilder`] settings a cloud client's own builder passes on:
+/// `http_client`, `connect_timeout`, `header`, `max_event_size`, forwarded
+/// to the `ClientBuilder` in field `$client`.
+#[cfg(any(feature = "openai", feature = "gemini", feature = "bedrock"))]
+macro_rules! forward_client_options {
+    ($client:ident) => {
+        /// Uses this `reqwest` client (its TLS, proxy and pool settings); see
+        /// [`ClientBuilder::http_client`](crate::ClientBuilder::http_client).
+        #[must_use]
+        pub fn http_client(mut self, client: reqwest::Client) -> Self {
+            self.$client = self.$client.http_client(client);
+            self
+        }
+
+        /// Connect timeout of the client this builder creates; see
+        /// [`ClientBuilder::connect_timeout`](crate::ClientBuilder::connect_timeout).
+        #[must_use]
+        pub fn connect_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.$client = self.$client.connect_timeout(timeout);
+            self
+        }
+
+        /// A further header on every request; see
+        /// [`ClientBuilder::header`](crate::ClientBuilder::header).
+        #[must_use]
+        pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+            self.$client = self.$client.header(name, value);
+            self
+        }
+
+        /// Bounds on one line and one event (or frame), in bytes; see
+        /// [`ClientBuilder::max_event_size`](crate::ClientBuilder::max_event_size).
+        #[must_use]
+        pub fn max_event_size(mut self, max_line: usize, max_event: usize) -> Self {
+            self.$client = self.$client.max_event_size(max_line, max_event);
+            self
+        }
+    };
+}
+#[cfg(any(feature = "openai", feature = "gemini", feature = "bedrock"))]
+pub(crate) use forward_client_options;

@@ -62,6 +62,9 @@
 pub mod anthropic;
 #[cfg(feature = "async-openai")]
 pub mod async_openai;
+pub mod auth;
+#[cfg(feature = "bedrock")]
+pub mod bedrock;
 mod chunk;
 pub mod client;
 #[cfg(feature = "conformance")]
