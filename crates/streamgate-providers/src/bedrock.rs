@@ -68,8 +68,8 @@ use crate::{
     auth::{credentials_error, Authorize, AuthorizeFuture},
     chunk::{ChatChunk, ChunkKind, ToolCallDelta},
     client::{
-        bearer, forward_client_options, ClientBuilder, ConfigError, Endpoint, Provider,
-        ResponseFuture,
+        bearer, encode_segment, forward_client_options, ClientBuilder, ConfigError, Endpoint,
+        Provider, ResponseFuture,
     },
     errors::{class_of, http_error, malformed, ErrorDetails},
     request::{ChatRequest, Role},
@@ -186,23 +186,6 @@ impl Service<ChatRequest> for Bedrock {
         self.endpoint
             .send_framed(&path, body, ConverseParser::default(), decoder)
     }
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters, so a
-/// model id (`anthropic.claude-…-v1:0`, an ARN with `/`) is one path
-/// segment whatever it contains.
-pub(crate) fn encode_segment(segment: &str) -> String {
-    use fmt::Write as _;
-    let mut out = String::with_capacity(segment.len());
-    for byte in segment.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            // Writing to a String cannot fail.
-            let _ = write!(out, "%{byte:02X}");
-        }
-    }
-    out
 }
 
 /// Builds a [`Bedrock`] client.

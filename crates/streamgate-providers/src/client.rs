@@ -416,7 +416,7 @@ pub(crate) fn bearer(key: &str) -> Result<(HeaderName, HeaderValue), ConfigError
 }
 
 /// `NAME: KEY`.
-#[cfg(any(feature = "anthropic", feature = "gemini"))]
+#[cfg(any(feature = "anthropic", feature = "gemini", feature = "openai"))]
 pub(crate) fn key_header(
     name: &'static str,
     key: &str,
@@ -467,3 +467,20 @@ macro_rules! forward_client_options {
 }
 #[cfg(any(feature = "openai", feature = "gemini", feature = "bedrock"))]
 pub(crate) use forward_client_options;
+
+/// Percent-encodes everything but RFC 3986 unreserved characters, so a
+/// model id (`anthropic.claude-…-v1:0`, an ARN with `/`) is one path
+/// segment whatever it contains.
+pub(crate) fn encode_segment(segment: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    out
+}

@@ -81,6 +81,8 @@ pub mod openai;
 mod request;
 pub mod sse;
 mod stream;
+#[cfg(feature = "gemini")]
+pub mod vertex;
 
 pub use chunk::{ChatChunk, ChunkKind, ToolCallDelta};
 pub use client::{ClientBuilder, ConfigError, Endpoint};

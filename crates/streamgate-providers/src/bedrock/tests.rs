@@ -4,6 +4,7 @@ use aws_smithy_eventstream::frame::write_message_to;
 use aws_smithy_types::event_stream::{Header, HeaderValue as FrameValue};
 
 use super::*;
+use crate::client::encode_segment;
 use crate::stream::test_support::{run_with, split_with};
 
 fn frame(headers: &[(&str, &str)], payload: &str) -> Vec<u8> {
