@@ -213,6 +213,13 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1beta/models/{*rest}", post(gemini))
         .route("/v1/models/{*rest}", post(gemini))
         .route("/api/chat", post(ollama))
+        .route("/model/{model}/converse-stream", post(bedrock))
+        .route(
+            "/openai/deployments/{deployment}/chat/completions",
+            post(azure_deployment),
+        )
+        .route("/openai/v1/chat/completions", post(azure_v1))
+        .route("/v1/projects/{*rest}", post(vertex))
         .with_state(shared)
 }
 
@@ -241,6 +248,62 @@ async fn ollama(
     body: Bytes,
 ) -> Response {
     respond(&shared, Provider::Ollama, None, &uri, headers, body).await
+}
+
+async fn bedrock(
+    State(shared): State<Arc<Shared>>,
+    Path(model): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    respond(&shared, Provider::Bedrock, Some(model), &uri, headers, body).await
+}
+
+async fn azure_deployment(
+    State(shared): State<Arc<Shared>>,
+    Path(deployment): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    // The deployment names the model; the body's `model` is ignored, as upstream.
+    let model = Some(deployment);
+    respond(&shared, Provider::Azure, model, &uri, headers, body).await
+}
+
+async fn azure_v1(
+    State(shared): State<Arc<Shared>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    respond(&shared, Provider::Azure, None, &uri, headers, body).await
+}
+
+/// `{project}/locations/{location}/publishers/google/models/{model}:streamGenerateContent`.
+async fn vertex(
+    State(shared): State<Arc<Shared>>,
+    Path(rest): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let parts: Vec<&str> = rest.split('/').collect();
+    match parts.as_slice() {
+        [project, "locations", location, "publishers", "google", "models", method]
+            if !project.is_empty() && !location.is_empty() =>
+        {
+            match method.split_once(':') {
+                Some((model, "streamGenerateContent")) if !model.is_empty() => {
+                    let model = Some(model.to_owned());
+                    respond(&shared, Provider::Vertex, model, &uri, headers, body).await
+                }
+                _ => StatusCode::NOT_FOUND.into_response(),
+            }
+        }
+        _ => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 async fn gemini(
@@ -348,7 +411,7 @@ fn stream_meta(request: &RequestInfo, plan: &Plan, input_tokens: u64) -> StreamM
     let id = match request.provider {
         Provider::OpenAi => format!("chatcmpl-mock{}", request.index),
         Provider::Anthropic => format!("msg_mock{}", request.index),
-        Provider::Gemini | Provider::Ollama => format!("mock{}", request.index),
+        _ => format!("mock{}", request.index),
     };
     let include_usage = request
         .body
@@ -364,6 +427,7 @@ fn stream_meta(request: &RequestInfo, plan: &Plan, input_tokens: u64) -> StreamM
         input_tokens,
         cached_input_tokens: plan.cached_input_tokens.min(input_tokens),
         include_usage,
+        error_body: plan.error_body.clone(),
     }
 }
 
@@ -400,7 +464,8 @@ impl Reply {
         retry_after: Option<Duration>,
         quota: QuotaReport,
     ) -> Response {
-        let headers = self.headers("application/json", &quota, retry_after);
+        let mut headers = self.headers("application/json", &quota, retry_after);
+        self.dialect.error_headers(status, &mut headers);
         let body = match (cause, self.error_body.take()) {
             (ErrorCause::Scripted, Some(body)) => body,
             _ => self
