@@ -52,7 +52,9 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use aws_credential_types::{provider::ProvideCredentials, Credentials};
+/// The AWS credentials and the provider trait `aws-config` implements,
+/// re-exported so a program without `aws-config` can name them.
+pub use aws_credential_types::{provider::ProvideCredentials, Credentials};
 use aws_sigv4::{
     http_request::{sign, SignableBody, SignableRequest, SigningSettings},
     sign::v4,
