@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{post, MethodRouter};
 use axum::Router;
 use bytes::Bytes;
 use futures::Stream;
@@ -213,12 +213,18 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1beta/models/{*rest}", post(gemini))
         .route("/v1/models/{*rest}", post(gemini))
         .route("/api/chat", post(ollama))
-        .route("/model/{model}/converse-stream", post(bedrock))
+        .route(
+            "/model/{model}/converse-stream",
+            model_in_path(Provider::Bedrock),
+        )
         .route(
             "/openai/deployments/{deployment}/chat/completions",
-            post(azure_deployment),
+            model_in_path(Provider::Azure),
         )
-        .route("/openai/v1/chat/completions", post(azure_v1))
+        .route(
+            "/openai/v1/chat/completions",
+            model_in_body(Provider::Azure),
+        )
         .route("/v1/projects/{*rest}", post(vertex))
         .with_state(shared)
 }
@@ -250,35 +256,27 @@ async fn ollama(
     respond(&shared, Provider::Ollama, None, &uri, headers, body).await
 }
 
-async fn bedrock(
-    State(shared): State<Arc<Shared>>,
-    Path(model): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    respond(&shared, Provider::Bedrock, Some(model), &uri, headers, body).await
+/// The route of `provider` whose one path parameter names the model (Bedrock's model
+/// id, Azure's deployment; the body's `model` is then ignored, as upstream).
+fn model_in_path(provider: Provider) -> MethodRouter<Arc<Shared>> {
+    post(
+        move |State(shared): State<Arc<Shared>>,
+              Path(model): Path<String>,
+              uri: Uri,
+              headers: HeaderMap,
+              body: Bytes| async move {
+            respond(&shared, provider, Some(model), &uri, headers, body).await
+        },
+    )
 }
 
-async fn azure_deployment(
-    State(shared): State<Arc<Shared>>,
-    Path(deployment): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    // The deployment names the model; the body's `model` is ignored, as upstream.
-    let model = Some(deployment);
-    respond(&shared, Provider::Azure, model, &uri, headers, body).await
-}
-
-async fn azure_v1(
-    State(shared): State<Arc<Shared>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    respond(&shared, Provider::Azure, None, &uri, headers, body).await
+/// The route of `provider` whose body names the model.
+fn model_in_body(provider: Provider) -> MethodRouter<Arc<Shared>> {
+    post(
+        move |State(shared): State<Arc<Shared>>, uri: Uri, headers: HeaderMap, body: Bytes| async move {
+            respond(&shared, provider, None, &uri, headers, body).await
+        },
+    )
 }
 
 /// `{project}/locations/{location}/publishers/google/models/{model}:streamGenerateContent`.
