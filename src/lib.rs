@@ -131,7 +131,7 @@ pub mod prelude {
 }
 
 /// The README's code blocks, compiled and run as doc tests so they cannot
-/// go stale.
-#[cfg(all(doctest, feature = "default"))]
+/// go stale (with the `bedrock` feature too: one block uses it).
+#[cfg(all(doctest, feature = "default", feature = "bedrock"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

@@ -109,12 +109,13 @@ impl Endpoint {
     }
 
     /// The bound on one event (or frame), in bytes.
+    #[cfg(feature = "bedrock")]
     pub(crate) fn max_event(&self) -> usize {
         self.inner.max_event
     }
 
     /// Sends `body` as a JSON POST to `base_url + path` and returns the
-    /// streaming response, or a [`ProviderError`](streamgate_core::ProviderError) for an error status
+    /// streaming response, or a [`ProviderError`] for an error status
     /// (status, all headers, a bounded excerpt of the body) or a transport
     /// failure.
     pub fn send<P>(&self, path: &str, body: Vec<u8>, parser: P) -> ResponseFuture<P>
@@ -471,6 +472,7 @@ pub(crate) use forward_client_options;
 /// Percent-encodes everything but RFC 3986 unreserved characters, so a
 /// model id (`anthropic.claude-…-v1:0`, an ARN with `/`) is one path
 /// segment whatever it contains.
+#[cfg(any(feature = "openai", feature = "gemini", feature = "bedrock"))]
 pub(crate) fn encode_segment(segment: &str) -> String {
     use std::fmt::Write as _;
     let mut out = String::with_capacity(segment.len());

@@ -72,7 +72,7 @@ async fn drain(
             Ok(chunk) => chunks.push(chunk),
             Err(error) => {
                 assert!(body.next().await.is_none(), "nothing after an error");
-                return Ok((chunks, Some(error.into())));
+                return Ok((chunks, Some(error)));
             }
         }
     }
