@@ -287,20 +287,29 @@ async fn vertex(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let parts: Vec<&str> = rest.split('/').collect();
-    match parts.as_slice() {
-        [project, "locations", location, "publishers", "google", "models", method]
-            if !project.is_empty() && !location.is_empty() =>
-        {
-            match method.split_once(':') {
-                Some((model, "streamGenerateContent")) if !model.is_empty() => {
-                    let model = Some(model.to_owned());
-                    respond(&shared, Provider::Vertex, model, &uri, headers, body).await
-                }
-                _ => StatusCode::NOT_FOUND.into_response(),
-            }
+    let one_segment = |s: &&str| !s.is_empty() && !s.contains('/');
+    let model = rest
+        .split_once("/locations/")
+        .filter(|(project, _)| one_segment(project))
+        .and_then(|(_, rest)| rest.split_once("/publishers/google/models/"))
+        .filter(|(location, _)| one_segment(location))
+        .and_then(|(_, method)| streaming_model(method));
+    match model {
+        Some(model) => {
+            let model = Some(model.to_owned());
+            respond(&shared, Provider::Vertex, model, &uri, headers, body).await
         }
-        _ => StatusCode::NOT_FOUND.into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// The model of `{model}:streamGenerateContent`, Gemini's streaming method.
+fn streaming_model(method: &str) -> Option<&str> {
+    match method.split_once(':') {
+        Some((model, "streamGenerateContent")) if !model.is_empty() && !model.contains('/') => {
+            Some(model)
+        }
+        _ => None,
     }
 }
 
@@ -311,8 +320,8 @@ async fn gemini(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match rest.split_once(':') {
-        Some((model, "streamGenerateContent")) if !model.is_empty() && !model.contains('/') => {
+    match streaming_model(&rest) {
+        Some(model) => {
             let model = model.to_owned();
             respond(&shared, Provider::Gemini, Some(model), &uri, headers, body).await
         }
