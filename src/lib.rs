@@ -54,7 +54,9 @@
 //!     [`PerformanceTracker`](metrics::PerformanceTracker) and the sinks for
 //!     `metrics` (Prometheus), `tracing` and, with the `opentelemetry`
 //!     feature (off by default), OpenTelemetry;
-//!   - [`providers`]: OpenAI, Anthropic, Gemini and Ollama streaming clients;
+//!   - [`providers`]: OpenAI, Azure OpenAI, Anthropic, Gemini (also on
+//!     Vertex AI) and Ollama streaming clients, and with the `bedrock`
+//!     feature (off by default) Amazon Bedrock;
 //!   - `mock` (feature `mock`, off by default): a mock provider server on
 //!     loopback, for tests and demos.
 //! - [`prelude`]: the names most programs need.
@@ -129,7 +131,7 @@ pub mod prelude {
 }
 
 /// The README's code blocks, compiled and run as doc tests so they cannot
-/// go stale.
-#[cfg(all(doctest, feature = "default"))]
+/// go stale (with the `bedrock` feature too: one block uses it).
+#[cfg(all(doctest, feature = "default", feature = "bedrock"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

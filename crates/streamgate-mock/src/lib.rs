@@ -54,6 +54,21 @@
 //!   keep-alive, so a planned keep-alive sends nothing and a stall is silent; it sends
 //!   no rate-limit headers either (only `retry-after` when the plan sets one).
 //!
+//! - **Bedrock** `ConverseStream`, `POST /model/{model}/converse-stream`: binary AWS
+//!   event-stream frames with valid CRCs (`application/vnd.amazon.eventstream`):
+//!   `messageStart`, one `contentBlockDelta` per token, `contentBlockStop`,
+//!   `messageStop` (the terminal marker), then `metadata` with the usage. An in-band
+//!   error is an exception frame (`modelStreamErrorException` unless the plan's
+//!   [error body](Plan::with_error_body) names another); HTTP errors carry
+//!   `x-amzn-errortype`. No rate-limit headers, as upstream.
+//! - **Azure OpenAI**, `POST /openai/deployments/{deployment}/chat/completions` or
+//!   `/openai/v1/chat/completions`: OpenAI's stream after a `prompt_filter_results`
+//!   chunk; its in-band error is a `content_filter` finish reason; rate limits in
+//!   `x-ratelimit-{limit,remaining}-{requests,tokens}` without reset times, and
+//!   `retry-after-ms` on a 429.
+//! - **Vertex AI**, `POST /v1/projects/{p}/locations/{l}/publishers/google/models/{model}:streamGenerateContent`:
+//!   the Gemini stream.
+//!
 //! Token `i` is the text `tok{i} ` ([`expected_text`] gives a whole answer). Input
 //! tokens are estimated as the request body's length in bytes divided by 4, unless the
 //! plan [sets them](Plan::with_input_tokens). Every response is a stream whatever

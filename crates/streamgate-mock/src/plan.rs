@@ -166,7 +166,10 @@ impl Plan {
     }
 
     /// Replaces the provider-style JSON body of an HTTP error, for errors the mock
-    /// does not model (a context-length 400, a content-filter refusal, …).
+    /// does not model (a context-length 400, a content-filter refusal, …). For
+    /// Bedrock it also picks the exception an [`error_after`](Self::error_after)
+    /// sends: `{"exceptionType": "throttlingException", "message": "…"}` (by
+    /// default `modelStreamErrorException`).
     pub fn with_error_body(mut self, body: Value) -> Self {
         self.error_body = Some(body);
         self

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{post, MethodRouter};
 use axum::Router;
 use bytes::Bytes;
 use futures::Stream;
@@ -216,6 +216,19 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1beta/models/{*rest}", post(gemini))
         .route("/v1/models/{*rest}", post(gemini))
         .route("/api/chat", post(ollama))
+        .route(
+            "/model/{model}/converse-stream",
+            model_in_path(Provider::Bedrock),
+        )
+        .route(
+            "/openai/deployments/{deployment}/chat/completions",
+            model_in_path(Provider::Azure),
+        )
+        .route(
+            "/openai/v1/chat/completions",
+            model_in_body(Provider::Azure),
+        )
+        .route("/v1/projects/{*rest}", post(vertex))
         .with_state(shared)
 }
 
@@ -246,6 +259,63 @@ async fn ollama(
     respond(&shared, Provider::Ollama, None, &uri, headers, body).await
 }
 
+/// The route of `provider` whose one path parameter names the model (Bedrock's model
+/// id, Azure's deployment; the body's `model` is then ignored, as upstream).
+fn model_in_path(provider: Provider) -> MethodRouter<Arc<Shared>> {
+    post(
+        move |State(shared): State<Arc<Shared>>,
+              Path(model): Path<String>,
+              uri: Uri,
+              headers: HeaderMap,
+              body: Bytes| async move {
+            respond(&shared, provider, Some(model), &uri, headers, body).await
+        },
+    )
+}
+
+/// The route of `provider` whose body names the model.
+fn model_in_body(provider: Provider) -> MethodRouter<Arc<Shared>> {
+    post(
+        move |State(shared): State<Arc<Shared>>, uri: Uri, headers: HeaderMap, body: Bytes| async move {
+            respond(&shared, provider, None, &uri, headers, body).await
+        },
+    )
+}
+
+/// `{project}/locations/{location}/publishers/google/models/{model}:streamGenerateContent`.
+async fn vertex(
+    State(shared): State<Arc<Shared>>,
+    Path(rest): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let one_segment = |s: &&str| !s.is_empty() && !s.contains('/');
+    let model = rest
+        .split_once("/locations/")
+        .filter(|(project, _)| one_segment(project))
+        .and_then(|(_, rest)| rest.split_once("/publishers/google/models/"))
+        .filter(|(location, _)| one_segment(location))
+        .and_then(|(_, method)| streaming_model(method));
+    match model {
+        Some(model) => {
+            let model = Some(model.to_owned());
+            respond(&shared, Provider::Vertex, model, &uri, headers, body).await
+        }
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// The model of `{model}:streamGenerateContent`, Gemini's streaming method.
+fn streaming_model(method: &str) -> Option<&str> {
+    match method.split_once(':') {
+        Some((model, "streamGenerateContent")) if !model.is_empty() && !model.contains('/') => {
+            Some(model)
+        }
+        _ => None,
+    }
+}
+
 async fn gemini(
     State(shared): State<Arc<Shared>>,
     Path(rest): Path<String>,
@@ -253,8 +323,8 @@ async fn gemini(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match rest.split_once(':') {
-        Some((model, "streamGenerateContent")) if !model.is_empty() && !model.contains('/') => {
+    match streaming_model(&rest) {
+        Some(model) => {
             let model = model.to_owned();
             respond(&shared, Provider::Gemini, Some(model), &uri, headers, body).await
         }
@@ -352,7 +422,7 @@ fn stream_meta(request: &RequestInfo, plan: &Plan, input_tokens: u64) -> StreamM
     let id = match request.provider {
         Provider::OpenAi => format!("chatcmpl-mock{}", request.index),
         Provider::Anthropic => format!("msg_mock{}", request.index),
-        Provider::Gemini | Provider::Ollama => format!("mock{}", request.index),
+        _ => format!("mock{}", request.index),
     };
     let include_usage = request
         .body
@@ -368,6 +438,7 @@ fn stream_meta(request: &RequestInfo, plan: &Plan, input_tokens: u64) -> StreamM
         input_tokens,
         cached_input_tokens: plan.cached_input_tokens.min(input_tokens),
         include_usage,
+        error_body: plan.error_body.clone(),
     }
 }
 
@@ -408,7 +479,8 @@ impl Reply {
         retry_after: Option<Duration>,
         quota: QuotaReport,
     ) -> Response {
-        let headers = self.headers("application/json", &quota, retry_after);
+        let mut headers = self.headers("application/json", &quota, retry_after);
+        self.dialect.error_headers(status, &mut headers);
         let mut body = match (cause, self.error_body.take()) {
             (ErrorCause::Scripted, Some(body)) => body,
             _ => self

@@ -178,6 +178,7 @@ mod tests {
             input_tokens: 4,
             cached_input_tokens: 0,
             include_usage: false,
+            error_body: None,
         }
     }
 

@@ -1,5 +1,7 @@
 //! The chunk type every adapter yields.
 
+use std::time::Duration;
+
 use streamgate_core::{Chunk, Usage};
 
 /// What a provider event was, normalised across providers.
@@ -75,6 +77,9 @@ pub struct ChatChunk {
     pub model: Option<String>,
     /// The provider's count of output tokens in this delta, when known.
     pub reported_output_tokens: Option<u64>,
+    /// The provider's own measure of the request's latency, on the chunk
+    /// that reports it (Bedrock `metadata.metrics.latencyMs`).
+    pub provider_latency: Option<Duration>,
 }
 
 impl ChatChunk {

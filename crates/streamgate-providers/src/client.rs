@@ -4,10 +4,11 @@
 use std::{fmt, future::Future, marker::PhantomData, pin::Pin, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderName, HeaderValue, Response};
-use streamgate_core::BoxError;
+use http::{header, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+use streamgate_core::{BoxError, ProviderError};
 
 use crate::{
+    auth::{Authorize, TokenCache, TokenProvider},
     errors::{http_error, transport_error, ERROR_BODY_READ_LIMIT},
     ndjson::NdjsonDecoder,
     sse::{SseDecoder, DEFAULT_MAX_SIZE},
@@ -30,6 +31,9 @@ pub enum ConfigError {
     InvalidHeader(String),
     /// The HTTP client could not be built.
     HttpClient(reqwest::Error),
+    /// A setting the client cannot work without was not given and has no
+    /// default (e.g. the AWS region, or credentials).
+    Missing(&'static str),
 }
 
 impl fmt::Display for ConfigError {
@@ -38,6 +42,7 @@ impl fmt::Display for ConfigError {
             Self::InvalidBaseUrl(url) => write!(f, "invalid base url {url:?}"),
             Self::InvalidHeader(name) => write!(f, "invalid header {name:?}"),
             Self::HttpClient(_) => f.write_str("cannot build http client"),
+            Self::Missing(what) => write!(f, "missing {what}"),
         }
     }
 }
@@ -60,6 +65,11 @@ pub trait Provider: Sized {
     fn auth_header(key: &str) -> Result<(HeaderName, HeaderValue), ConfigError>;
     /// Headers every request of this provider carries.
     fn default_headers(_headers: &mut HeaderMap) {}
+    /// The error for an HTTP error status, from the (bounded) body: by
+    /// default [`errors::http_error`](crate::errors::http_error).
+    fn http_error(status: StatusCode, headers: HeaderMap, body: &[u8]) -> ProviderError {
+        http_error(status, headers, body)
+    }
     /// Builds the client.
     fn from_endpoint(endpoint: Endpoint) -> Self;
 }
@@ -76,6 +86,9 @@ struct EndpointInner {
     http: reqwest::Client,
     max_line: usize,
     max_event: usize,
+    /// Per-request credentials: a refreshed bearer token, a SigV4 signature.
+    authorize: Option<Arc<dyn Authorize>>,
+    http_error: fn(StatusCode, HeaderMap, &[u8]) -> ProviderError,
 }
 
 impl fmt::Debug for Endpoint {
@@ -95,8 +108,14 @@ impl Endpoint {
         &self.inner.base_url
     }
 
+    /// The bound on one event (or frame), in bytes.
+    #[cfg(feature = "bedrock")]
+    pub(crate) fn max_event(&self) -> usize {
+        self.inner.max_event
+    }
+
     /// Sends `body` as a JSON POST to `base_url + path` and returns the
-    /// streaming response, or a [`ProviderError`](streamgate_core::ProviderError) for an error status
+    /// streaming response, or a [`ProviderError`] for an error status
     /// (status, all headers, a bounded excerpt of the body) or a transport
     /// failure.
     pub fn send<P>(&self, path: &str, body: Vec<u8>, parser: P) -> ResponseFuture<P>
@@ -123,7 +142,8 @@ impl Endpoint {
         self.send_framed(path, body, parser, decoder)
     }
 
-    fn send_framed<P, D>(
+    /// Sends with any framing `decoder` (Bedrock's binary event stream).
+    pub(crate) fn send_framed<P, D>(
         &self,
         path: &str,
         body: Vec<u8>,
@@ -137,19 +157,26 @@ impl Endpoint {
         let inner = Arc::clone(&self.inner);
         let url = format!("{}{}", inner.base_url, path);
         Box::pin(async move {
+            let mut headers = inner.headers.clone();
+            if let Some(authorize) = &inner.authorize {
+                authorize.authorize(&url, &body, &mut headers).await?;
+            }
             let response = inner
                 .http
                 .post(url)
-                .headers(inner.headers.clone())
+                .headers(headers)
                 .body(body)
                 .send()
                 .await
                 .map_err(|e| transport_error(Box::new(e)))?;
             let status = response.status();
             if !status.is_success() {
+                if let (StatusCode::UNAUTHORIZED, Some(authorize)) = (status, &inner.authorize) {
+                    authorize.unauthorized().await;
+                }
                 let headers = response.headers().clone();
                 let body = read_bounded(response).await;
-                return Err(http_error(status, headers, &body).into());
+                return Err((inner.http_error)(status, headers, &body).into());
             }
             let mut builder = Response::builder()
                 .status(status)
@@ -196,6 +223,7 @@ pub struct ClientBuilder<P> {
     connect_timeout: Option<Duration>,
     max_line: usize,
     max_event: usize,
+    authorize: Option<Arc<dyn Authorize>>,
     _provider: PhantomData<fn() -> P>,
 }
 
@@ -205,6 +233,7 @@ impl<P> fmt::Debug for ClientBuilder<P> {
             .field("base_url", &self.base_url)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("auth_header", &self.auth.as_ref().map(|(name, _)| name))
+            .field("per_request_auth", &self.authorize.is_some())
             .field(
                 "headers",
                 &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
@@ -224,6 +253,7 @@ impl<P: Provider> Default for ClientBuilder<P> {
             connect_timeout: None,
             max_line: DEFAULT_MAX_SIZE,
             max_event: DEFAULT_MAX_SIZE,
+            authorize: None,
             _provider: PhantomData,
         }
     }
@@ -252,6 +282,24 @@ impl<P: Provider> ClientBuilder<P> {
     #[must_use]
     pub fn auth_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.auth = Some((name.into(), value.into()));
+        self
+    }
+
+    /// Sends `Authorization: Bearer TOKEN` with a token from `provider`,
+    /// asked again once the token is within
+    /// [`REFRESH_MARGIN`](crate::auth::REFRESH_MARGIN) of its expiry (or
+    /// after a 401), and shared by all requests until then (Vertex AI,
+    /// Azure OpenAI with Entra ID, a gateway with short-lived tokens).
+    /// Replaces [`api_key`](Self::api_key) and [`auth_header`](Self::auth_header).
+    /// Tokens never appear in `Debug` output or errors.
+    #[must_use]
+    pub fn bearer_token_provider(self, provider: impl TokenProvider + 'static) -> Self {
+        self.authorizer(Arc::new(TokenCache::new(provider)))
+    }
+
+    /// Credentials computed for each request (a token, a signature).
+    pub(crate) fn authorizer(mut self, authorize: Arc<dyn Authorize>) -> Self {
+        self.authorize = Some(authorize);
         self
     }
 
@@ -315,10 +363,10 @@ impl<P: Provider> ClientBuilder<P> {
             let (name, value) = header_pair(name, value)?;
             headers.append(name, value);
         }
-        let auth = match (&self.auth, &self.api_key) {
-            (Some((name, value)), _) => Some(header_pair(name, value)?),
-            (None, Some(key)) => Some(P::auth_header(key)?),
-            (None, None) => None,
+        let auth = match (&self.auth, &self.api_key, &self.authorize) {
+            (_, _, Some(_)) | (None, None, None) => None,
+            (Some((name, value)), _, None) => Some(header_pair(name, value)?),
+            (None, Some(key), None) => Some(P::auth_header(key)?),
         };
         if let Some((name, mut value)) = auth {
             value.set_sensitive(true);
@@ -344,6 +392,8 @@ impl<P: Provider> ClientBuilder<P> {
                 http,
                 max_line: self.max_line,
                 max_event: self.max_event,
+                authorize: self.authorize,
+                http_error: P::http_error,
             }),
         }))
     }
@@ -359,7 +409,7 @@ fn header_pair(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), Con
 
 /// `Authorization: Bearer KEY`, for OpenAI and compatible servers (and
 /// proxies in front of Ollama).
-#[cfg(any(feature = "openai", feature = "ollama"))]
+#[cfg(any(feature = "openai", feature = "ollama", feature = "bedrock"))]
 pub(crate) fn bearer(key: &str) -> Result<(HeaderName, HeaderValue), ConfigError> {
     let value = HeaderValue::try_from(format!("Bearer {key}"))
         .map_err(|_| ConfigError::InvalidHeader(header::AUTHORIZATION.to_string()))?;
@@ -367,7 +417,7 @@ pub(crate) fn bearer(key: &str) -> Result<(HeaderName, HeaderValue), ConfigError
 }
 
 /// `NAME: KEY`.
-#[cfg(any(feature = "anthropic", feature = "gemini"))]
+#[cfg(any(feature = "anthropic", feature = "gemini", feature = "openai"))]
 pub(crate) fn key_header(
     name: &'static str,
     key: &str,
@@ -375,4 +425,64 @@ pub(crate) fn key_header(
     let value =
         HeaderValue::try_from(key).map_err(|_| ConfigError::InvalidHeader(name.to_owned()))?;
     Ok((HeaderName::from_static(name), value))
+}
+
+/// The [`ClientBuilder`] settings a cloud client's own builder passes on:
+/// `http_client`, `connect_timeout`, `header`, `max_event_size`, forwarded
+/// to the `ClientBuilder` in field `$client`.
+#[cfg(any(feature = "openai", feature = "gemini", feature = "bedrock"))]
+macro_rules! forward_client_options {
+    ($client:ident) => {
+        /// Uses this `reqwest` client (its TLS, proxy and pool settings); see
+        /// [`ClientBuilder::http_client`](crate::ClientBuilder::http_client).
+        #[must_use]
+        pub fn http_client(mut self, client: reqwest::Client) -> Self {
+            self.$client = self.$client.http_client(client);
+            self
+        }
+
+        /// Connect timeout of the client this builder creates; see
+        /// [`ClientBuilder::connect_timeout`](crate::ClientBuilder::connect_timeout).
+        #[must_use]
+        pub fn connect_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.$client = self.$client.connect_timeout(timeout);
+            self
+        }
+
+        /// A further header on every request; see
+        /// [`ClientBuilder::header`](crate::ClientBuilder::header).
+        #[must_use]
+        pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+            self.$client = self.$client.header(name, value);
+            self
+        }
+
+        /// Bounds on one line and one event (or frame), in bytes; see
+        /// [`ClientBuilder::max_event_size`](crate::ClientBuilder::max_event_size).
+        #[must_use]
+        pub fn max_event_size(mut self, max_line: usize, max_event: usize) -> Self {
+            self.$client = self.$client.max_event_size(max_line, max_event);
+            self
+        }
+    };
+}
+#[cfg(any(feature = "openai", feature = "gemini", feature = "bedrock"))]
+pub(crate) use forward_client_options;
+
+/// Percent-encodes everything but RFC 3986 unreserved characters, so a
+/// model id (`anthropic.claude-…-v1:0`, an ARN with `/`) is one path
+/// segment whatever it contains.
+#[cfg(any(feature = "openai", feature = "gemini", feature = "bedrock"))]
+pub(crate) fn encode_segment(segment: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    out
 }

@@ -9,8 +9,12 @@
 //! index, and the error (index and type); for error bodies the status, the
 //! provider's error type, whether it is retryable and any retry delay.
 //!
-//! NDJSON samples are counted by non-blank line. Samples of providers
-//! without an adapter here (Bedrock) are listed as unsupported, never as
+//! NDJSON samples are counted by non-blank line. Bedrock samples are its
+//! events decoded to one `{"<eventType>": payload}` object per line (the
+//! binary framing is not recorded); they go through the same event mapping
+//! as the live client ([`ConverseParser::parse_json_event`]), and the event
+//! that sets [`ConverseParser::stopped`] is the terminal marker. Samples of
+//! providers without an adapter here are listed as unsupported, never as
 //! passed.
 
 use std::{
@@ -24,6 +28,7 @@ use streamgate_core::{Chunk, ProviderError, Usage};
 
 use crate::{
     anthropic::MessagesParser,
+    bedrock::ConverseParser,
     chunk::{ChatChunk, ChunkKind},
     errors::http_error,
     gemini::GenerateParser,
@@ -138,10 +143,12 @@ pub fn run(dir: &Path) -> std::io::Result<Report> {
 /// Which parser reads a sample.
 enum Adapter {
     Chat,
+    AzureChat,
     Responses,
     Messages,
     Gemini,
     Ollama,
+    Bedrock,
 }
 
 fn adapter_for(name: &str, expected: &Value) -> Result<Adapter, String> {
@@ -153,10 +160,12 @@ fn adapter_for(name: &str, expected: &Value) -> Result<Adapter, String> {
         {
             Ok(Adapter::Responses)
         }
-        "openai" | "azure.ai.openai" => Ok(Adapter::Chat),
+        "openai" => Ok(Adapter::Chat),
+        "azure.ai.openai" => Ok(Adapter::AzureChat),
         "anthropic" => Ok(Adapter::Messages),
         "gcp.gemini" => Ok(Adapter::Gemini),
         "ollama" => Ok(Adapter::Ollama),
+        "aws.bedrock" => Ok(Adapter::Bedrock),
         other => Err(format!("no adapter for provider {other:?}")),
     }
 }
@@ -175,10 +184,12 @@ fn check(name: &str, sample: &[u8], expected: &Value) -> SampleOutcome {
     };
     let found = match (format, adapter) {
         ("sse", Adapter::Chat) => scan(ChatParser::default(), sample),
+        ("sse", Adapter::AzureChat) => scan(ChatParser::azure(), sample),
         ("sse", Adapter::Responses) => scan(ResponsesParser::default(), sample),
         ("sse", Adapter::Messages) => scan(MessagesParser::default(), sample),
         ("sse", Adapter::Gemini) => scan(GenerateParser::default(), sample),
         ("ndjson", Adapter::Ollama) => scan_lines(OllamaParser::default(), sample),
+        ("ndjson", Adapter::Bedrock) => scan_lines(DecodedBedrock::default(), sample),
         _ => return SampleOutcome::Unsupported(format!("no adapter for format {format:?}")),
     };
     match found {
@@ -297,6 +308,28 @@ fn scan_lines<P: LineParser<Chunk = ChatChunk>>(
         index += 1;
     }
     Ok(found)
+}
+
+/// Bedrock's decoded events as lines: the live mapping, with the event at
+/// which the parser saw `messageStop` reported as the terminal marker (the
+/// live stream reads on to the `metadata` after it).
+#[derive(Default)]
+struct DecodedBedrock(ConverseParser);
+
+impl LineParser for DecodedBedrock {
+    type Chunk = ChatChunk;
+
+    fn parse_line(&mut self, line: &str) -> Result<Step<ChatChunk>, ProviderError> {
+        let before = self.0.stopped();
+        match self.0.parse_json_event(line)? {
+            Step::Chunk(chunk) if !before && self.0.stopped() => Ok(Step::Done(Some(chunk))),
+            step => Ok(step),
+        }
+    }
+
+    fn truncated(&mut self) -> ProviderError {
+        self.0.truncated()
+    }
 }
 
 /// What event `index` contributed.
@@ -491,7 +524,7 @@ mod tests {
         fs::write(dir.join("other.ndjson"), "{}\n").unwrap();
         fs::write(
             dir.join("other.expected.json"),
-            serde_json::json!({"provider": "aws.bedrock", "format": "ndjson"}).to_string(),
+            serde_json::json!({"provider": "example.unknown", "format": "ndjson"}).to_string(),
         )
         .unwrap();
         fs::write(
@@ -507,6 +540,28 @@ mod tests {
                 "expected_usage": {"input_tokens": 3, "output_tokens": 1, "total_tokens": 4},
                 "terminal": {"kind": "done:true", "event_index": 1},
                 "ends_in_error": false, "error": null, "last_event_unterminated": true, "response_model": "m"
+            })
+            .to_string(),
+        )
+        .unwrap();
+        fs::write(
+            dir.join("converse.ndjson"),
+            concat!(
+                "{\"messageStart\":{\"role\":\"assistant\"}}\n",
+                "{\"contentBlockDelta\":{\"contentBlockIndex\":0,\"delta\":{\"text\":\"x\"}}}\n",
+                "{\"messageStop\":{\"stopReason\":\"end_turn\"}}\n",
+                "{\"metadata\":{\"usage\":{\"inputTokens\":3,\"outputTokens\":1,\"cacheReadInputTokens\":2}}}\n",
+            ),
+        )
+        .unwrap();
+        fs::write(
+            dir.join("converse.expected.json"),
+            serde_json::json!({
+                "provider": "aws.bedrock", "format": "ndjson", "event_count": 4,
+                "first_data_event_index": 0, "first_content_event_index": 1, "usage_event_index": 3,
+                "expected_usage": {"input_tokens": 5, "output_tokens": 1, "total_tokens": 6, "cache_read_input_tokens": 2},
+                "terminal": {"kind": "messageStop", "event_index": 2},
+                "ends_in_error": false, "error": null, "last_event_unterminated": false
             })
             .to_string(),
         )
@@ -535,8 +590,9 @@ mod tests {
         assert!(text.contains("UNSUPPORTED other.ndjson"), "{text}");
         assert!(text.contains("PASS        local.ndjson"), "{text}");
         assert!(text.contains("PASS        quota.json"), "{text}");
+        assert!(text.contains("PASS        converse.ndjson"), "{text}");
         assert!(
-            text.ends_with("3 passed, 1 failed, 1 unsupported"),
+            text.ends_with("4 passed, 1 failed, 1 unsupported"),
             "{text}"
         );
 

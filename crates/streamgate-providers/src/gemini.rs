@@ -10,7 +10,9 @@ use tower_service::Service;
 
 use crate::{
     chunk::{ChatChunk, ChunkKind, ToolCallDelta},
-    client::{key_header, ClientBuilder, ConfigError, Endpoint, Provider, ResponseFuture},
+    client::{
+        encode_segment, key_header, ClientBuilder, ConfigError, Endpoint, Provider, ResponseFuture,
+    },
     errors::{error_details, in_band_error, malformed},
     request::{ChatRequest, Role},
     sse::SseEvent,
@@ -90,7 +92,11 @@ impl Service<ChatRequest> for Gemini {
     }
 
     fn call(&mut self, request: ChatRequest) -> Self::Future {
-        let path = format!("/models/{}:streamGenerateContent?alt=sse", request.model);
+        // The model is one path segment whatever the caller passed.
+        let path = format!(
+            "/models/{}:streamGenerateContent?alt=sse",
+            encode_segment(&request.model)
+        );
         let body = self.body(&request).to_string().into_bytes();
         self.endpoint.send(&path, body, GenerateParser::default())
     }

@@ -8,7 +8,15 @@
 //! - `anthropic`: [`anthropic::Anthropic`] (Messages), over SSE;
 //! - `gemini`: [`gemini::Gemini`] (`streamGenerateContent`), over SSE;
 //! - `ollama`: [`ollama::Ollama`] (native `/api/chat`), over newline-delimited
-//!   JSON; its parser also reads `/api/generate` lines.
+//!   JSON; its parser also reads `/api/generate` lines;
+//! - `bedrock` (off by default): `bedrock::Bedrock` (Amazon Bedrock
+//!   `ConverseStream`), SigV4-signed, over the binary AWS event stream.
+//!
+//! Cloud deployments of the same models: [`openai::AzureOpenAi`] (Azure
+//! OpenAI deployments and the v1 API, with `api-key` or Entra ID tokens),
+//! `Gemini::vertex` (Gemini on Vertex AI, see [`vertex`]), and Bedrock.
+//! Short-lived tokens come from a [`auth::TokenProvider`], refreshed before
+//! they expire.
 //!
 //! Each client is a `tower::Service<`[`ChatRequest`]`>` whose response is an
 //! [`http::Response`] with a [`ProviderStream`] body: a
@@ -62,6 +70,9 @@
 pub mod anthropic;
 #[cfg(feature = "async-openai")]
 pub mod async_openai;
+pub mod auth;
+#[cfg(feature = "bedrock")]
+pub mod bedrock;
 mod chunk;
 pub mod client;
 #[cfg(feature = "conformance")]
@@ -78,6 +89,8 @@ pub mod openai;
 mod request;
 pub mod sse;
 mod stream;
+#[cfg(feature = "gemini")]
+pub mod vertex;
 
 pub use chunk::{ChatChunk, ChunkKind, ToolCallDelta};
 pub use client::{ClientBuilder, ConfigError, Endpoint};

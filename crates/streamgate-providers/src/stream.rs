@@ -357,7 +357,7 @@ pub(crate) mod test_support {
         )),
         allow(dead_code)
     )]
-    fn run_with<P, D>(
+    pub(crate) fn run_with<P, D>(
         parser: P,
         decoder: D,
         pieces: &[&[u8]],
@@ -417,7 +417,7 @@ pub(crate) mod test_support {
         )),
         allow(dead_code)
     )]
-    fn split_with<P, D>(
+    pub(crate) fn split_with<P, D>(
         make: impl Fn() -> (P, D),
         input: &[u8],
     ) -> Vec<Result<D::Chunk, ProviderError>>

@@ -4,6 +4,8 @@
 //! by [`crate::wire`], and the transport lives in [`crate::server`].
 
 mod anthropic;
+mod azure;
+mod bedrock;
 mod gemini;
 mod ollama;
 mod openai;
@@ -29,6 +31,14 @@ pub enum Provider {
     Gemini,
     /// Ollama's native chat API: `POST /api/chat`, newline-delimited JSON.
     Ollama,
+    /// Amazon Bedrock `ConverseStream`: `POST /model/{model}/converse-stream`,
+    /// binary AWS event-stream frames.
+    Bedrock,
+    /// Azure OpenAI chat completions: `POST /openai/deployments/{deployment}/chat/completions`
+    /// (or `/openai/v1/chat/completions`), OpenAI's stream with content-filter results.
+    Azure,
+    /// Gemini on Vertex AI: `POST /v1/projects/{project}/locations/{location}/publishers/google/models/{model}:streamGenerateContent?alt=sse`.
+    Vertex,
 }
 
 impl Provider {
@@ -41,16 +51,27 @@ impl Provider {
             Provider::Anthropic => "/v1/messages".to_owned(),
             Provider::Gemini => format!("/v1beta/models/{model}:streamGenerateContent?alt=sse"),
             Provider::Ollama => "/api/chat".to_owned(),
+            Provider::Bedrock => format!("/model/{model}/converse-stream"),
+            Provider::Azure => {
+                format!("/openai/deployments/{model}/chat/completions?api-version=2024-10-21")
+            }
+            Provider::Vertex => format!(
+                "/v1/projects/mock-project/locations/us-central1/publishers/google/models/{model}:streamGenerateContent?alt=sse"
+            ),
         }
     }
 
-    /// A short lowercase name: `openai`, `anthropic`, `gemini` or `ollama`.
+    /// A short lowercase name: `openai`, `anthropic`, `gemini`, `ollama`, `bedrock`,
+    /// `azure` or `vertex`.
     pub fn name(self) -> &'static str {
         match self {
             Provider::OpenAi => "openai",
             Provider::Anthropic => "anthropic",
             Provider::Gemini => "gemini",
             Provider::Ollama => "ollama",
+            Provider::Bedrock => "bedrock",
+            Provider::Azure => "azure",
+            Provider::Vertex => "vertex",
         }
     }
 
@@ -58,8 +79,10 @@ impl Provider {
         match self {
             Provider::OpenAi => &openai::OpenAi,
             Provider::Anthropic => &anthropic::Anthropic,
-            Provider::Gemini => &gemini::Gemini,
+            Provider::Gemini | Provider::Vertex => &gemini::Gemini,
             Provider::Ollama => &ollama::Ollama,
+            Provider::Bedrock => &bedrock::Bedrock,
+            Provider::Azure => &azure::Azure,
         }
     }
 }
@@ -89,6 +112,8 @@ pub(crate) struct StreamMeta {
     pub(crate) cached_input_tokens: u64,
     /// OpenAI only: the request asked for `stream_options.include_usage`.
     pub(crate) include_usage: bool,
+    /// The plan's error body, which also picks Bedrock's in-stream exception.
+    pub(crate) error_body: Option<Value>,
 }
 
 /// Why the server answers with an error instead of a stream.
@@ -141,6 +166,10 @@ pub(crate) trait Dialect: Sync {
         now: SystemTime,
         headers: &mut HeaderMap,
     );
+
+    /// Adds the headers of an HTTP error response beyond the rate-limit ones (Bedrock's
+    /// `x-amzn-errortype`).
+    fn error_headers(&self, _status: StatusCode, _headers: &mut HeaderMap) {}
 
     /// The name of the header that carries the response id, if the provider sends one.
     fn request_id_header(&self) -> Option<&'static str>;

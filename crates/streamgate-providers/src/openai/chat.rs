@@ -69,6 +69,11 @@ impl OpenAiChat {
         self
     }
 
+    /// The shared endpoint (for clients on other paths: Azure).
+    pub(crate) fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
     /// The request body this client sends for `request`.
     pub fn body(&self, request: &ChatRequest) -> Value {
         let messages: Vec<Value> = request
@@ -115,6 +120,20 @@ impl Service<ChatRequest> for OpenAiChat {
 #[derive(Debug, Default)]
 pub struct ChatParser {
     model_seen: bool,
+    /// Azure: a `content_filter` finish reason is an error.
+    filter_is_error: bool,
+}
+
+impl ChatParser {
+    /// The grammar with Azure's reading of a `content_filter` finish
+    /// reason: the output was cut by the content filter, a
+    /// `content_filter` error rather than a clean end.
+    pub fn azure() -> Self {
+        Self {
+            filter_is_error: true,
+            ..Self::default()
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -271,6 +290,14 @@ impl EventParser for ChatParser {
                 });
             }
         }
+        if self.filter_is_error && chunk.finish_reason.as_deref() == Some("content_filter") {
+            return Err(ProviderError::new(
+                streamgate_core::ErrorClass::ContentFilter,
+                "output stopped by the content filter",
+            )
+            .with_code("content_filter")
+            .in_band());
+        }
         use streamgate_core::Chunk as _;
         if !chunk.is_content() {
             chunk.kind = if chunk.usage.is_some() {
@@ -411,6 +438,26 @@ mod tests {
             "empty model skipped"
         );
         assert!(items[2].is_content());
+    }
+
+    #[test]
+    fn azure_content_filter_finish_reason_is_a_content_filter_error() {
+        let input = concat!(
+            "data: {\"choices\":[],\"prompt_filter_results\":[{\"prompt_index\":0,\"content_filter_results\":{}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"x\"},\"index\":0}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"content_filter\",\"index\":0,\"content_filter_results\":{\"hate\":{\"filtered\":true,\"severity\":\"high\"}}}]}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let items = run(ChatParser::azure(), &[input.as_bytes()]);
+        assert_eq!(items.len(), 3);
+        assert_eq!(items[0].as_ref().unwrap().kind, ChunkKind::Filter);
+        assert!(items[1].as_ref().unwrap().is_content());
+        let err = items[2].as_ref().unwrap_err();
+        assert_eq!(err.class(), ErrorClass::ContentFilter);
+        assert_eq!(err.code(), Some("content_filter"));
+        // Plain OpenAI keeps reading it as a finish reason.
+        let items = run(ChatParser::default(), &[input.as_bytes()]);
+        assert_eq!(items[2].as_ref().unwrap().kind, ChunkKind::Stop);
     }
 
     #[test]
