@@ -43,7 +43,6 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("sg-mock")

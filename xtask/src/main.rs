@@ -1,7 +1,8 @@
 //! `cargo xtask`: the project's automation, in Rust so it runs wherever cargo does.
 //!
 //! - `cargo xtask ci`: everything CI checks (format, lints, tests and doc
-//!   tests, benchmark build, provider conformance).
+//!   tests, benchmark build, provider conformance, and the dependent-program
+//!   check of `tests/dependent`).
 //! - `cargo xtask conformance [--fixtures DIR]`: the provider parsers against
 //!   recorded wire samples.
 //! - `cargo xtask demo [ARGS]`: the demo, in release mode.
@@ -79,8 +80,31 @@ fn ci() -> Result<(), String> {
     )?;
     cargo(&["bench", "--workspace", "--no-run"])?;
     conformance(&[])?;
+    dependent()?;
     // Last, so the test summary closes the output.
     cargo(&["test", "--workspace", "--all-features", "--no-fail-fast"])
+}
+
+/// The tests of `tests/dependent`, a program outside the workspace that
+/// depends on the facade and on plain `reqwest` and `rustls`: with reqwest's
+/// default features and without them. It shares the workspace's target
+/// directory, so the dependencies built for the workspace are reused.
+fn dependent() -> Result<(), String> {
+    let manifest = root().join("tests/dependent/Cargo.toml");
+    let manifest = manifest.to_string_lossy().into_owned();
+    let target = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let target = target.to_string_lossy().into_owned();
+    let test = [
+        "test",
+        "--manifest-path",
+        &manifest,
+        "--target-dir",
+        &target,
+    ];
+    cargo(&test)?;
+    cargo(&[&test[..], &["--no-default-features"]].concat())
 }
 
 fn conformance(args: &[String]) -> Result<(), String> {

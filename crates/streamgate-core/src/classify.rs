@@ -1,4 +1,7 @@
 //! One classification of failures that the breaker, failover and metrics share.
+//!
+//! How an HTTP status and a provider's body error type combine into one class
+//! is written down on [`ErrorClass`] ("Status and body").
 
 use std::{error::Error, fmt, time::Duration};
 
@@ -8,6 +11,37 @@ use crate::{Cancelled, FailoverError, ProviderError, Rejected, StreamTimeout};
 
 /// What kind of failure an error is, independent of which layer or provider
 /// produced it.
+///
+/// # Status and body
+///
+/// A provider's HTTP error carries two opinions: the status and the error
+/// type in its body. Adapters combine them once, when they build the
+/// [`ProviderError`], in this order (the first rule that matches decides):
+///
+/// 1. A body that says the request cannot succeed, whatever the status (no
+///    quota or billing left, context length, content filter, one request
+///    above the whole per-minute limit): [`ErrorClass::Client`],
+///    [`ErrorClass::ContextLength`], [`ErrorClass::ContentFilter`]. Retrying
+///    would fail the same way, so this beats even a 429.
+/// 2. A body type naming a transient condition: rate limited (OpenAI
+///    `rate_limit_exceeded`, Anthropic `rate_limit_error`, Gemini
+///    `RESOURCE_EXHAUSTED`) or overloaded (Anthropic `overloaded_error`,
+///    Gemini `UNAVAILABLE`).
+/// 3. A status naming the condition ([`ErrorClass::from_status`]: 429,
+///    503, 529, 408, 504). It beats the generic body types below: OpenAI and
+///    Azure send their 503s with `type: server_error`, and such a response
+///    is [`ErrorClass::Overloaded`], not [`ErrorClass::Server`].
+/// 4. An overload said only in words (a message containing "overloaded"),
+///    on a 5xx or inside a stream.
+/// 5. A generic body type (`server_error`, `api_error`, `INTERNAL`,
+///    `invalid_request_error`, …).
+/// 6. The status alone: other 5xx [`ErrorClass::Server`], other 4xx
+///    [`ErrorClass::Client`]; an unrecognised error inside a stream (no
+///    status) is [`ErrorClass::Server`].
+///
+/// An error event inside a stream has no status, so rules 1, 2, 4 and 5
+/// decide it: Anthropic's in-band `overloaded_error` is overloaded like its
+/// 529. [`classify`] then only reads the class the adapter chose.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
@@ -94,6 +128,10 @@ impl ErrorClass {
     /// The usual class of an HTTP error status, before a provider's error
     /// type refines it: 429 rate limited; 503 and 529 overloaded; 408 and 504
     /// timeout; other 5xx server; other 4xx client.
+    ///
+    /// The first three name a condition and beat a generic body type such as
+    /// `server_error`; the last two yield to any body type (see
+    /// [`ErrorClass`](ErrorClass#status-and-body)).
     pub fn from_status(status: StatusCode) -> Self {
         match status.as_u16() {
             429 => Self::RateLimited,
@@ -124,7 +162,9 @@ impl fmt::Display for ErrorClass {
 /// `tokio::time::error::Elapsed` (timeout), [`Rejected`], [`Cancelled`],
 /// [`FailoverError`] (rejected when no backend was called, else the class of
 /// the last backend's failure), `std::io::Error` (timeout for `TimedOut`,
-/// else network). Anything else is [`ErrorClass::Other`].
+/// else network). Anything else is [`ErrorClass::Other`]. A provider error's
+/// class was fixed by its adapter from status and body, in the precedence
+/// [`ErrorClass`] describes.
 pub fn classify(error: &(dyn Error + 'static)) -> ErrorClass {
     let mut current = Some(error);
     while let Some(err) = current {

@@ -11,6 +11,24 @@
 //! (feature `opentelemetry`) and [`TracingSink`] export to the ecosystem, and
 //! [`Fanout`] sends to several at once. Metric names live in [`names`].
 //!
+//! # Rejections
+//!
+//! Every sink follows one rule: a request a gate refused (an open breaker,
+//! an exhausted quota, a TPM budget, a slow backend) is not an operation,
+//! because it never reached the provider. It is counted once, from the
+//! gate's own [`Event::Rejected`](streamgate_core::Event::Rejected), with its
+//! reason: in the [`PerformanceTracker`]'s rejection counts (per key and for
+//! the session), in the [`names::REJECTIONS`] counter (label
+//! [`names::REJECT_REASON`]) of [`MetricsFacadeSink`] and
+//! `OpenTelemetrySink`, and as one "request rejected" event of
+//! [`TracingSink`]. A measuring layer above the gate also ends that request,
+//! as [`Outcome::Failed`](streamgate_core::Outcome::Failed)`(`[`ErrorClass::Rejected`](streamgate_core::ErrorClass::Rejected)`)`:
+//! the sinks leave such a record out of requests, failures, durations,
+//! tokens and time to first chunk (the tracker only ends its in-flight
+//! count), so no `gen_ai.*` metric has `error.type = rejected`. Give the
+//! gates the same sink as the measuring layer, or their refusals are not
+//! counted at all.
+//!
 //! # Example
 //!
 //! ```

@@ -10,7 +10,9 @@
 //! `_count`, with labels such as `gen_ai_provider_name`.
 
 /// Histogram (seconds): the whole operation, from `call()` to the end of the
-/// stream. Carries `error.type` when the request did not succeed.
+/// stream. Carries `error.type` when the request did not succeed. A request
+/// a gate refused is not an operation: it is in [`REJECTIONS`] only, so
+/// `error.type` is never `rejected` here.
 pub const CLIENT_OPERATION_DURATION: &str = "gen_ai.client.operation.duration";
 /// Histogram (`{token}`): input and output tokens per request, told apart by
 /// [`TOKEN_TYPE`]. Recorded only when the provider reported usage.
@@ -23,7 +25,8 @@ pub const CLIENT_TIME_TO_FIRST_CHUNK: &str = "gen_ai.client.operation.time_to_fi
 pub const CLIENT_TIME_PER_OUTPUT_CHUNK: &str = "gen_ai.client.operation.time_per_output_chunk";
 
 /// Counter: requests a gate refused without calling the backend, by
-/// [`REJECT_REASON`].
+/// [`REJECT_REASON`]. Counted from the gate's own report, once per refusal;
+/// such requests are in no `gen_ai.*` metric.
 pub const REJECTIONS: &str = "streamgate.rejections";
 /// Counter: circuit breaker state changes, by [`BREAKER_FROM`] and
 /// [`BREAKER_TO`].

@@ -147,3 +147,74 @@ fn records_the_gen_ai_instruments_with_semconv_buckets() {
         |kv| kv.key.as_str() == names::REJECT_REASON && kv.value.as_str() == "quota_exhausted"
     ));
 }
+
+#[test]
+fn a_refusal_is_a_rejection_and_not_an_operation() {
+    let exporter = InMemoryMetricExporter::default();
+    let provider = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(exporter.clone()).build())
+        .build();
+    let sink = OpenTelemetrySink::new(&provider.meter("streamgate"));
+    let backend = BackendId::new("openai");
+    // The gate's rejection, then a measuring layer above it ending the same
+    // request as rejected; then one real operation.
+    sink.record(&Event::Rejected {
+        backend: &backend,
+        model: "gpt-4o",
+        reason: RejectReason::CircuitOpen,
+        retry_after: None,
+    });
+    sink.record(&Event::Completed(&record(
+        &backend,
+        "gpt-4o",
+        Outcome::Failed(ErrorClass::Rejected),
+    )));
+    sink.record(&Event::Completed(&record(
+        &backend,
+        "gpt-4o",
+        Outcome::Success,
+    )));
+    provider.force_flush().unwrap();
+
+    let metrics = exporter.get_finished_metrics().unwrap();
+    let all: Vec<_> = metrics
+        .iter()
+        .flat_map(|rm| rm.scope_metrics())
+        .flat_map(|sm| sm.metrics())
+        .collect();
+    let find = |name: &str| *all.iter().find(|m| m.name() == name).unwrap();
+
+    for name in [
+        names::CLIENT_OPERATION_DURATION,
+        names::CLIENT_TIME_TO_FIRST_CHUNK,
+    ] {
+        let AggregatedMetrics::F64(MetricData::Histogram(h)) = find(name).data() else {
+            panic!("{name} is not an f64 histogram");
+        };
+        let points: Vec<_> = h.data_points().collect();
+        assert!(points
+            .iter()
+            .all(|p| attr(p, names::ERROR_TYPE).as_deref() != Some("rejected")));
+        assert_eq!(
+            points.iter().map(|p| p.count()).sum::<u64>(),
+            1,
+            "{name}: only the real operation"
+        );
+    }
+    let AggregatedMetrics::U64(MetricData::Histogram(tokens)) =
+        find(names::CLIENT_TOKEN_USAGE).data()
+    else {
+        panic!("token usage is not a u64 histogram");
+    };
+    assert_eq!(tokens.data_points().map(|p| p.count()).sum::<u64>(), 2);
+
+    let AggregatedMetrics::U64(MetricData::Sum(sum)) = find(names::REJECTIONS).data() else {
+        panic!("rejections is not a u64 sum");
+    };
+    let points: Vec<_> = sum.data_points().collect();
+    assert_eq!(points.len(), 1);
+    assert_eq!(points[0].value(), 1);
+    assert!(points[0]
+        .attributes()
+        .any(|kv| kv.key.as_str() == names::REJECT_REASON && kv.value.as_str() == "circuit_open"));
+}

@@ -228,3 +228,126 @@ fn fanout_sends_every_event_to_every_sink() {
     assert_eq!(b.snapshot().session.requests, 1);
     assert!(!fanout.is_empty());
 }
+
+/// What a refused request produces when a measuring layer sits above the
+/// gate: the gate's rejection, then the layer's record of a request that
+/// failed as rejected. One real operation follows.
+fn refusal_then_operation(sink: &dyn MetricsSink, backend: &BackendId) {
+    sink.record(&Event::Rejected {
+        backend,
+        model: "gpt-4o",
+        reason: RejectReason::QuotaExhausted,
+        retry_after: Some(Duration::from_secs(3)),
+    });
+    sink.record(&Event::Completed(&record(
+        backend,
+        "gpt-4o",
+        Outcome::Failed(ErrorClass::Rejected),
+    )));
+    sink.record(&Event::Completed(&record(
+        backend,
+        "gpt-4o",
+        Outcome::Success,
+    )));
+}
+
+#[test]
+fn facade_sink_counts_a_refusal_as_a_rejection_and_not_as_an_operation() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let sink = MetricsFacadeSink::new();
+    let backend = BackendId::new("openai");
+    metrics::with_local_recorder(&recorder, || refusal_then_operation(&sink, &backend));
+    let entries = snapshotter.snapshot().into_vec();
+    let label = |key: &metrics_util::CompositeKey, name: &str| {
+        key.key()
+            .labels()
+            .find(|l| l.key() == name)
+            .map(|l| l.value().to_owned())
+    };
+    let mut durations = 0;
+    let mut rejections = Vec::new();
+    for (key, _, _, value) in &entries {
+        let name = key.key().name();
+        if name.starts_with("gen_ai.") {
+            assert_ne!(label(key, names::ERROR_TYPE).as_deref(), Some("rejected"));
+        }
+        match (name, value) {
+            (names::CLIENT_OPERATION_DURATION, DebugValue::Histogram(v)) => durations += v.len(),
+            (names::CLIENT_TOKEN_USAGE, DebugValue::Histogram(v)) => assert_eq!(v.len(), 1),
+            (names::REJECTIONS, DebugValue::Counter(n)) => {
+                rejections.push((label(key, names::REJECT_REASON), *n));
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(durations, 1, "only the real operation is timed");
+    assert_eq!(rejections, [(Some("quota_exhausted".to_owned()), 1)]);
+}
+
+#[test]
+fn tracing_sink_writes_a_refusal_once_as_rejected() {
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .finish();
+    let backend = BackendId::new("openai");
+    tracing::subscriber::with_default(subscriber, || {
+        refusal_then_operation(&TracingSink::new(), &backend);
+    });
+    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].contains("request rejected") && lines[0].contains("quota_exhausted"),
+        "{text}"
+    );
+    assert!(
+        lines[1].contains("request completed") && lines[1].contains("success"),
+        "{text}"
+    );
+    assert!(!text.contains("outcome=\"rejected\""), "{text}");
+    assert!(!text.contains("outcome=rejected"), "{text}");
+}
+
+#[test]
+fn tracker_and_facade_agree_on_requests_and_rejections() {
+    let tracker = Arc::new(PerformanceTracker::new());
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let facade = Arc::new(MetricsFacadeSink::new());
+    let fanout = Fanout::new().with(tracker.clone()).with(facade);
+    let backend = BackendId::new("openai");
+    metrics::with_local_recorder(&recorder, || {
+        refusal_then_operation(&fanout, &backend);
+        refusal_then_operation(&fanout, &backend);
+    });
+    let snapshot = tracker.snapshot();
+    let entries = snapshotter.snapshot().into_vec();
+    let durations: usize = entries
+        .iter()
+        .filter(|(key, ..)| key.key().name() == names::CLIENT_OPERATION_DURATION)
+        .map(|(.., value)| match value {
+            DebugValue::Histogram(v) => v.len(),
+            _ => 0,
+        })
+        .sum();
+    let rejections: u64 = entries
+        .iter()
+        .filter(|(key, ..)| key.key().name() == names::REJECTIONS)
+        .map(|(.., value)| match value {
+            DebugValue::Counter(n) => *n,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(snapshot.session.requests, 2);
+    assert_eq!(durations as u64, snapshot.session.requests);
+    assert_eq!(snapshot.session.rejections, 2);
+    assert_eq!(rejections, snapshot.session.rejections);
+    let key = snapshot.key("openai", "gpt-4o").unwrap();
+    assert_eq!(key.requests, 2);
+    assert_eq!(key.rejections.get("quota_exhausted"), Some(&2));
+}

@@ -8,7 +8,6 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # let _ = rustls::crypto::ring::default_provider().install_default();
 //! // The first request is refused as overloaded; later ones stream 5 tokens, 1 ms apart.
 //! let server = MockServer::start(
 //!     MockConfig::new()

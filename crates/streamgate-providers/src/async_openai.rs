@@ -209,17 +209,12 @@ impl<C: Config + Clone> AsyncOpenAiChat<C> {
         }
     }
 
-    /// A bridge for `config` with a new HTTP client (rustls with the `ring`
-    /// provider, installed as the process default unless the program already
-    /// chose one), without async-openai's retries, keeping the real status
-    /// and headers on responses and errors.
+    /// A bridge for `config` with a new HTTP client (the one
+    /// [`ClientBuilder`](crate::ClientBuilder) creates: rustls, nothing
+    /// installed process-wide), without async-openai's retries, keeping the
+    /// real status and headers on responses and errors.
     pub fn with_config(config: C) -> Result<Self, ConfigError> {
-        // reqwest is built without a crypto provider; install ring as the
-        // process default unless the program already chose one.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .build()
-            .map_err(ConfigError::HttpClient)?;
+        let http = crate::client::default_http_client(None)?;
         Ok(Self::with_http_client(config, http))
     }
 

@@ -212,8 +212,21 @@ async fn read_bounded(mut response: reqwest::Response) -> Bytes {
 /// `Anthropic::builder()`, ….
 ///
 /// Defaults: the provider's public base URL, no API key (for local
-/// OpenAI-compatible servers), a new `reqwest` client with rustls and the
-/// `ring` crypto provider, and a 1 MiB bound on SSE lines and events.
+/// OpenAI-compatible servers), a new `reqwest` client (see
+/// [`http_client`](Self::http_client)), and a 1 MiB bound on SSE lines and
+/// events.
+///
+/// # TLS
+///
+/// The client this builder creates uses rustls, with the crypto provider
+/// the program installed as the process default
+/// (`rustls::crypto::CryptoProvider::install_default`) if it did, else
+/// aws-lc-rs, reqwest's default. Building one installs nothing process-wide,
+/// and this crate enables no TLS feature beyond reqwest's default TLS, so
+/// depending on it leaves the program's other `reqwest` and `rustls` clients
+/// as they were: there is nothing to set up. For another TLS setup (native
+/// TLS, custom roots, a proxy), pass your own client to
+/// [`http_client`](Self::http_client).
 pub struct ClientBuilder<P> {
     base_url: Option<String>,
     api_key: Option<String>,
@@ -311,7 +324,8 @@ impl<P: Provider> ClientBuilder<P> {
         self
     }
 
-    /// Uses this `reqwest` client (its TLS, proxy and pool settings).
+    /// Uses this `reqwest` client (its TLS, proxy and pool settings) instead
+    /// of a new one.
     #[must_use]
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http = Some(client);
@@ -374,16 +388,7 @@ impl<P: Provider> ClientBuilder<P> {
         }
         let http = match self.http {
             Some(http) => http,
-            None => {
-                // reqwest is built without a crypto provider; install ring as
-                // the process default unless the program already chose one.
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                let mut builder = reqwest::Client::builder();
-                if let Some(timeout) = self.connect_timeout {
-                    builder = builder.connect_timeout(timeout);
-                }
-                builder.build().map_err(ConfigError::HttpClient)?
-            }
+            None => default_http_client(self.connect_timeout)?,
         };
         Ok(P::from_endpoint(Endpoint {
             inner: Arc::new(EndpointInner {
@@ -397,6 +402,19 @@ impl<P: Provider> ClientBuilder<P> {
             }),
         }))
     }
+}
+
+/// The HTTP client the builders create: rustls (even where the program's
+/// reqwest features add native TLS) with the process's crypto provider, else
+/// aws-lc-rs; nothing is installed process-wide.
+pub(crate) fn default_http_client(
+    connect_timeout: Option<Duration>,
+) -> Result<reqwest::Client, ConfigError> {
+    let mut builder = reqwest::Client::builder().tls_backend_rustls();
+    if let Some(timeout) = connect_timeout {
+        builder = builder.connect_timeout(timeout);
+    }
+    builder.build().map_err(ConfigError::HttpClient)
 }
 
 fn header_pair(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), ConfigError> {

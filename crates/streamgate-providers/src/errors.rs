@@ -72,15 +72,38 @@ fn parse_seconds(text: &str) -> Option<Duration> {
     (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
 }
 
-/// The class of an error from what the provider said, refined beyond the
-/// status code: `insufficient_quota` and "request too large" are not
-/// retryable even as 429s; context-length and content-filter errors get their
-/// own classes; overload and server errors are retryable.
+/// The class of an error from its HTTP status (`None` for an error inside a
+/// stream) and what the provider's body said, in this order of precedence
+/// (the first rule that matches decides; see the `classify` module of
+/// `streamgate-core` for why):
+///
+/// 1. **A request that cannot succeed**, whatever the status: no quota or
+///    billing left (`insufficient_quota`), a context-length error, a
+///    content filter, a single request above the whole per-minute limit
+///    ("request too large"): client, context length or content filter.
+/// 2. **A specific transient type in the body**: rate limited
+///    (`rate_limit_exceeded`, `rate_limit_error`, `RESOURCE_EXHAUSTED`) or
+///    overloaded (`overloaded_error`, `UNAVAILABLE`, `engine_overloaded`,
+///    `service_unavailable`).
+/// 3. **A specific status**: 429 rate limited, 503 and 529 overloaded, 408
+///    and 504 timeout ([`ErrorClass::from_status`]). These beat the generic
+///    body types below, so OpenAI's and Azure's 503 with `server_error` is
+///    overloaded, not server.
+/// 4. **An overload said in words**: a message containing "overloaded" on a
+///    5xx or inside a stream (an in-band `server_error` saying "The server
+///    is overloaded").
+/// 5. **A generic type in the body**: `server_error`, `api_error`,
+///    `INTERNAL` server; `timeout`, `DEADLINE_EXCEEDED` timeout;
+///    `invalid_request_error`, `authentication_error`, `INVALID_ARGUMENT`
+///    and the like client.
+/// 6. **The status alone** (other 5xx server, other 4xx client), and an
+///    unrecognised error inside a stream is server.
 pub fn class_of(status: Option<StatusCode>, details: &ErrorDetails) -> ErrorClass {
     let code = details.code.as_deref().unwrap_or_default();
     let kind = details.kind.as_deref().unwrap_or_default();
     let message = details.message.to_ascii_lowercase();
     let any = |names: &[&str]| names.iter().any(|n| code == *n || kind == *n);
+    // 1. Another try fails the same way.
     if any(&["insufficient_quota", "billing_hard_limit_reached"]) {
         return ErrorClass::Client;
     }
@@ -100,6 +123,7 @@ pub fn class_of(status: Option<StatusCode>, details: &ErrorDetails) -> ErrorClas
     if message.starts_with("request too large") {
         return ErrorClass::Client;
     }
+    // 2. The body names the transient condition.
     if any(&[
         "rate_limit_exceeded",
         "rate_limit_error",
@@ -107,9 +131,31 @@ pub fn class_of(status: Option<StatusCode>, details: &ErrorDetails) -> ErrorClas
     ]) {
         return ErrorClass::RateLimited;
     }
-    if any(&["overloaded_error", "UNAVAILABLE", "engine_overloaded"]) {
+    if any(&[
+        "overloaded_error",
+        "UNAVAILABLE",
+        "engine_overloaded",
+        "service_unavailable",
+        "ServiceUnavailable",
+    ]) {
         return ErrorClass::Overloaded;
     }
+    // 3. A status that names the condition beats a generic body type.
+    if let Some(status) = status {
+        let class = ErrorClass::from_status(status);
+        if matches!(
+            class,
+            ErrorClass::RateLimited | ErrorClass::Overloaded | ErrorClass::Timeout
+        ) {
+            return class;
+        }
+    }
+    // 4. Without a telling status, the words can (not on a 4xx: the
+    // request was refused for what it is).
+    if message.contains("overloaded") && status.is_none_or(|s| s.is_server_error()) {
+        return ErrorClass::Overloaded;
+    }
+    // 5. Generic body types.
     if any(&["server_error", "api_error", "INTERNAL"]) {
         return ErrorClass::Server;
     }
@@ -130,6 +176,7 @@ pub fn class_of(status: Option<StatusCode>, details: &ErrorDetails) -> ErrorClas
     ]) {
         return ErrorClass::Client;
     }
+    // 6. The status alone.
     match status {
         Some(status) => ErrorClass::from_status(status),
         // An unrecognised error inside a stream: the provider failed mid-way.

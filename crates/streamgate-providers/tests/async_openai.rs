@@ -39,7 +39,6 @@ fn owned(server: &MockServer) -> AsyncOpenAiChat<OpenAIConfig> {
 /// A user's own client, wrapped as it is (here without async-openai's
 /// retry layer, so a 429 is not retried behind the test's back).
 fn wrapped(server: &MockServer) -> AsyncOpenAiChat<OpenAIConfig> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = Client::with_config(config(server))
         .with_http_service(ReqwestService::new(reqwest::Client::new()));
     AsyncOpenAiChat::new(client)

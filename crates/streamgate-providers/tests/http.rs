@@ -161,6 +161,47 @@ async fn http_error_status_keeps_status_headers_body_and_class() {
 }
 
 #[tokio::test]
+async fn every_providers_overload_response_is_overloaded_over_http() {
+    let openai_overloaded = serde_json::json!({"error": {
+        "message": "The server is overloaded or not ready yet.",
+        "type": "server_error", "param": null, "code": null
+    }});
+    let cases = [
+        // The mock's own bodies: OpenAI's says `server_error`.
+        (Provider::OpenAi, 503, None),
+        (Provider::Anthropic, 529, None),
+        (Provider::Gemini, 503, None),
+        (Provider::Ollama, 503, None),
+        (Provider::OpenAi, 503, Some(openai_overloaded)),
+    ];
+    for (provider, status, body) in cases {
+        let mut plan = Plan::new().fail_with_status(status);
+        if let Some(body) = body {
+            plan = plan.with_error_body(body);
+        }
+        let server = start(plan).await;
+        let error = client(provider, &server)
+            .oneshot(request())
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{provider:?} {status}: no error"));
+        let error = provider_error(&error);
+        assert_eq!(error.status().map(|s| s.as_u16()), Some(status));
+        assert_eq!(
+            error.class(),
+            ErrorClass::Overloaded,
+            "{provider:?} {status}: {error}"
+        );
+    }
+    // Anthropic's overload inside a 200 stream.
+    let server = start(Plan::new().error_after(2)).await;
+    let (chunks, error) = drain(client(Provider::Anthropic, &server)).await;
+    assert!(!chunks.is_empty());
+    let error = error.expect("an in-band error");
+    assert_eq!(classify(&*error), ErrorClass::Overloaded, "{error}");
+}
+
+#[tokio::test]
 async fn in_band_error_after_content_is_an_error_item_after_the_content() {
     for provider in PROVIDERS {
         let server = start(Plan::new().with_output_tokens(5).error_after(2)).await;

@@ -5,7 +5,9 @@ use std::sync::{Arc, OnceLock};
 use metrics::{Counter, Gauge, Histogram, Label, Unit};
 use streamgate_core::{BackendId, Event, MetricsSink, RequestRecord};
 
-use super::{outcome_slot, reject_slot, time_per_output_chunk, OUTCOME_SLOTS, REJECT_SLOTS};
+use super::{
+    is_operation, outcome_slot, reject_slot, time_per_output_chunk, OUTCOME_SLOTS, REJECT_SLOTS,
+};
 use streamgate_core::keyed::KeyedMap;
 
 use crate::names;
@@ -18,6 +20,8 @@ use crate::names;
 /// request costs no allocation after the first of its key. They bind to the
 /// recorder installed when they are first used: install the recorder before
 /// recording. Models past the cap fold into [`OTHER_MODEL`](names::OTHER_MODEL).
+/// A request a gate refused is counted in [`REJECTIONS`](names::REJECTIONS)
+/// only, never as an operation (see the crate docs, "Rejections").
 ///
 /// ```
 /// use std::sync::Arc;
@@ -213,7 +217,9 @@ impl MetricsFacadeSink {
 impl MetricsSink for MetricsFacadeSink {
     fn record(&self, event: &Event<'_>) {
         match event {
-            Event::Completed(record) => self.key(record.backend, record.model).completed(record),
+            Event::Completed(record) if is_operation(record) => {
+                self.key(record.backend, record.model).completed(record);
+            }
             Event::Rejected {
                 backend,
                 model,

@@ -14,6 +14,16 @@ pub use tracing::TracingSink;
 
 use streamgate_core::{ErrorClass, Outcome, RejectReason};
 
+/// Whether a finished request was an operation, one that reached the
+/// provider. A request a gate refused is not: a layer above the gate reports
+/// it as [`Outcome::Failed`]`(`[`ErrorClass::Rejected`]`)`, and every sink
+/// leaves it out of its operation metrics, counting the gate's own
+/// [`Event::Rejected`](streamgate_core::Event::Rejected) instead (see the
+/// crate docs, "Rejections").
+pub(crate) fn is_operation(record: &streamgate_core::RequestRecord<'_>) -> bool {
+    record.outcome != Outcome::Failed(ErrorClass::Rejected)
+}
+
 /// Distinct `error.type` values an outcome can have: the error classes, then
 /// timeout, cancelled and truncated.
 pub(crate) const OUTCOME_SLOTS: usize = ErrorClass::ALL.len() + 3;

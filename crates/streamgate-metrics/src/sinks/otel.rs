@@ -8,7 +8,7 @@ use opentelemetry::{
 };
 use streamgate_core::{BackendId, Event, MetricsSink, RequestRecord};
 
-use super::{outcome_slot, time_per_output_chunk};
+use super::{is_operation, outcome_slot, time_per_output_chunk};
 use streamgate_core::keyed::KeyedMap;
 
 use crate::names;
@@ -20,7 +20,9 @@ use crate::names;
 /// Attribute sets are built once per backend × model and shared, so a
 /// request clones a few reference counts and allocates nothing after the
 /// first of its key. Models past the cap fold into
-/// [`OTHER_MODEL`](names::OTHER_MODEL).
+/// [`OTHER_MODEL`](names::OTHER_MODEL). A request a gate refused is counted
+/// in [`REJECTIONS`](names::REJECTIONS) only, never as an operation (see the
+/// crate docs, "Rejections").
 pub struct OpenTelemetrySink {
     instruments: Instruments,
     keys: KeyedMap<KeyAttributes>,
@@ -175,7 +177,7 @@ impl MetricsSink for OpenTelemetrySink {
     fn record(&self, event: &Event<'_>) {
         let i = &self.instruments;
         match event {
-            Event::Completed(record) => self.completed(record),
+            Event::Completed(record) if is_operation(record) => self.completed(record),
             Event::Rejected {
                 backend,
                 model,

@@ -2,13 +2,17 @@
 
 use streamgate_core::{Event, MetricsSink};
 
+use super::is_operation;
+
 /// The target of every event this sink writes.
 pub const TARGET: &str = "streamgate::metrics";
 
 /// Writes each event as a structured [`tracing`] event under the target
 /// `streamgate::metrics`: completed requests at `INFO` (`WARN` when they did
 /// not succeed), rejections, breaker transitions and failovers at `WARN`,
-/// everything else at `DEBUG`. Durations are in milliseconds.
+/// everything else at `DEBUG`. Durations are in milliseconds. A request a
+/// gate refused is written once, as "request rejected" with its reason, not
+/// also as a completed request (see the crate docs, "Rejections").
 ///
 /// ```
 /// use std::sync::Arc;
@@ -57,7 +61,7 @@ impl MetricsSink for TracingSink {
             } => {
                 tracing::debug!(target: TARGET, backend = backend.as_str(), model, after_ms = ms(*after), "first content");
             }
-            Event::Completed(r) => {
+            Event::Completed(r) if is_operation(r) => {
                 let usage = r.usage.unwrap_or_default();
                 macro_rules! completed {
                     ($level:expr) => {

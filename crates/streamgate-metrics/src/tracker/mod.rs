@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use streamgate_core::{BackendId, BreakerState, ErrorClass, Event, MetricsSink, Outcome};
+use streamgate_core::{BackendId, BreakerState, Event, MetricsSink};
 use tokio::time::Instant;
 
 pub use recommend::{Candidate, Evidence, NotEnoughSamples, Recommendation};
@@ -374,7 +374,7 @@ impl MetricsSink for PerformanceTracker {
                 self.with_key(record.backend, record.model, |k| {
                     k.completed(record, second)
                 });
-                if record.outcome != Outcome::Failed(ErrorClass::Rejected) {
+                if crate::sinks::is_operation(record) {
                     let s = &self.session;
                     let total = counted_usage(record);
                     s.requests.fetch_add(1, Ordering::Relaxed);

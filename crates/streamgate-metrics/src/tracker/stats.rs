@@ -187,7 +187,7 @@ impl KeyStats {
     /// otherwise counted by the gate's own rejection event.
     pub(crate) fn completed(&mut self, record: &RequestRecord<'_>, second: u64) {
         self.finished += 1;
-        if record.outcome == Outcome::Failed(ErrorClass::Rejected) {
+        if !crate::sinks::is_operation(record) {
             return;
         }
         self.requests += 1;

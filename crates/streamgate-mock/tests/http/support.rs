@@ -9,8 +9,6 @@ use streamgate_mock::{MockServer, Provider};
 pub const PATIENCE: Duration = Duration::from_secs(5);
 
 pub fn client() -> reqwest::Client {
-    // The workspace builds reqwest with rustls and no crypto provider.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
 }
 
