@@ -31,12 +31,12 @@ pub(crate) fn rollup_target(now_ms: i64) -> i64 {
 
 /// Rolls up every hour that ended more than [`ROLLUP_GRACE`] before `now`
 /// and has not been rolled up, then deletes what retention no longer keeps.
-/// Returns the rows deleted.
+/// Returns the rows deleted and how far the rollup now reaches.
 pub(crate) fn run(
     conn: &mut Connection,
     now: SystemTime,
     retention: &Retention,
-) -> rusqlite::Result<u64> {
+) -> rusqlite::Result<(u64, i64)> {
     let now_ms = epoch_ms(now);
     let tx = conn.transaction()?;
     let rolled: i64 = tx.query_row("SELECT rolled_until_ms FROM rollup_state", [], |r| {
@@ -87,7 +87,7 @@ pub(crate) fn run(
         params![keep],
     )?;
     tx.commit()?;
-    Ok(pruned as u64)
+    Ok((pruned as u64, target.max(rolled)))
 }
 
 #[cfg(test)]

@@ -9,6 +9,8 @@ use rusqlite::{params, Transaction};
 use streamgate_core::{BackendId, Event, Outcome, RequestRecord};
 use streamgate_metrics::InputSize;
 
+use crate::maintenance::HOUR_MS;
+
 /// Milliseconds since the Unix epoch; times before it are 0, times past
 /// `i64::MAX` ms saturate.
 pub(crate) fn epoch_ms(at: SystemTime) -> i64 {
@@ -90,13 +92,7 @@ impl RequestRow {
 
     pub(crate) fn insert(&self, tx: &Transaction<'_>, provider: &str) -> rusqlite::Result<()> {
         let mut stmt = tx.prepare_cached(Self::INSERT)?;
-        let class = match self.outcome {
-            Outcome::Success => None,
-            Outcome::Failed(class) => Some(class.as_str()),
-            Outcome::TimedOut(_) => Some("timeout"),
-            Outcome::Cancelled => Some("cancelled"),
-            Outcome::Truncated => Some("truncated"),
-        };
+        let class = self.class();
         let timeout_kind = match self.outcome {
             Outcome::TimedOut(kind) => Some(kind.as_str()),
             _ => None,
@@ -127,6 +123,59 @@ impl RequestRow {
             InputSize::from_estimate(self.output_tokens).as_str(),
         ])?;
         Ok(())
+    }
+}
+
+impl RequestRow {
+    /// When it started, milliseconds since the Unix epoch.
+    pub(crate) fn started_at_ms(&self) -> i64 {
+        self.started_at_ms
+    }
+
+    /// Adds this row to its hour in the `hourly` table: for a row that
+    /// arrives after its hour was rolled up (a long request, or a clock
+    /// that was behind), so the rollup stays equal to the raw rows.
+    pub(crate) fn add_to_hourly(&self, tx: &Transaction<'_>, provider: &str) -> rusqlite::Result<()> {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO hourly (hour_ms, backend, provider, model, outcome, class,
+                input_category, output_category, requests, input_tokens, output_tokens,
+                duration_ms_sum, decode_samples, decode_tokens_per_sec_sum)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10, ?11, ?12, ?13)
+             ON CONFLICT DO UPDATE SET
+                requests = requests + 1,
+                input_tokens = input_tokens + excluded.input_tokens,
+                output_tokens = output_tokens + excluded.output_tokens,
+                duration_ms_sum = duration_ms_sum + excluded.duration_ms_sum,
+                decode_samples = decode_samples + excluded.decode_samples,
+                decode_tokens_per_sec_sum =
+                    decode_tokens_per_sec_sum + excluded.decode_tokens_per_sec_sum",
+        )?;
+        stmt.execute(params![
+            self.started_at_ms.div_euclid(HOUR_MS) * HOUR_MS,
+            self.backend.as_str(),
+            provider,
+            &*self.model,
+            outcome_kind(self.outcome),
+            self.class().unwrap_or(""),
+            InputSize::from_estimate(self.estimated_tokens).as_str(),
+            InputSize::from_estimate(self.output_tokens).as_str(),
+            self.usage.map_or(0, |u| int(u.input_tokens)),
+            int(self.output_tokens),
+            ms(self.duration),
+            i64::from(self.decode.is_some()),
+            self.decode.unwrap_or(0.0),
+        ])?;
+        Ok(())
+    }
+
+    fn class(&self) -> Option<&'static str> {
+        match self.outcome {
+            Outcome::Success => None,
+            Outcome::Failed(class) => Some(class.as_str()),
+            Outcome::TimedOut(_) => Some("timeout"),
+            Outcome::Cancelled => Some("cancelled"),
+            Outcome::Truncated => Some("truncated"),
+        }
     }
 }
 

@@ -145,6 +145,7 @@ impl StoreBuilder {
                 max_age: self.max_age,
                 max_rows: self.max_rows,
             },
+            rolled_until_ms: 0,
         };
         let thread = std::thread::Builder::new()
             .name("streamgate-store".into())
@@ -385,6 +386,8 @@ struct Writer {
     maintained_tx: watch::Sender<u64>,
     interval: Duration,
     retention: maintenance::Retention,
+    /// Rows that started before this go into `hourly` as they are written.
+    rolled_until_ms: i64,
 }
 
 impl Writer {
@@ -441,6 +444,7 @@ impl Writer {
         }
         let (mut requests, mut events) = (0, u64::from(new_drops > 0));
         let providers = &self.providers;
+        let rolled_until = self.rolled_until_ms;
         let result = (|| {
             let tx = self.conn.transaction()?;
             for message in batch.iter() {
@@ -450,6 +454,9 @@ impl Writer {
                             .get(row.backend.as_str())
                             .map_or(row.backend.as_str(), |p| p);
                         row.insert(&tx, provider)?;
+                        if row.started_at_ms() < rolled_until {
+                            row.add_to_hourly(&tx, provider)?;
+                        }
                         requests += 1;
                     }
                     Message::Event(row) => {
@@ -484,8 +491,9 @@ impl Writer {
 
     fn maintain(&mut self) {
         match maintenance::run(&mut self.conn, SystemTime::now(), &self.retention) {
-            Ok(pruned) => {
+            Ok((pruned, rolled_until)) => {
                 self.shared.pruned_rows.fetch_add(pruned, Ordering::Relaxed);
+                self.rolled_until_ms = rolled_until;
             }
             Err(error) => {
                 tracing::warn!(%error, "streamgate store: maintenance failed");
