@@ -39,9 +39,7 @@ pub(crate) fn run(
 ) -> rusqlite::Result<(u64, i64)> {
     let now_ms = epoch_ms(now);
     let tx = conn.transaction()?;
-    let rolled: i64 = tx.query_row("SELECT rolled_until_ms FROM rollup_state", [], |r| {
-        r.get(0)
-    })?;
+    let rolled: i64 = tx.query_row("SELECT rolled_until_ms FROM rollup_state", [], |r| r.get(0))?;
     let target = rollup_target(now_ms);
     if target > rolled {
         tx.execute(

@@ -222,7 +222,10 @@ impl Filter {
         add("model", self.model.as_deref());
         add("outcome", self.outcome.map(OutcomeKind::as_str));
         add("input_category", self.input_category.map(InputSize::as_str));
-        add("output_category", self.output_category.map(InputSize::as_str));
+        add(
+            "output_category",
+            self.output_category.map(InputSize::as_str),
+        );
         (sql, params)
     }
 }
@@ -286,20 +289,19 @@ impl Distribution {
             samples: values.len() as u64,
             percentiles: ps
                 .iter()
-                .filter_map(|&p| Some(PercentileValue {
-                    p,
-                    value: percentile(&values, p)?,
-                }))
+                .filter_map(|&p| {
+                    Some(PercentileValue {
+                        p,
+                        value: percentile(&values, p)?,
+                    })
+                })
                 .collect(),
         }
     }
 
     /// The value of percentile `p`, if it was asked for and there are samples.
     pub fn get(&self, p: f64) -> Option<f64> {
-        self.percentiles
-            .iter()
-            .find(|v| v.p == p)
-            .map(|v| v.value)
+        self.percentiles.iter().find(|v| v.p == p).map(|v| v.value)
     }
 }
 
@@ -456,7 +458,11 @@ impl Acc {
         }
     }
 
-    fn finish(mut self, ps: &[f64], key: (Option<String>, Option<String>, Option<InputSize>)) -> Group {
+    fn finish(
+        mut self,
+        ps: &[f64],
+        key: (Option<String>, Option<String>, Option<InputSize>),
+    ) -> Group {
         let judged = self.counts.requests - self.counts.cancelled;
         self.counts.failure_rate = if judged == 0 {
             0.0
@@ -532,9 +538,8 @@ impl Store {
                 clause.push_str(" AND outcome = 'success'");
             }
             let column = metric.column();
-            let sql = format!(
-                "SELECT {column} FROM requests WHERE {clause} AND {column} IS NOT NULL"
-            );
+            let sql =
+                format!("SELECT {column} FROM requests WHERE {clause} AND {column} IS NOT NULL");
             let mut stmt = conn.prepare_cached(&sql)?;
             let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
             let mut values = Vec::new();
@@ -606,9 +611,18 @@ pub(crate) fn scan(
         summary.add(&scanned, all_outcomes);
         by_backend.entry(b).or_default().add(&scanned, all_outcomes);
         by_model.entry(m).or_default().add(&scanned, all_outcomes);
-        by_pair.entry((b, m)).or_default().add(&scanned, all_outcomes);
-        by_category.entry(cat).or_default().add(&scanned, all_outcomes);
-        cells.entry((b, m, cat)).or_default().add(&scanned, all_outcomes);
+        by_pair
+            .entry((b, m))
+            .or_default()
+            .add(&scanned, all_outcomes);
+        by_category
+            .entry(cat)
+            .or_default()
+            .add(&scanned, all_outcomes);
+        cells
+            .entry((b, m, cat))
+            .or_default()
+            .add(&scanned, all_outcomes);
     }
     drop(rows);
 
@@ -647,7 +661,11 @@ pub(crate) fn scan(
         .map(|((b, m, c), acc)| {
             acc.finish(
                 ps,
-                (name(&backends, b), name(&models, m), Some(InputSize::ALL[c])),
+                (
+                    name(&backends, b),
+                    name(&models, m),
+                    Some(InputSize::ALL[c]),
+                ),
             )
         })
         .collect();
@@ -746,9 +764,8 @@ fn events(
 }
 
 fn hourly(conn: &Connection, filter: &Filter) -> Result<Vec<HourBucket>, QueryError> {
-    let rolled: i64 = conn.query_row("SELECT rolled_until_ms FROM rollup_state", [], |r| {
-        r.get(0)
-    })?;
+    let rolled: i64 =
+        conn.query_row("SELECT rolled_until_ms FROM rollup_state", [], |r| r.get(0))?;
     let from = filter.range.from_ms.div_euclid(HOUR_MS) * HOUR_MS;
     let to = filter.range.to_ms;
     let mut buckets = Vec::new();
@@ -792,7 +809,9 @@ fn collect_hours(
     let mut stmt = conn.prepare_cached(sql)?;
     let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
     let n = |row: &Row<'_>, i: usize| -> rusqlite::Result<u64> {
-        Ok(row.get::<_, Option<f64>>(i)?.map_or(0, |v| v.max(0.0) as u64))
+        Ok(row
+            .get::<_, Option<f64>>(i)?
+            .map_or(0, |v| v.max(0.0) as u64))
     };
     while let Some(row) = rows.next()? {
         let decode_sum: Option<f64> = row.get(6)?;

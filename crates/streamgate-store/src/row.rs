@@ -1,9 +1,7 @@
 //! What the writer thread receives: owned copies of the events worth keeping,
 //! made on the request path with as little work as possible.
 
-use std::{
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Transaction};
 use streamgate_core::{BackendId, Event, Outcome, RequestRecord};
@@ -135,7 +133,11 @@ impl RequestRow {
     /// Adds this row to its hour in the `hourly` table: for a row that
     /// arrives after its hour was rolled up (a long request, or a clock
     /// that was behind), so the rollup stays equal to the raw rows.
-    pub(crate) fn add_to_hourly(&self, tx: &Transaction<'_>, provider: &str) -> rusqlite::Result<()> {
+    pub(crate) fn add_to_hourly(
+        &self,
+        tx: &Transaction<'_>,
+        provider: &str,
+    ) -> rusqlite::Result<()> {
         let mut stmt = tx.prepare_cached(
             "INSERT INTO hourly (hour_ms, backend, provider, model, outcome, class,
                 input_category, output_category, requests, input_tokens, output_tokens,

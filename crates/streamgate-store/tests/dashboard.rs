@@ -71,12 +71,27 @@ async fn bad_parameters_and_long_ranges_are_400s_with_a_reason() {
     let (store, _tracker) = seeded(&dir).await;
     let addr = start(Dashboard::new(store)).await;
     for (path, reason) in [
-        ("/api/analytics/throughput?hours=800", "longer than the 30 days"),
-        ("/api/analytics/throughput?from=10&to=5", "ends before it starts"),
-        ("/api/analytics/throughput?percentiles=50,abc", "not a number"),
-        ("/api/analytics/throughput?percentiles=101", "not between 0 and 100"),
+        (
+            "/api/analytics/throughput?hours=800",
+            "longer than the 30 days",
+        ),
+        (
+            "/api/analytics/throughput?from=10&to=5",
+            "ends before it starts",
+        ),
+        (
+            "/api/analytics/throughput?percentiles=50,abc",
+            "not a number",
+        ),
+        (
+            "/api/analytics/throughput?percentiles=101",
+            "not between 0 and 100",
+        ),
         ("/api/analytics/throughput?outcome=great", "outcome must be"),
-        ("/api/analytics/recommendations?input=enormous", "size category"),
+        (
+            "/api/analytics/recommendations?input=enormous",
+            "size category",
+        ),
     ] {
         let (status, body) = get(addr, path).await;
         assert_eq!(status, 400, "{path}: {body}");
@@ -114,7 +129,10 @@ async fn recommendations_and_state_are_served() {
         .find(|c| c["category"] == "tiny")
         .unwrap();
     assert!(tiny["best"].is_null());
-    assert!(tiny["refused"].as_str().unwrap().contains("not enough samples"));
+    assert!(tiny["refused"]
+        .as_str()
+        .unwrap()
+        .contains("not enough samples"));
 
     let (status, body) = get(addr, "/api/state").await;
     assert_eq!(status, 200);

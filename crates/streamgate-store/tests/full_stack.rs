@@ -103,7 +103,10 @@ async fn requests_through_the_full_stack_land_with_every_sourced_column_populate
                 "{column} is NULL in a {outcome} row"
             );
         }
-        let get = |name: &str| row.get_ref(columns.iter().position(|c| c == name).unwrap()).unwrap();
+        let get = |name: &str| {
+            row.get_ref(columns.iter().position(|c| c == name).unwrap())
+                .unwrap()
+        };
         match outcome.as_str() {
             "success" => {
                 successes += 1;

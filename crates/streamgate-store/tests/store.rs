@@ -11,9 +11,7 @@ use streamgate_core::{
     BackendId, BreakerState, ErrorClass, Event, MetricsSink, QuotaState, RejectReason,
 };
 use streamgate_metrics::InputSize;
-use streamgate_store::{
-    Filter, Metric, OutcomeKind, QueryError, Store, TimeRange, MAX_RANGE,
-};
+use streamgate_store::{Filter, Metric, OutcomeKind, QueryError, Store, TimeRange, MAX_RANGE};
 
 fn last_day() -> TimeRange {
     TimeRange::last(Duration::from_secs(86_400)).unwrap()
@@ -38,19 +36,33 @@ async fn percentiles_are_exact_with_linear_interpolation_and_honour_every_filter
     let now = SystemTime::now();
     // Backend a, model m, small inputs: decode 10, 20, 30, 40 tok/s.
     for tps in [10.0, 20.0, 30.0, 40.0] {
-        store.record(&Event::Completed(&success(&a, "m", now, 2_000, 101, tps, 100)));
+        store.record(&Event::Completed(&success(
+            &a, "m", now, 2_000, 101, tps, 100,
+        )));
     }
     // Backend b, model m, tiny inputs, long outputs.
     for tps in [100.0, 200.0] {
-        store.record(&Event::Completed(&success(&b, "m", now, 500, 5_000, tps, 300)));
+        store.record(&Event::Completed(&success(
+            &b, "m", now, 500, 5_000, tps, 300,
+        )));
     }
     // A failure on a: not in the throughput percentiles unless asked for.
-    store.record(&Event::Completed(&failure(&a, "m", now, 2_000, ErrorClass::Server)));
+    store.record(&Event::Completed(&failure(
+        &a,
+        "m",
+        now,
+        2_000,
+        ErrorClass::Server,
+    )));
     store.flush().await;
 
     let decode = |filter: &Filter| {
         store
-            .percentiles(filter, Metric::DecodeTokensPerSec, &[0.0, 10.0, 50.0, 100.0])
+            .percentiles(
+                filter,
+                Metric::DecodeTokensPerSec,
+                &[0.0, 10.0, 50.0, 100.0],
+            )
             .unwrap()
     };
     let a_only = decode(&Filter::new(last_day()).backend("a"));
@@ -60,7 +72,10 @@ async fn percentiles_are_exact_with_linear_interpolation_and_honour_every_filter
     for (got, want) in a_got.iter().zip([10.0, 13.0, 25.0, 40.0]) {
         assert!((got - want).abs() < 1e-6, "{a_got:?}");
     }
-    assert_eq!(decode(&Filter::new(last_day()).provider("anthropic")).samples, 2);
+    assert_eq!(
+        decode(&Filter::new(last_day()).provider("anthropic")).samples,
+        2
+    );
     assert_eq!(decode(&Filter::new(last_day()).model("m")).samples, 6);
     assert_eq!(decode(&Filter::new(last_day()).model("other")).samples, 0);
     assert_eq!(
@@ -86,7 +101,11 @@ async fn percentiles_are_exact_with_linear_interpolation_and_honour_every_filter
     assert_eq!(failed.get(50.0), Some(40.0));
     // Time to first content counts every request that got content.
     let ttfc = store
-        .percentiles(&Filter::new(last_day()), Metric::TimeToFirstContent, &[50.0])
+        .percentiles(
+            &Filter::new(last_day()),
+            Metric::TimeToFirstContent,
+            &[50.0],
+        )
         .unwrap();
     assert_eq!(ttfc.samples, 6);
     assert_eq!(ttfc.get(50.0), Some(100.0));
@@ -139,10 +158,20 @@ async fn counts_group_by_backend_model_and_category_with_rejections_and_waits_fr
     let (a, b) = (BackendId::new("a"), BackendId::new("b"));
     let now = SystemTime::now();
     for _ in 0..3 {
-        store.record(&Event::Completed(&success(&a, "m1", now, 500, 50, 50.0, 100)));
+        store.record(&Event::Completed(&success(
+            &a, "m1", now, 500, 50, 50.0, 100,
+        )));
     }
-    store.record(&Event::Completed(&failure(&a, "m1", now, 500, ErrorClass::Overloaded)));
-    store.record(&Event::Completed(&success(&b, "m2", now, 5_000, 50, 80.0, 100)));
+    store.record(&Event::Completed(&failure(
+        &a,
+        "m1",
+        now,
+        500,
+        ErrorClass::Overloaded,
+    )));
+    store.record(&Event::Completed(&success(
+        &b, "m2", now, 5_000, 50, 80.0, 100,
+    )));
     for _ in 0..2 {
         store.record(&Event::Rejected {
             backend: &a,
@@ -161,7 +190,10 @@ async fn counts_group_by_backend_model_and_category_with_rejections_and_waits_fr
     let report = store.throughput(&Filter::new(last_day()), &[50.0]).unwrap();
     assert_eq!(report.summary.counts.requests, 5);
     assert_eq!(report.summary.counts.successes, 4);
-    assert_eq!(report.summary.counts.rejections.get("circuit_open"), Some(&2));
+    assert_eq!(
+        report.summary.counts.rejections.get("circuit_open"),
+        Some(&2)
+    );
     let a_m1 = report
         .by_backend_model
         .iter()
@@ -264,7 +296,11 @@ async fn gates_and_trackers_are_stored_as_events() {
         .unwrap();
     assert_eq!(rejected, ("quota_exhausted".into(), 20_000.0));
     let waited: f64 = conn
-        .query_row("SELECT waited_ms FROM events WHERE kind = 'throttled'", [], |r| r.get(0))
+        .query_row(
+            "SELECT waited_ms FROM events WHERE kind = 'throttled'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(waited, 5.0);
     assert_eq!(count(&dir.db(), "SELECT count(*) FROM events"), 4);
@@ -299,7 +335,10 @@ async fn a_full_queue_drops_and_counts_and_reports_the_drop_as_an_event() {
         stats.accepted
     );
     assert_eq!(
-        count(&dir.db(), "SELECT coalesce(sum(count), 0) FROM events WHERE kind = 'dropped'") as u64,
+        count(
+            &dir.db(),
+            "SELECT coalesce(sum(count), 0) FROM events WHERE kind = 'dropped'"
+        ) as u64,
         stats.dropped
     );
 }
@@ -338,9 +377,25 @@ async fn the_maintenance_job_runs_by_itself_rolling_up_finished_hours() {
         .unwrap();
     let a = BackendId::new("a");
     for hours in [3, 3, 2] {
-        store.record(&Event::Completed(&success(&a, "m", hours_ago(hours), 10, 11, 10.0, 10)));
+        store.record(&Event::Completed(&success(
+            &a,
+            "m",
+            hours_ago(hours),
+            10,
+            11,
+            10.0,
+            10,
+        )));
     }
-    store.record(&Event::Completed(&success(&a, "m", SystemTime::now(), 10, 11, 20.0, 10)));
+    store.record(&Event::Completed(&success(
+        &a,
+        "m",
+        SystemTime::now(),
+        10,
+        11,
+        20.0,
+        10,
+    )));
     store.flush().await;
     // Nobody calls the job: it runs on its own schedule.
     let runs = store.stats().maintenance_runs;
@@ -369,16 +424,35 @@ async fn retention_deletes_rows_past_the_age_and_past_the_row_count() {
         .build()
         .unwrap();
     let a = BackendId::new("a");
-    store.record(&Event::Completed(&success(&a, "old", hours_ago(72), 10, 10, 10.0, 10)));
+    store.record(&Event::Completed(&success(
+        &a,
+        "old",
+        hours_ago(72),
+        10,
+        10,
+        10.0,
+        10,
+    )));
     for _ in 0..5 {
-        store.record(&Event::Completed(&success(&a, "new", hours_ago(1), 10, 10, 10.0, 10)));
+        store.record(&Event::Completed(&success(
+            &a,
+            "new",
+            hours_ago(1),
+            10,
+            10,
+            10.0,
+            10,
+        )));
     }
     store.flush().await;
     let runs = store.stats().maintenance_runs;
     store.maintained(runs + 2).await;
     assert_eq!(count(&dir.db(), "SELECT count(*) FROM requests"), 3);
     assert_eq!(
-        count(&dir.db(), "SELECT count(*) FROM requests WHERE model = 'old'"),
+        count(
+            &dir.db(),
+            "SELECT count(*) FROM requests WHERE model = 'old'"
+        ),
         0
     );
     assert!(store.stats().pruned_rows >= 3);
@@ -397,16 +471,24 @@ async fn recommendations_judge_by_the_low_tail_and_refuse_without_enough_samples
     // Spiky: a fast median but a slow tail. Steady: slower median, no tail.
     for i in 0..20 {
         let tps = if i < 6 { 5.0 } else { 200.0 };
-        store.record(&Event::Completed(&success(&spiky, "m", now, 2_000, 101, tps, 10)));
-        store.record(&Event::Completed(&success(&steady, "m", now, 2_000, 101, 60.0, 10)));
+        store.record(&Event::Completed(&success(
+            &spiky, "m", now, 2_000, 101, tps, 10,
+        )));
+        store.record(&Event::Completed(&success(
+            &steady, "m", now, 2_000, 101, 60.0, 10,
+        )));
     }
     // Rare: the fastest of all, with too few samples to judge.
     for _ in 0..3 {
-        store.record(&Event::Completed(&success(&rare, "m", now, 2_000, 101, 900.0, 10)));
+        store.record(&Event::Completed(&success(
+            &rare, "m", now, 2_000, 101, 900.0, 10,
+        )));
     }
     // Tiny inputs have too few samples from anyone.
     for _ in 0..3 {
-        store.record(&Event::Completed(&success(&steady, "m", now, 10, 101, 60.0, 10)));
+        store.record(&Event::Completed(&success(
+            &steady, "m", now, 10, 101, 60.0, 10,
+        )));
     }
     store.flush().await;
     let recs = store.recommend(&Filter::new(last_day()), 10).unwrap();
@@ -424,7 +506,11 @@ async fn recommendations_judge_by_the_low_tail_and_refuse_without_enough_samples
         .find(|c| c.backend == "spiky")
         .unwrap();
     assert!(spiky_candidate.evidence.p50_tokens_per_sec > best.evidence.p50_tokens_per_sec);
-    let rare_candidate = small.candidates.iter().find(|c| c.backend == "rare").unwrap();
+    let rare_candidate = small
+        .candidates
+        .iter()
+        .find(|c| c.backend == "rare")
+        .unwrap();
     assert!(!rare_candidate.eligible);
     let tiny = recs
         .categories
@@ -432,7 +518,11 @@ async fn recommendations_judge_by_the_low_tail_and_refuse_without_enough_samples
         .find(|c| c.category == InputSize::Tiny)
         .unwrap();
     assert!(tiny.best.is_none());
-    assert!(tiny.refused.as_deref().unwrap().contains("not enough samples"));
+    assert!(tiny
+        .refused
+        .as_deref()
+        .unwrap()
+        .contains("not enough samples"));
     assert!(store.recommend(&Filter::new(last_day()), 0).is_err());
 }
 
@@ -457,7 +547,11 @@ fn a_bad_configuration_is_refused_before_anything_is_opened() {
 #[test]
 fn a_file_that_is_not_a_database_is_a_typed_error() {
     let dir = TempDir::new("garbage");
-    std::fs::write(dir.db(), b"this is not a sqlite database, not even close......").unwrap();
+    std::fs::write(
+        dir.db(),
+        b"this is not a sqlite database, not even close......",
+    )
+    .unwrap();
     assert!(matches!(
         Store::open(dir.db()),
         Err(streamgate_store::StoreError::Sqlite(_))

@@ -107,7 +107,9 @@ impl Params {
             (None, _) => {
                 let hours = self.hours.unwrap_or(24.0);
                 if !hours.is_finite() || hours <= 0.0 {
-                    return Err(QueryError::BadFilter("hours must be a positive number".into()));
+                    return Err(QueryError::BadFilter(
+                        "hours must be a positive number".into(),
+                    ));
                 }
                 let span = Duration::try_from_secs_f64(hours * 3_600.0)
                     .map_err(|_| QueryError::BadFilter("hours is out of range".into()))?;
@@ -128,9 +130,7 @@ impl Params {
         filter.provider = text(&self.provider)?;
         filter.model = text(&self.model)?;
         filter.outcome = text(&self.outcome)?.map(|s| s.parse()).transpose()?;
-        filter.input_category = text(&self.input)?
-            .map(|s| parse_category(&s))
-            .transpose()?;
+        filter.input_category = text(&self.input)?.map(|s| parse_category(&s)).transpose()?;
         filter.output_category = text(&self.output)?
             .map(|s| parse_category(&s))
             .transpose()?;
@@ -294,10 +294,9 @@ impl Dashboard {
         let filter = params.filter()?;
         Ok(PageData {
             throughput: self.store.throughput(&filter, &params.percentiles()?)?,
-            recommendations: self.store.recommend(
-                &filter,
-                params.min_samples.unwrap_or(self.min_samples),
-            )?,
+            recommendations: self
+                .store
+                .recommend(&filter, params.min_samples.unwrap_or(self.min_samples))?,
             state: self.state(),
         })
     }
@@ -346,7 +345,9 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, ApiError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(result) => result.map_err(ApiError),
-        Err(_) => Err(ApiError(QueryError::BadFilter("the query was cancelled".into()))),
+        Err(_) => Err(ApiError(QueryError::BadFilter(
+            "the query was cancelled".into(),
+        ))),
     }
 }
 

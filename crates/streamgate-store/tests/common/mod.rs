@@ -9,7 +9,6 @@ use std::{
 
 use streamgate_core::{BackendId, ErrorClass, Outcome, RequestRecord, Usage};
 
-
 /// A fresh directory under the system's temp dir, removed on drop.
 pub struct TempDir(pub PathBuf);
 
@@ -134,9 +133,23 @@ pub async fn seeded(
         records.push(success(&fast, "gpt-4o-mini", now, 500, 201, tps, 100));
     }
     for tps in [30.0, 40.0, 50.0] {
-        records.push(success(&slow, "gemini-2.5-flash", now, 2_000, 201, tps, 400));
+        records.push(success(
+            &slow,
+            "gemini-2.5-flash",
+            now,
+            2_000,
+            201,
+            tps,
+            400,
+        ));
     }
-    records.push(failure(&slow, "gemini-2.5-flash", now, 2_000, ErrorClass::Server));
+    records.push(failure(
+        &slow,
+        "gemini-2.5-flash",
+        now,
+        2_000,
+        ErrorClass::Server,
+    ));
     let events: Vec<Event<'_>> = records.iter().map(Event::Completed).collect();
     let transition = Event::BreakerTransition {
         backend: &slow,
