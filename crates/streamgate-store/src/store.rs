@@ -442,38 +442,16 @@ impl Writer {
         if batch.is_empty() && new_drops == 0 {
             return;
         }
-        let (mut requests, mut events) = (0, u64::from(new_drops > 0));
-        let providers = &self.providers;
-        let rolled_until = self.rolled_until_ms;
-        let result = (|| {
-            let tx = self.conn.transaction()?;
-            for message in batch.iter() {
-                match message {
-                    Message::Request(row) => {
-                        let provider = providers
-                            .get(row.backend.as_str())
-                            .map_or(row.backend.as_str(), |p| p);
-                        row.insert(&tx, provider)?;
-                        if row.started_at_ms() < rolled_until {
-                            row.add_to_hourly(&tx, provider)?;
-                        }
-                        requests += 1;
-                    }
-                    Message::Event(row) => {
-                        row.insert(&tx)?;
-                        events += 1;
-                    }
-                    Message::Close => {}
-                }
-            }
-            if new_drops > 0 {
-                EventRow::dropped(new_drops, SystemTime::now()).insert(&tx)?;
-            }
-            tx.commit()
-        })();
+        let result = insert_batch(
+            &mut self.conn,
+            &self.providers,
+            self.rolled_until_ms,
+            batch,
+            new_drops,
+        );
         let n = batch.len() as u64;
         match result {
-            Ok(()) => {
+            Ok((requests, events)) => {
                 *reported_drops = dropped;
                 let c = &self.shared;
                 c.written_requests.fetch_add(requests, Ordering::Relaxed);
@@ -502,4 +480,42 @@ impl Writer {
         let runs = self.shared.maintenance_runs.fetch_add(1, Ordering::Relaxed) + 1;
         self.maintained_tx.send_replace(runs);
     }
+}
+
+/// Inserts `batch` and, when `new_drops > 0`, a drop report, in one
+/// transaction. Returns the request and event rows written.
+fn insert_batch(
+    conn: &mut Connection,
+    providers: &HashMap<Box<str>, Arc<str>>,
+    rolled_until_ms: i64,
+    batch: &[Message],
+    new_drops: u64,
+) -> rusqlite::Result<(u64, u64)> {
+    let (mut requests, mut events) = (0, 0);
+    let tx = conn.transaction()?;
+    for message in batch {
+        match message {
+            Message::Request(row) => {
+                let provider = providers
+                    .get(row.backend.as_str())
+                    .map_or(row.backend.as_str(), |p| p);
+                row.insert(&tx, provider)?;
+                if row.started_at_ms() < rolled_until_ms {
+                    row.add_to_hourly(&tx, provider)?;
+                }
+                requests += 1;
+            }
+            Message::Event(row) => {
+                row.insert(&tx)?;
+                events += 1;
+            }
+            Message::Close => {}
+        }
+    }
+    if new_drops > 0 {
+        EventRow::dropped(new_drops, SystemTime::now()).insert(&tx)?;
+        events += 1;
+    }
+    tx.commit()?;
+    Ok((requests, events))
 }
