@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, Transaction};
+use rusqlite::{params, Statement, Transaction};
 use streamgate_core::{BackendId, Event, Outcome, RequestRecord};
 use streamgate_metrics::InputSize;
 
@@ -88,8 +88,9 @@ impl RequestRow {
         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
             ?19, ?20, ?21, ?22, ?23)";
 
-    pub(crate) fn insert(&self, tx: &Transaction<'_>, provider: &str) -> rusqlite::Result<()> {
-        let mut stmt = tx.prepare_cached(Self::INSERT)?;
+    /// Inserts the row with `stmt`, prepared from [`Self::INSERT`] once per
+    /// batch.
+    pub(crate) fn insert(&self, stmt: &mut Statement<'_>, provider: &str) -> rusqlite::Result<()> {
         let class = self.class();
         let timeout_kind = match self.outcome {
             Outcome::TimedOut(kind) => Some(kind.as_str()),
@@ -309,13 +310,13 @@ impl EventRow {
         }
     }
 
-    pub(crate) fn insert(&self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
-        let mut stmt = tx.prepare_cached(
-            "INSERT INTO events (at_ms, kind, backend, model, reason, retry_after_ms, from_state,
+    pub(crate) const INSERT: &'static str = "INSERT INTO events (at_ms, kind, backend, model, reason, retry_after_ms, from_state,
                 to_state, quota_state, exhausted_for_ms, remaining_requests, remaining_tokens,
                 waited_ms, count)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-        )?;
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+
+    /// Inserts the row with `stmt`, prepared from [`Self::INSERT`].
+    pub(crate) fn insert(&self, stmt: &mut Statement<'_>) -> rusqlite::Result<()> {
         stmt.execute(params![
             self.at_ms,
             self.kind,

@@ -140,7 +140,7 @@ async fn the_dashboard_shows_the_seeded_heatmap_percentiles_and_live_state() {
                 &url,
                 &[
                     format!("--screenshot={}", shot.display()),
-                    "--window-size=1360,1500".to_owned(),
+                    "--window-size=1600,1400".to_owned(),
                 ],
             )
         }
