@@ -18,8 +18,8 @@ use std::{
 };
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use streamgate_core::{BackendId, Event, MetricsSink, Outcome, RequestRecord, Usage};
 use streamgate_benches::cpu;
+use streamgate_core::{BackendId, Event, MetricsSink, Outcome, RequestRecord, Usage};
 use streamgate_store::{Filter, Metric, Store, TimeRange, MAX_RANGE};
 use tokio::runtime::Runtime;
 
@@ -49,7 +49,7 @@ fn record<'a>(backend: &'a BackendId, i: u64, started_at: SystemTime) -> Request
         streamed_output_tokens: output,
         burst_tokens_per_sec: Some(decode * 1.3),
         chunks: output,
-        outcome: if i % 50 == 0 {
+        outcome: if i.is_multiple_of(50) {
             Outcome::Failed(streamgate_core::ErrorClass::Overloaded)
         } else {
             Outcome::Success
@@ -130,7 +130,7 @@ fn bench(c: &mut Criterion) {
     group.sample_size(10);
     group.throughput(Throughput::Elements(BATCH));
     let mut i = 0;
-    let mut batch = |i: &mut u64| {
+    let batch = |i: &mut u64| {
         for _ in 0..BATCH {
             *i += 1;
             // Requests start in time order, a millisecond apart.
@@ -139,7 +139,9 @@ fn bench(c: &mut Criterion) {
         }
         rt.block_on(insert.flush());
     };
-    group.bench_function("record_and_flush_10k_requests", |b| b.iter(|| batch(&mut i)));
+    group.bench_function("record_and_flush_10k_requests", |b| {
+        b.iter(|| batch(&mut i))
+    });
     group.finish();
 
     // The same work, timed by the writer thread's own CPU time: what the

@@ -53,6 +53,7 @@ pub(crate) fn validate(percentiles: &[f64]) -> Result<(), QueryError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

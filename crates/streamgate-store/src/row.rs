@@ -310,7 +310,8 @@ impl EventRow {
         }
     }
 
-    pub(crate) const INSERT: &'static str = "INSERT INTO events (at_ms, kind, backend, model, reason, retry_after_ms, from_state,
+    pub(crate) const INSERT: &'static str =
+        "INSERT INTO events (at_ms, kind, backend, model, reason, retry_after_ms, from_state,
                 to_state, quota_state, exhausted_for_ms, remaining_requests, remaining_tokens,
                 waited_ms, count)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
