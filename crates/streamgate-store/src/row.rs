@@ -25,6 +25,18 @@ fn int(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// Longest model name stored: 256 bytes; longer names (they come from
+/// callers) are cut at a character boundary.
+pub(crate) const MAX_NAME_LEN: usize = 256;
+
+fn capped(name: &str) -> Box<str> {
+    let mut end = name.len().min(MAX_NAME_LEN);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].into()
+}
+
 /// The outcome's kind as stored in the `outcome` column.
 pub(crate) fn outcome_kind(outcome: Outcome) -> &'static str {
     match outcome {
@@ -62,7 +74,7 @@ impl RequestRow {
         Self {
             started_at_ms: epoch_ms(record.started_at),
             backend: record.backend.clone(),
-            model: record.model.into(),
+            model: capped(record.model),
             outcome: record.outcome,
             time_to_first_chunk: record.time_to_first_chunk,
             time_to_first_content: record.time_to_first_content,
@@ -232,7 +244,7 @@ impl EventRow {
                 at_ms,
                 kind: kind::REJECTED,
                 backend: Some((*backend).clone()),
-                model: Some((*model).into()),
+                model: Some(capped(model)),
                 reason: Some(reason.as_str()),
                 retry_after: *retry_after,
                 ..Self::default()
@@ -246,7 +258,7 @@ impl EventRow {
                 at_ms,
                 kind: kind::BREAKER,
                 backend: Some((*backend).clone()),
-                model: model.map(Into::into),
+                model: model.map(capped),
                 from_state: Some(from.as_str().into()),
                 to_state: Some(to.as_str().into()),
                 ..Self::default()
@@ -262,7 +274,7 @@ impl EventRow {
                 at_ms,
                 kind: kind::QUOTA,
                 backend: Some((*backend).clone()),
-                model: Some((*model).into()),
+                model: Some(capped(model)),
                 quota_state: Some(state.as_str()),
                 exhausted_for: *exhausted_for,
                 remaining_requests: *remaining_requests,
@@ -277,7 +289,7 @@ impl EventRow {
                 at_ms,
                 kind: kind::THROTTLED,
                 backend: Some((*backend).clone()),
-                model: Some((*model).into()),
+                model: Some(capped(model)),
                 waited: Some(*waited),
                 ..Self::default()
             },
@@ -290,7 +302,7 @@ impl EventRow {
                 at_ms,
                 kind: kind::FAILOVER,
                 backend: Some((*from).clone()),
-                model: Some((*model).into()),
+                model: Some(capped(model)),
                 reason: Some(reason.as_str()),
                 to_state: to.map(|t| t.as_str().into()),
                 ..Self::default()
@@ -345,4 +357,18 @@ pub(crate) enum Message {
     Event(Box<EventRow>),
     /// The store is closing: write what is queued, then stop.
     Close,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_names_are_cut_at_a_character_boundary() {
+        let long = "é".repeat(200);
+        let cut = capped(&long);
+        assert!(cut.len() <= MAX_NAME_LEN);
+        assert_eq!(cut.chars().count(), MAX_NAME_LEN / 2);
+        assert_eq!(&*capped("gpt-4o"), "gpt-4o");
+    }
 }

@@ -234,10 +234,11 @@ impl Drop for Inner {
 /// writer also stores each drop count as a `dropped` event.
 /// [`flush`](MetricsSink::flush) waits until everything recorded before it
 /// is written, and dropping the last handle writes what is queued and stops
-/// the thread, so a program that flushes (or drops the store) before it
+/// the thread (blocking until it has), so a program that flushes (or drops the store) before it
 /// exits loses nothing.
 ///
-/// Clones share one database and one writer.
+/// Clones share one database and one writer. Model names are stored up to
+/// 256 bytes.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
