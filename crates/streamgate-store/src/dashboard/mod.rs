@@ -2,8 +2,8 @@
 //!
 //! | route | answers |
 //! |---|---|
-//! | `GET /api/analytics/throughput` | [`ThroughputReport`](crate::ThroughputReport) as JSON |
-//! | `GET /api/analytics/recommendations` | [`Recommendations`](crate::Recommendations) as JSON |
+//! | `GET /api/analytics/throughput` | [`ThroughputReport`] as JSON |
+//! | `GET /api/analytics/recommendations` | [`Recommendations`] as JSON |
 //! | `GET /api/state` | live breaker, quota and TPM state per backend from a [`PerformanceTracker`] |
 //! | `GET /dashboard` | one self-contained HTML page (inline CSS, JS and SVG) polling the three above |
 //!
