@@ -80,6 +80,8 @@ pub use streamgate_mock as mock;
 pub use streamgate_providers as providers;
 #[cfg(feature = "quota")]
 pub use streamgate_quota as quota;
+#[cfg(feature = "store")]
+pub use streamgate_store as store;
 #[cfg(feature = "timeout")]
 pub use streamgate_timeout as timeout;
 

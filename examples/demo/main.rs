@@ -4,11 +4,13 @@
 //! ```text
 //! cargo run --release --example demo
 //! cargo run --release --example demo -- --duration 8 --concurrency 24 --json demo.json
+//! cargo run --release --example demo -- --store demo.db --dashboard 127.0.0.1:8080 --report report.html
 //! ```
 //!
 //! Nothing to set up: the providers are mock servers on loopback, speaking
 //! the real OpenAI, Anthropic and Gemini streaming formats over HTTP.
 
+mod analytics;
 mod personalities;
 mod report;
 mod workload;
@@ -31,19 +33,30 @@ struct Args {
     duration: Duration,
     concurrency: usize,
     json: Option<String>,
+    store: Option<String>,
+    dashboard: Option<String>,
+    report: Option<String>,
 }
 
 const USAGE: &str = "usage: demo [--duration SECS] [--concurrency N] [--json PATH]
+            [--store PATH] [--dashboard ADDR] [--report PATH]
 
   --duration SECS    how long callers keep sending (default 20)
   --concurrency N    callers sending at once (default 16)
-  --json PATH        also write the final snapshot as JSON to PATH";
+  --json PATH        also write the final snapshot as JSON to PATH
+  --store PATH       keep every request in the SQLite file PATH
+  --dashboard ADDR   serve the dashboard on ADDR (e.g. 127.0.0.1:8080) and
+                     keep serving after the run until Ctrl-C (needs --store)
+  --report PATH      write the dashboard as a static HTML file (needs --store)";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         duration: Duration::from_secs(20),
         concurrency: 16,
         json: None,
+        store: None,
+        dashboard: None,
+        report: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -66,9 +79,15 @@ fn parse_args() -> Result<Args, String> {
                     .ok_or("--concurrency takes a number from 1 to 512")?;
             }
             "--json" => args.json = Some(value()?),
+            "--store" => args.store = Some(value()?),
+            "--dashboard" => args.dashboard = Some(value()?),
+            "--report" => args.report = Some(value()?),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n\n{USAGE}")),
         }
+    }
+    if args.store.is_none() && (args.dashboard.is_some() || args.report.is_some()) {
+        return Err("--dashboard and --report need --store PATH".into());
     }
     Ok(args)
 }
@@ -106,9 +125,19 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let steady = personalities::steady().await?;
 
     let tracker = Arc::new(PerformanceTracker::new());
+    let analytics = match &args.store {
+        Some(path) => Some(analytics::Analytics::open(path.as_ref(), tracker.clone())?),
+        None => None,
+    };
+    let sink = analytics
+        .as_ref()
+        .map_or_else(|| -> Arc<dyn MetricsSink> { tracker.clone() }, |a| a.sink());
+    if let (Some(analytics), Some(addr)) = (&analytics, &args.dashboard) {
+        println!("dashboard: {}", analytics.serve(addr).await?);
+    }
     // One quota tracker for all three backends (keyed by backend and model),
     // kept here to show its state at the end.
-    let quota = QuotaTracker::builder().sink(tracker.clone()).build()?;
+    let quota = QuotaTracker::builder().sink(sink.clone()).build()?;
     // A budget of tokens per minute for the bursty provider, sized to run
     // out about two thirds into the run (the window is a minute long).
     let bursty_budget = (args.duration.as_secs_f64() * 15_000.0) as u64;
@@ -169,7 +198,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
             .pacing(|p| p.requests_per_minute(360).request_burst(6))
             .min_throughput(MIN_THROUGHPUT),
         )
-        .metrics(tracker.clone())
+        .metrics(sink)
         // If every backend refuses at once, wait for the first to come back.
         .failover(|f| f.wait_when_unavailable(Duration::from_secs(15)))
         .build()?;
@@ -192,6 +221,13 @@ async fn run(args: Args) -> Result<(), BoxError> {
     if let Some(path) = &args.json {
         std::fs::write(path, report.json()?)?;
         println!("snapshot written to {path}");
+    }
+    if let Some(analytics) = &analytics {
+        analytics.finish(args.report.as_deref()).await?;
+        if args.dashboard.is_some() {
+            println!("the dashboard keeps serving; Ctrl-C to stop");
+            tokio::signal::ctrl_c().await?;
+        }
     }
     drop((fast, bursty, steady));
     Ok(())
