@@ -204,7 +204,7 @@ fn check_error_body(body: &[u8], expected: &Value) -> Vec<String> {
     else {
         return vec!["sidecar has no valid http_status".into()];
     };
-    let error = http_error(status, http::HeaderMap::new(), body);
+    let error = http_error(status, http::HeaderMap::new(), body, &[]);
     if let Some(kind) = expected["error_type"].as_str() {
         if error.code() != Some(kind) {
             mismatches.push(format!("error type {:?}, expected {kind:?}", error.code()));
