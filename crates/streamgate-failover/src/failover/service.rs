@@ -193,7 +193,7 @@ where
         if !called_any {
             if let (Some(max), Some(attempt)) = (inner.wait_when_unavailable, earliest) {
                 let wait = retry_after.unwrap_or_default().max(MIN_ROUND_WAIT);
-                if waited + wait <= max {
+                if waited.saturating_add(wait) <= max {
                     emit(&inner.sink, || Event::Throttled {
                         backend: &attempt.backend,
                         model: request.model(),
@@ -260,7 +260,7 @@ where
         let last_try = retry >= inner.retries;
         let deadline = inner.first_content_timeout.map(|after| {
             if last_backend && last_try {
-                after + inner.last_attempt_extra
+                after.saturating_add(inner.last_attempt_extra)
             } else {
                 after
             }
