@@ -1,7 +1,7 @@
 //! `cargo xtask`: the project's automation, in Rust so it runs wherever cargo does.
 //!
 //! - `cargo xtask ci`: everything CI checks (format, lints, tests and doc
-//!   tests, benchmark build, provider conformance).
+//!   tests, benchmark build, fuzz targets compile, provider conformance).
 //! - `cargo xtask conformance [--fixtures DIR]`: the provider parsers against
 //!   recorded wire samples.
 //! - `cargo xtask demo [ARGS]`: the demo, in release mode.
@@ -78,6 +78,9 @@ fn ci() -> Result<(), String> {
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
     cargo(&["bench", "--workspace", "--no-run"])?;
+    // The fuzz targets live outside the workspace and need nightly to run;
+    // on stable CI keeps them compiling.
+    cargo(&["check", "--manifest-path", "fuzz/Cargo.toml", "--bins"])?;
     conformance(&[])?;
     // Last, so the test summary closes the output.
     cargo(&["test", "--workspace", "--all-features", "--no-fail-fast"])
