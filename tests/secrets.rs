@@ -67,7 +67,13 @@ fn client(provider: Provider, server: &MockServer) -> BoxStreamingService<ChatRe
                 .build()
                 .unwrap(),
         ),
-        _ => boxed(Ollama::builder().base_url(url).api_key(KEY).build().unwrap()),
+        _ => boxed(
+            Ollama::builder()
+                .base_url(url)
+                .api_key(KEY)
+                .build()
+                .unwrap(),
+        ),
     }
 }
 
