@@ -408,7 +408,6 @@ pub(crate) fn key_header(
 
 #[cfg(all(test, feature = "openai"))]
 mod tests {
-    use super::*;
     use crate::openai::OpenAiChat;
 
     const KEY: &str = "sk-secret-987654321";

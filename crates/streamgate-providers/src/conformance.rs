@@ -16,7 +16,6 @@
 use std::{
     fmt, fs,
     path::{Path, PathBuf},
-    time::Duration,
 };
 
 use serde_json::Value;
@@ -220,8 +219,8 @@ fn check_error_body(body: &[u8], expected: &Value) -> Vec<String> {
         }
     }
     if let Some(seconds) = expected["retry_delay_seconds"].as_f64() {
-        let want = Duration::from_secs_f64(seconds);
-        if error.retry_after() != Some(want) {
+        let want = streamgate_core::time::duration_from_secs_f64(seconds);
+        if error.retry_after() != want {
             mismatches.push(format!(
                 "retry after {:?}, expected {want:?}",
                 error.retry_after()
