@@ -1,8 +1,8 @@
 //! `cargo xtask`: the project's automation, in Rust so it runs wherever cargo does.
 //!
 //! - `cargo xtask ci`: everything CI checks (format, lints, tests and doc
-//!   tests, benchmark build, provider conformance, and the dependent-program
-//!   check of `tests/dependent`).
+//!   tests, benchmark build, fuzz targets compile, provider conformance,
+//!   and the dependent-program check of `tests/dependent`).
 //! - `cargo xtask conformance [--fixtures DIR]`: the provider parsers against
 //!   recorded wire samples.
 //! - `cargo xtask demo [ARGS]`: the demo, in release mode.
@@ -79,6 +79,16 @@ fn ci() -> Result<(), String> {
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
     cargo(&["bench", "--workspace", "--no-run"])?;
+    // The fuzz targets live outside the workspace and need nightly to run;
+    // on stable CI keeps them compiling.
+    // Without default features the check skips building libFuzzer itself.
+    cargo(&[
+        "check",
+        "--manifest-path",
+        "fuzz/Cargo.toml",
+        "--bins",
+        "--no-default-features",
+    ])?;
     conformance(&[])?;
     dependent()?;
     // Last, so the test summary closes the output.

@@ -291,19 +291,24 @@ impl BreakerBuilder {
         }
     }
 
-    /// Opens when at least `percent` of the calls in the window failed
+    /// Opens when at least the `fraction` of the calls in the window failed
     /// (inclusive), once the window holds [`minimum_calls`](Self::minimum_calls).
-    pub fn failure_rate(mut self, percent: f64) -> Self {
-        self.failure_rate = Some(percent);
+    ///
+    /// A fraction above 0 and at most 1: `0.5` for half the calls. A
+    /// percentage such as `50.0` is refused by `build()`, as is 0, a
+    /// negative number or NaN.
+    pub fn failure_rate(mut self, fraction: f64) -> Self {
+        self.failure_rate = Some(fraction);
         self
     }
 
-    /// Opens when at least `percent` of the calls in the window were slow:
+    /// Opens when at least the `fraction` (above 0, at most 1, as for
+    /// [`failure_rate`](Self::failure_rate)) of the calls in the window were slow:
     /// their first content came later than `threshold` after the call (a
     /// call that ended without content is slow if it took that long). A slow
     /// half-open probe counts as a failed one.
-    pub fn slow_call_rate(mut self, percent: f64, threshold: Duration) -> Self {
-        self.slow = Some((percent, threshold));
+    pub fn slow_call_rate(mut self, fraction: f64, threshold: Duration) -> Self {
+        self.slow = Some((fraction, threshold));
         self
     }
 
@@ -448,15 +453,19 @@ impl BreakerBuilder {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let percent = |setting, value: Option<f64>| match value {
-            Some(p) if !(p.is_finite() && p > 0.0 && p <= 100.0) => Err(ConfigError::new(
+        let fraction = |setting, value: Option<f64>| match value {
+            Some(f) if f.is_finite() && f > 1.0 && f <= 100.0 => Err(ConfigError::new(
                 setting,
-                "must be a percentage above 0 and at most 100",
+                "must be a fraction above 0 and at most 1 (0.5 for half), not a percentage",
+            )),
+            Some(f) if !(f.is_finite() && f > 0.0 && f <= 1.0) => Err(ConfigError::new(
+                setting,
+                "must be a fraction above 0 and at most 1",
             )),
             _ => Ok(()),
         };
-        percent("failure_rate", self.failure_rate)?;
-        percent("slow_call_rate", self.slow.map(|(p, _)| p))?;
+        fraction("failure_rate", self.failure_rate)?;
+        fraction("slow_call_rate", self.slow.map(|(f, _)| f))?;
         if self.slow.is_some_and(|(_, t)| t.is_zero()) {
             return Err(ConfigError::new(
                 "slow_call_rate",
@@ -531,7 +540,7 @@ impl BreakerBuilder {
     pub(crate) fn into_settings(self) -> (BackendId, Settings) {
         // Hundredths of a percent, compared in integers so that a threshold
         // is exactly inclusive.
-        let hundredths = |p: f64| (p * 100.0).round().clamp(1.0, 10_000.0) as u32;
+        let hundredths = |f: f64| (f * 10_000.0).round().clamp(1.0, 10_000.0) as u32;
         let slow_threshold = self.slow.map(|(_, t)| t);
         let machine = MachineConfig {
             window: self.window,
@@ -570,15 +579,14 @@ mod tests {
     fn invalid_settings_are_reported_by_name() {
         let setting = |b: BreakerBuilder| b.build().err().map(|e| e.setting());
         assert_eq!(setting(builder().failure_rate(0.0)), Some("failure_rate"));
-        assert_eq!(setting(builder().failure_rate(100.5)), Some("failure_rate"));
+        assert_eq!(setting(builder().failure_rate(1.5)), Some("failure_rate"));
+        assert_eq!(
+            setting(builder().failure_rate(f64::NAN)),
+            Some("failure_rate")
+        );
         assert_eq!(setting(builder().count_window(0)), Some("count_window"));
         assert_eq!(
-            setting(
-                builder()
-                    .failure_rate(50.0)
-                    .count_window(5)
-                    .minimum_calls(6)
-            ),
+            setting(builder().failure_rate(0.5).count_window(5).minimum_calls(6)),
             Some("minimum_calls")
         );
         assert_eq!(setting(builder().time_window(0)), Some("time_window"));
@@ -599,6 +607,30 @@ mod tests {
             Some("failures_within")
         );
         assert_eq!(setting(builder()), None);
+    }
+
+    #[test]
+    fn a_percentage_where_a_fraction_belongs_is_refused_and_says_so() {
+        for rate in [50.0, 100.0, 2.0] {
+            let err = builder().failure_rate(rate).build().err();
+            assert_eq!(
+                err.map(|e| e.to_string()),
+                Some(
+                    "invalid circuit breaker setting failure_rate: must be a fraction above 0 \
+                     and at most 1 (0.5 for half), not a percentage"
+                        .to_owned()
+                ),
+                "{rate}"
+            );
+        }
+        let slow = builder()
+            .slow_call_rate(50.0, Duration::from_secs(1))
+            .build()
+            .err();
+        assert_eq!(slow.map(|e| e.setting()), Some("slow_call_rate"));
+        let settings = builder().failure_rate(0.5).into_settings().1;
+        assert_eq!(settings.machine.failure_rate, Some(5_000));
+        assert!(builder().failure_rate(1.0).build().is_ok());
     }
 
     #[test]

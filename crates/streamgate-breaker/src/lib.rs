@@ -38,7 +38,7 @@
 //!
 //! # fn main() -> Result<(), streamgate_breaker::ConfigError> {
 //! let breaker = Breaker::builder("openai")
-//!     .failure_rate(50.0)
+//!     .failure_rate(0.5)
 //!     .minimum_calls(10)
 //!     .count_window(20)
 //!     .open_wait(OpenWait::doubling(Duration::from_secs(5), Duration::from_secs(120)))

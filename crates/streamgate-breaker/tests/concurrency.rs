@@ -111,7 +111,7 @@ async fn racing_calls_through_the_layer_reach_the_backend_exactly_probes_times()
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_outcomes_are_all_counted_in_the_window() {
     let breaker = Breaker::builder("b")
-        .failure_rate(100.0)
+        .failure_rate(1.0)
         .count_window(100_000)
         .minimum_calls(100_000)
         .without_failures_within()

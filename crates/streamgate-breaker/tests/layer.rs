@@ -258,8 +258,8 @@ async fn slow_first_content_opens_it_although_every_stream_succeeds() {
     let fast = Script::new().text("quick");
     let inner = ScriptedService::new(fast).then(slow.clone()).then(slow);
     let breaker = Breaker::builder("b")
-        .failure_rate(50.0)
-        .slow_call_rate(50.0, Duration::from_secs(2))
+        .failure_rate(0.5)
+        .slow_call_rate(0.5, Duration::from_secs(2))
         .minimum_calls(3)
         .count_window(10)
         .build()
@@ -278,7 +278,7 @@ async fn slow_first_content_opens_it_although_every_stream_succeeds() {
 async fn content_at_exactly_the_slow_threshold_is_not_slow() {
     let inner = ScriptedService::new(Script::new().wait(Duration::from_secs(2)).text("x"));
     let breaker = Breaker::builder("b")
-        .slow_call_rate(100.0, Duration::from_secs(2))
+        .slow_call_rate(1.0, Duration::from_secs(2))
         .minimum_calls(1)
         .build()
         .unwrap();
@@ -629,7 +629,7 @@ async fn the_snapshot_reports_the_window_rates() {
     let inner = ScriptedService::new(healthy()).then(Script::new().fail_call(ErrorClass::Server));
     let breaker = Breaker::builder("b")
         .without_failures_within()
-        .slow_call_rate(100.0, Duration::from_secs(5))
+        .slow_call_rate(1.0, Duration::from_secs(5))
         .minimum_calls(4)
         .build()
         .unwrap();

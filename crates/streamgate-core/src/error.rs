@@ -7,7 +7,7 @@ use std::{error::Error, fmt, time::Duration};
 
 use http::{HeaderMap, StatusCode};
 
-use crate::{BackendId, ErrorClass};
+use crate::{redact::redact_owned, BackendId, ErrorClass};
 
 /// A type-erased error, as tower uses them.
 pub type BoxError = Box<dyn Error + Send + Sync + 'static>;
@@ -41,12 +41,13 @@ struct Details {
 }
 
 impl ProviderError {
-    /// An error of `class` with a human-readable message.
+    /// An error of `class` with a human-readable message (credentials in it
+    /// are [redacted](crate::redact)).
     pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
         Self {
             class,
             in_band: false,
-            message: message.into(),
+            message: redact_owned(message.into(), &[]),
             details: None,
         }
     }
@@ -75,10 +76,10 @@ impl ProviderError {
     }
 
     /// The provider's own error type or code, e.g. `insufficient_quota` or
-    /// `overloaded_error`.
+    /// `overloaded_error` (credentials in it are [redacted](crate::redact)).
     #[must_use]
     pub fn with_code(mut self, code: impl Into<String>) -> Self {
-        self.details().code = Some(code.into());
+        self.details().code = Some(redact_owned(code.into(), &[]));
         self
     }
 
@@ -90,15 +91,39 @@ impl ProviderError {
     }
 
     /// Keeps at most [`BODY_EXCERPT_LIMIT`] bytes of the body (cut on a
-    /// character boundary, invalid UTF-8 replaced).
+    /// character boundary, invalid UTF-8 replaced), with credentials
+    /// [redacted](crate::redact) before the cut so no part of one survives.
     #[must_use]
-    pub fn with_body_excerpt(mut self, body: &[u8]) -> Self {
-        let cut = &body[..body.len().min(BODY_EXCERPT_LIMIT)];
-        let mut text = String::from_utf8_lossy(cut).into_owned();
-        if body.len() > BODY_EXCERPT_LIMIT {
-            text.push('…');
+    pub fn with_body_excerpt(self, body: &[u8]) -> Self {
+        self.with_redacted_body_excerpt(body, &[])
+    }
+
+    /// [`with_body_excerpt`](Self::with_body_excerpt), also removing the
+    /// `known` secrets (the client's API key) wherever they appear.
+    #[must_use]
+    pub fn with_redacted_body_excerpt(mut self, body: &[u8], known: &[&str]) -> Self {
+        let text = redact_owned(String::from_utf8_lossy(body).into_owned(), known);
+        let mut cut = text.len().min(BODY_EXCERPT_LIMIT);
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
         }
-        self.details().body_excerpt = Some(text);
+        let mut excerpt = text[..cut].to_owned();
+        if cut < text.len() {
+            excerpt.push('…');
+        }
+        self.details().body_excerpt = Some(excerpt);
+        self
+    }
+
+    /// Removes the `known` secrets (the client's API key) from the message,
+    /// the code and the body excerpt.
+    #[must_use]
+    pub fn redact_known(mut self, known: &[&str]) -> Self {
+        self.message = redact_owned(std::mem::take(&mut self.message), known);
+        if let Some(details) = self.details.as_deref_mut() {
+            details.code = details.code.take().map(|c| redact_owned(c, known));
+            details.body_excerpt = details.body_excerpt.take().map(|b| redact_owned(b, known));
+        }
         self
     }
 
@@ -461,6 +486,28 @@ mod tests {
         let bare = ProviderError::new(ErrorClass::Server, "x");
         assert!(bare.headers().is_empty());
         assert_eq!(bare.status(), None);
+    }
+
+    #[test]
+    fn a_key_in_message_code_or_body_never_reaches_any_rendering() {
+        let key = "sk-test-0123456789";
+        // The key straddles the excerpt limit: no prefix of it may survive.
+        let mut body = vec![b'x'; BODY_EXCERPT_LIMIT - 5];
+        body.extend_from_slice(format!(" {key} Bearer {key}").as_bytes());
+        let e = ProviderError::new(ErrorClass::Client, format!("bad key {key}"))
+            .with_code(format!("x-api-key: {key}"))
+            .with_redacted_body_excerpt(&body, &[key])
+            .redact_known(&[key]);
+        for text in [
+            format!("{e}"),
+            format!("{e:?}"),
+            e.body_excerpt().unwrap_or_default().to_owned(),
+        ] {
+            assert!(!text.contains("sk-test"), "{text}");
+        }
+        assert!(e.body_excerpt().unwrap_or_default().ends_with('…'));
+        let patterned = ProviderError::new(ErrorClass::Client, format!("Bearer {key}"));
+        assert_eq!(patterned.message(), "Bearer <redacted>");
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //!   [`Rejected`], [`FailoverError`]) and one [`classify`] for all of them;
 //! - metrics [`Event`]s and the [`MetricsSink`] trait;
 //! - the commit-at-first-content primitive ([`Commit`], [`Replay`]) and stream
-//!   observation ([`Observed`], [`StreamObserver`]).
+//!   observation ([`Observed`], [`StreamObserver`]);
+//! - the untrusted-input helpers: [`time`] (outside numbers to durations and
+//!   instants without panicking) and [`redact`] (credentials out of text).
 //!
 //! # Example
 //!
@@ -53,9 +55,11 @@ mod error;
 mod event;
 pub mod keyed;
 pub mod observe;
+pub mod redact;
 mod service;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod time;
 mod usage;
 
 pub use backend::BackendId;

@@ -58,6 +58,22 @@ impl Usage {
         self.input_tokens.saturating_add(self.output_tokens)
     }
 
+    /// The field-wise sum of two requests' usage, saturating at `u64::MAX`
+    /// (provider counts are untrusted: a sum never wraps or panics). For
+    /// totals over many requests; reports of one request
+    /// [`merge`](Self::merge) instead.
+    #[must_use]
+    pub const fn saturating_add(self, other: Usage) -> Usage {
+        Usage {
+            input_tokens: self.input_tokens.saturating_add(other.input_tokens),
+            output_tokens: self.output_tokens.saturating_add(other.output_tokens),
+            cached_input_tokens: self
+                .cached_input_tokens
+                .saturating_add(other.cached_input_tokens),
+            reasoning_tokens: self.reasoning_tokens.saturating_add(other.reasoning_tokens),
+        }
+    }
+
     /// Merges an optional report into an optional accumulator.
     pub fn merge_option(acc: &mut Option<Usage>, report: Option<Usage>) {
         if let Some(report) = report {
@@ -114,6 +130,31 @@ mod tests {
     #[test]
     fn total_saturates() {
         assert_eq!(Usage::new(u64::MAX, 1).total(), u64::MAX);
+    }
+
+    #[test]
+    fn saturating_add_sums_field_wise_and_never_wraps() {
+        let a = Usage {
+            input_tokens: u64::MAX - 1,
+            output_tokens: 2,
+            cached_input_tokens: u64::MAX,
+            reasoning_tokens: 1,
+        };
+        let b = Usage {
+            input_tokens: 5,
+            output_tokens: 3,
+            cached_input_tokens: 1,
+            reasoning_tokens: 1,
+        };
+        assert_eq!(
+            a.saturating_add(b),
+            Usage {
+                input_tokens: u64::MAX,
+                output_tokens: 5,
+                cached_input_tokens: u64::MAX,
+                reasoning_tokens: 2,
+            }
+        );
     }
 
     #[test]

@@ -77,6 +77,7 @@ mod error;
 pub use error::ConfigError;
 pub use failover::{
     Backoff, ContextLengthPolicy, Failover, FailoverBody, FailoverBuilder, FailoverReport,
+    MAX_BACKOFF_DELAY,
 };
 pub use meter::{BudgetExceeded, Reservation, TpmMeter, TpmRegistry, TpmSnapshot};
 pub use throughput::{last_resort, ThroughputGroup, ThroughputPolicy, ThroughputTracker};

@@ -112,12 +112,14 @@ struct Ring {
 
 impl ThroughputTracker {
     /// A tracker for `backend` that keeps `policy.max_samples` samples
-    /// (allocated once, here).
+    /// (up to 64 allocated here, more as they arrive).
     pub fn new(backend: BackendId, policy: ThroughputPolicy) -> Self {
         Self {
             backend,
             samples: Mutex::new(Ring {
-                buf: Vec::with_capacity(policy.max_samples),
+                // Grown on demand past a small start: a huge `max_samples`
+                // must not allocate (or abort) up front.
+                buf: Vec::with_capacity(policy.max_samples.min(64)),
                 next: 0,
             }),
             policy,

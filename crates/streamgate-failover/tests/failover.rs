@@ -533,3 +533,82 @@ fn builder_rejects_settings_that_cannot_work() {
         .first_content_timeout(Duration::ZERO))
     .contains("above 0"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_last_attempt_extra_of_duration_max_means_no_deadline_instead_of_a_panic() {
+    let late = ScriptedService::new(Script::new().wait(MS(1_500)).text("late"));
+    let router = Builder::default()
+        .service("only", late)
+        .first_content_timeout(Duration::from_secs(1))
+        .last_attempt_extra(Duration::MAX)
+        .build()
+        .unwrap();
+    let response = router.oneshot(request()).await.unwrap();
+    assert_eq!(
+        drain(response.into_body()).await,
+        [Ok(TestChunk::Text("late"))]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_huge_retry_after_after_some_waiting_gives_up_instead_of_overflowing() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    use streamgate_core::{testing::ScriptBody, Rejected};
+
+    let calls = Arc::new(AtomicU32::new(0));
+    let refusing = {
+        let calls = Arc::clone(&calls);
+        tower::service_fn(move |_request: TestRequest| {
+            let call = calls.fetch_add(1, Ordering::SeqCst);
+            let retry_after = if call == 0 { MS(2_000) } else { Duration::MAX };
+            async move {
+                Err::<http::Response<ScriptBody>, BoxError>(
+                    Rejected::new("a".into(), RejectReason::QuotaExhausted)
+                        .with_retry_after(Some(retry_after))
+                        .into(),
+                )
+            }
+        })
+    };
+    let router = Builder::default()
+        .service("a", refusing)
+        .wait_when_unavailable(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let err = expect_err(router.oneshot(request()).await);
+    assert!(failover_error(&err).all_rejected());
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(Instant::now() - start, MS(2_000));
+}
+
+#[test]
+fn builder_refuses_a_backoff_or_wait_that_could_sleep_for_ever() {
+    let err = |b: Builder| b.build().unwrap_err().to_string();
+    let infinite = Backoff {
+        base: Duration::MAX,
+        max: Duration::MAX,
+        max_retry_after: Duration::from_secs(10),
+    };
+    assert!(err(Builder::default().service("a", ok()).backoff(infinite)).contains("at most 1 hour"));
+    let patient = Backoff {
+        max_retry_after: Duration::MAX,
+        ..Backoff::default()
+    };
+    assert!(err(Builder::default().service("a", ok()).backoff(patient)).contains("at most 1 hour"));
+    assert!(err(Builder::default()
+        .service("a", ok())
+        .wait_when_unavailable(Duration::MAX))
+    .contains("at most 1 hour"));
+    let hour = Backoff {
+        base: Duration::from_secs(1),
+        max: streamgate_failover::MAX_BACKOFF_DELAY,
+        max_retry_after: streamgate_failover::MAX_BACKOFF_DELAY,
+    };
+    assert!(Builder::default()
+        .service("a", ok())
+        .backoff(hour)
+        .build()
+        .is_ok());
+}

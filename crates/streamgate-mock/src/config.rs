@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::families::RateLimitHeaders;
-use crate::log::RequestInfo;
+use crate::log::{RequestInfo, REQUEST_LOG_CAPACITY};
 use crate::plan::Plan;
 use crate::ratelimit::Limits;
 
@@ -19,19 +19,41 @@ type ScriptFn = dyn Fn(&RequestInfo) -> Plan + Send + Sync;
 ///    including plans queued later with [`MockServer::push_plan`](crate::MockServer::push_plan));
 /// 2. the [script](Self::with_script), if any;
 /// 3. the [default plan](Self::with_plan), a healthy stream unless set.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct MockConfig {
     pub(crate) default_plan: Plan,
     pub(crate) sequence: Vec<Plan>,
     pub(crate) script: Option<Arc<ScriptFn>>,
     pub(crate) limits: Limits,
     pub(crate) headers: RateLimitHeaders,
+    pub(crate) log_capacity: usize,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        Self {
+            default_plan: Plan::default(),
+            sequence: Vec::new(),
+            script: None,
+            limits: Limits::default(),
+            headers: RateLimitHeaders::default(),
+            log_capacity: REQUEST_LOG_CAPACITY,
+        }
+    }
 }
 
 impl MockConfig {
-    /// Healthy streams for every request, no rate limits.
+    /// Healthy streams for every request, no rate limits, the last
+    /// [`REQUEST_LOG_CAPACITY`] requests kept in the log.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Keeps the last `requests` request logs (at least 1; default
+    /// [`REQUEST_LOG_CAPACITY`]); older ones are dropped, counts stay exact.
+    pub fn with_request_log_capacity(mut self, requests: usize) -> Self {
+        self.log_capacity = requests.max(1);
+        self
     }
 
     /// The plan for every request that the sequence and script leave over.
@@ -90,6 +112,7 @@ impl fmt::Debug for MockConfig {
             )
             .field("limits", &self.limits)
             .field("headers", &self.headers)
+            .field("log_capacity", &self.log_capacity)
             .finish()
     }
 }

@@ -117,6 +117,6 @@ mod wire;
 pub use config::MockConfig;
 pub use families::RateLimitHeaders;
 pub use formats::{expected_text, token_text, Provider};
-pub use log::{RequestInfo, RequestLog};
+pub use log::{RequestInfo, RequestLog, REQUEST_LOG_CAPACITY};
 pub use plan::{KeepAlive, Plan, DEFAULT_OUTPUT_TOKENS};
 pub use server::{MockServer, DEFAULT_MODEL, DEFAULT_REPORTED_RPM};

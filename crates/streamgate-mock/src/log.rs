@@ -1,6 +1,8 @@
 //! What the server observed: one [`RequestLog`] per request, and the guard that
 //! notices when a client goes away.
 
+use std::collections::VecDeque;
+use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use http::{HeaderMap, StatusCode};
@@ -10,9 +12,31 @@ use tokio::time::Instant;
 use crate::formats::Provider;
 use crate::ratelimit::{Admission, Limits, QuotaReport, RateLimiter};
 
+/// How many [`RequestLog`]s a server keeps by default: the most recent 10,000
+/// requests (older ones are dropped, oldest first), so a long soak measures the
+/// library rather than the mock. Counts such as [`MockServer::served`] stay exact.
+/// Change it with [`MockConfig::with_request_log_capacity`].
+///
+/// [`MockServer::served`]: crate::MockServer::served
+/// [`MockConfig::with_request_log_capacity`]: crate::MockConfig::with_request_log_capacity
+pub const REQUEST_LOG_CAPACITY: usize = 10_000;
+
+/// Header names whose values are credentials: shown as `<redacted>` by `Debug`.
+const SENSITIVE_HEADERS: [&str; 5] = [
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "x-goog-api-key",
+    "api-key",
+];
+
 /// A request as the server received it; what a [script](crate::MockConfig::with_script)
 /// sees to choose a plan.
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` output redacts credentials: the values of `authorization`,
+/// `x-api-key`, `x-goog-api-key` and `api-key` headers (and any header marked
+/// sensitive), and `key=` query parameters in the path.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct RequestInfo {
     /// Position in arrival order, from 0.
@@ -31,6 +55,33 @@ pub struct RequestInfo {
     /// Input token estimate: the body length in bytes divided by 4, rounded up (the
     /// usual rule of thumb for English text).
     pub estimated_input_tokens: u64,
+}
+
+impl fmt::Debug for RequestInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: Vec<(&str, String)> = self
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let shown = if value.is_sensitive() || SENSITIVE_HEADERS.contains(&name.as_str()) {
+                    streamgate_core::redact::REDACTED.to_owned()
+                } else {
+                    let text = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                    streamgate_core::redact::redact_owned(text, &[])
+                };
+                (name.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("RequestInfo")
+            .field("index", &self.index)
+            .field("provider", &self.provider)
+            .field("path", &streamgate_core::redact::redact(&self.path, &[]))
+            .field("model", &self.model)
+            .field("headers", &headers)
+            .field("body", &self.body)
+            .field("estimated_input_tokens", &self.estimated_input_tokens)
+            .finish()
+    }
 }
 
 /// Everything the server recorded about one request.
@@ -83,16 +134,35 @@ pub(crate) struct Recorder {
 
 #[derive(Debug)]
 struct State {
-    logs: Vec<RequestLog>,
+    /// The most recent requests, at most `capacity`; the first has index `evicted`.
+    logs: VecDeque<RequestLog>,
+    capacity: usize,
+    /// Requests dropped from the front of `logs`.
+    evicted: u64,
+    /// Every request received, kept or not.
+    received: u64,
+    /// Every client that went away early, kept or not.
+    disconnects: u64,
     limiter: RateLimiter,
     tokens_served: u64,
 }
 
+impl State {
+    fn log_mut(&mut self, index: u64) -> Option<&mut RequestLog> {
+        let position = usize::try_from(index.checked_sub(self.evicted)?).ok()?;
+        self.logs.get_mut(position)
+    }
+}
+
 impl Recorder {
-    pub(crate) fn new(limits: Limits) -> Self {
+    pub(crate) fn new(limits: Limits, capacity: usize) -> Self {
         Self {
             state: Mutex::new(State {
-                logs: Vec::new(),
+                logs: VecDeque::new(),
+                capacity: capacity.max(1),
+                evicted: 0,
+                received: 0,
+                disconnects: 0,
                 limiter: RateLimiter::new(limits),
                 tokens_served: 0,
             }),
@@ -115,10 +185,7 @@ impl Recorder {
 
     fn update_log(&self, index: u64, change: impl FnOnce(&mut RequestLog)) {
         self.update(|state| {
-            if let Some(log) = usize::try_from(index)
-                .ok()
-                .and_then(|i| state.logs.get_mut(i))
-            {
+            if let Some(log) = state.log_mut(index) {
                 change(log);
             }
         });
@@ -128,8 +195,13 @@ impl Recorder {
     pub(crate) fn begin(self: &Arc<Self>, mut request: RequestInfo) -> (RequestInfo, StreamGuard) {
         let started_at = Instant::now();
         let request = self.update(|state| {
-            request.index = state.logs.len() as u64;
-            state.logs.push(RequestLog {
+            request.index = state.received;
+            state.received += 1;
+            if state.logs.len() >= state.capacity {
+                state.logs.pop_front();
+                state.evicted += 1;
+            }
+            state.logs.push_back(RequestLog {
                 request: request.clone(),
                 status: None,
                 input_tokens: request.estimated_input_tokens,
@@ -162,16 +234,21 @@ impl Recorder {
     }
 
     pub(crate) fn requests(&self) -> Vec<RequestLog> {
-        self.state().logs.clone()
+        self.state().logs.iter().cloned().collect()
     }
 
     pub(crate) fn request(&self, index: u64) -> Option<RequestLog> {
-        let index = usize::try_from(index).ok()?;
-        self.state().logs.get(index).cloned()
+        self.state().log_mut(index).map(|log| log.clone())
     }
 
-    pub(crate) fn count(&self, counted: impl Fn(&RequestLog) -> bool) -> u64 {
-        self.state().logs.iter().filter(|log| counted(log)).count() as u64
+    /// Requests received, including those no longer kept.
+    pub(crate) fn received(&self) -> u64 {
+        self.state().received
+    }
+
+    /// Clients that went away early, including requests no longer kept.
+    pub(crate) fn disconnects(&self) -> u64 {
+        self.state().disconnects
     }
 
     pub(crate) fn tokens_served(&self) -> u64 {
@@ -182,15 +259,21 @@ impl Recorder {
         self.state().limiter.tokens_in_window(Instant::now())
     }
 
-    /// Resolves once `ready` holds for the logs, checking after every change.
+    /// Resolves once `ready` holds for the kept logs (the first of which has the
+    /// index given as the second argument), checking after every change.
     pub(crate) async fn wait_until<T>(
         &self,
-        mut ready: impl FnMut(&[RequestLog]) -> Option<T>,
+        mut ready: impl FnMut(&[RequestLog], u64) -> Option<T>,
     ) -> T {
         // Subscribing before the first check means no change can slip in between.
         let mut changes = self.changed.subscribe();
         loop {
-            if let Some(found) = ready(&self.state().logs) {
+            let found = {
+                let mut state = self.state();
+                let first = state.evicted;
+                ready(state.logs.make_contiguous(), first)
+            };
+            if let Some(found) = found {
                 return found;
             }
             // The sender lives as long as `self`, so this cannot fail while we wait.
@@ -226,10 +309,7 @@ impl StreamGuard {
         self.recorder.update(|state| {
             state.tokens_served += 1;
             state.limiter.record_output(now, 1);
-            if let Some(log) = usize::try_from(self.index)
-                .ok()
-                .and_then(|i| state.logs.get_mut(i))
-            {
+            if let Some(log) = state.log_mut(self.index) {
                 log.chunks_sent += 1;
                 log.tokens_sent += 1;
             }
@@ -251,8 +331,13 @@ impl Drop for StreamGuard {
     fn drop(&mut self) {
         if !self.ended {
             let now = Instant::now();
-            self.recorder
-                .update_log(self.index, |log| log.disconnected_at = Some(now));
+            let index = self.index;
+            self.recorder.update(|state| {
+                state.disconnects += 1;
+                if let Some(log) = state.log_mut(index) {
+                    log.disconnected_at = Some(now);
+                }
+            });
         }
     }
 }

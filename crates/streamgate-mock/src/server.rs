@@ -61,7 +61,7 @@ impl MockServer {
         let addr = listener.local_addr()?;
         let (shutdown, stopping) = watch::channel(false);
         let shared = Arc::new(Shared {
-            recorder: Arc::new(Recorder::new(config.limits)),
+            recorder: Arc::new(Recorder::new(config.limits, config.log_capacity)),
             plans: Plans::new(&config),
             headers: config.headers,
             shutdown: stopping.clone(),
@@ -116,24 +116,28 @@ impl MockServer {
         self.shared.plans.set_default(plan);
     }
 
-    /// Every request received so far, in arrival order.
+    /// The requests received so far, in arrival order: the most recent
+    /// [`REQUEST_LOG_CAPACITY`](crate::REQUEST_LOG_CAPACITY) (or the configured
+    /// capacity) of them.
     pub fn requests(&self) -> Vec<RequestLog> {
         self.shared.recorder.requests()
     }
 
-    /// The request with this index, if it has arrived.
+    /// The request with this index, if it has arrived and is still kept.
     pub fn request(&self, index: u64) -> Option<RequestLog> {
         self.shared.recorder.request(index)
     }
 
-    /// The number of requests received (on the providers' paths).
+    /// The number of requests received (on the providers' paths), including those
+    /// no longer kept in the log.
     pub fn served(&self) -> u64 {
-        self.shared.recorder.count(|_| true)
+        self.shared.recorder.received()
     }
 
-    /// The number of requests whose client went away before the server was done.
+    /// The number of requests whose client went away before the server was done,
+    /// including those no longer kept in the log.
     pub fn disconnects(&self) -> u64 {
-        self.shared.recorder.count(RequestLog::client_disconnected)
+        self.shared.recorder.disconnects()
     }
 
     /// Output tokens handed to connections, over all requests.
@@ -152,7 +156,7 @@ impl MockServer {
     pub async fn wait_until(&self, mut ready: impl FnMut(&[RequestLog]) -> bool) {
         self.shared
             .recorder
-            .wait_until(|logs| ready(logs).then_some(()))
+            .wait_until(|logs, _| ready(logs).then_some(()))
             .await;
     }
 
@@ -175,10 +179,12 @@ impl MockServer {
     }
 
     async fn wait_for_log(&self, index: u64, ready: impl Fn(&RequestLog) -> bool) -> RequestLog {
-        let position = usize::try_from(index).unwrap_or(usize::MAX);
         self.shared
             .recorder
-            .wait_until(|logs| logs.get(position).filter(|log| ready(log)).cloned())
+            .wait_until(|logs, first| {
+                let position = usize::try_from(index.checked_sub(first)?).ok()?;
+                logs.get(position).filter(|log| ready(log)).cloned()
+            })
             .await
     }
 

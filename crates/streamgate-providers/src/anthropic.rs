@@ -184,9 +184,11 @@ impl WireUsage {
     fn to_usage(&self) -> Usage {
         let cached = self.cache_read_input_tokens.unwrap_or(0);
         Usage {
-            input_tokens: self.input_tokens.unwrap_or(0)
-                + cached
-                + self.cache_creation_input_tokens.unwrap_or(0),
+            input_tokens: self
+                .input_tokens
+                .unwrap_or(0)
+                .saturating_add(cached)
+                .saturating_add(self.cache_creation_input_tokens.unwrap_or(0)),
             output_tokens: self.output_tokens.unwrap_or(0),
             cached_input_tokens: cached,
             reasoning_tokens: 0,
@@ -302,6 +304,17 @@ mod tests {
         "event: message_stop\n",
         "data: {\"type\":\"message_stop\"}",
     );
+
+    #[test]
+    fn usage_near_u64_max_saturates_instead_of_overflowing() {
+        let input = format!(
+            "event: message_start\ndata: {{\"type\":\"message_start\",\"message\":{{\"usage\":{{\"input_tokens\":{max},\"cache_read_input_tokens\":{max},\"cache_creation_input_tokens\":5}}}}}}\n\n",
+            max = u64::MAX
+        );
+        let items = run(MessagesParser::default(), &[input.as_bytes()]);
+        let usage = items[0].as_ref().ok().and_then(Chunk::usage);
+        assert_eq!(usage.map(|u| u.input_tokens), Some(u64::MAX));
+    }
 
     #[test]
     fn padded_json_without_final_blank_line_and_cumulative_usage() {

@@ -394,7 +394,7 @@ fn request_error(error: OpenAIError, seen: Option<&(StatusCode, HeaderMap)>) -> 
         // only the recorded status says what it was.
         OpenAIError::JSONDeserialize(source, body) => match seen {
             Some((status, headers)) if !status.is_success() => {
-                http_error(*status, headers.clone(), body.as_bytes())
+                http_error(*status, headers.clone(), body.as_bytes(), &[])
             }
             _ => ProviderError::new(ErrorClass::Other, "unreadable error response")
                 .with_body_excerpt(body.as_bytes())
@@ -421,7 +421,8 @@ fn api_error(response: ApiErrorResponse, headers: HeaderMap) -> ProviderError {
     } else {
         serde_json::to_vec(&WrappedError { error: api_error }).unwrap_or_default()
     };
-    http_error(status_code, headers, &body)
+    // The key lives inside async-openai's config: the patterns still apply.
+    http_error(status_code, headers, &body, &[])
 }
 
 /// An error item of the stream.

@@ -118,8 +118,13 @@ impl Provider for Bedrock {
         );
     }
 
-    fn http_error(status: StatusCode, headers: HeaderMap, body: &[u8]) -> ProviderError {
-        bedrock_http_error(status, headers, body)
+    fn http_error(
+        status: StatusCode,
+        headers: HeaderMap,
+        body: &[u8],
+        secrets: &[&str],
+    ) -> ProviderError {
+        bedrock_http_error(status, headers, body, secrets)
     }
 
     fn from_endpoint(endpoint: Endpoint) -> Self {
@@ -843,7 +848,14 @@ fn exception_error(code: &str, message: String, status: Option<StatusCode>) -> P
 /// An HTTP error from Bedrock: the exception name from `x-amzn-errortype`
 /// (`ThrottlingException:http://…` → `ThrottlingException`), the message
 /// from the JSON body. Throttling carries no retry delay: Bedrock sends none.
-pub fn bedrock_http_error(status: StatusCode, headers: HeaderMap, body: &[u8]) -> ProviderError {
+/// `secrets` (the client's credentials) are redacted as in
+/// [`http_error`](crate::errors::http_error).
+pub fn bedrock_http_error(
+    status: StatusCode,
+    headers: HeaderMap,
+    body: &[u8],
+    secrets: &[&str],
+) -> ProviderError {
     let code = headers
         .get("x-amzn-errortype")
         .and_then(|v| v.to_str().ok())
@@ -852,16 +864,16 @@ pub fn bedrock_http_error(status: StatusCode, headers: HeaderMap, body: &[u8]) -
         .filter(|v| !v.is_empty())
         .map(str::to_owned);
     let Some(code) = code else {
-        return http_error(status, headers, body);
+        return http_error(status, headers, body, secrets);
     };
-    let message = http_error(status, HeaderMap::new(), body)
+    let message = http_error(status, HeaderMap::new(), body, secrets)
         .message()
         .to_owned();
     let class = exception_class(&code, &message, Some(status));
     ProviderError::new(class, message)
         .with_code(code)
         .with_status(status)
-        .with_body_excerpt(body)
+        .with_redacted_body_excerpt(body, secrets)
         .with_headers(headers)
 }
 

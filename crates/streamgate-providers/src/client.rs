@@ -5,7 +5,7 @@ use std::{fmt, future::Future, marker::PhantomData, pin::Pin, sync::Arc, time::D
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
-use streamgate_core::{BoxError, ProviderError};
+use streamgate_core::{redact::redact, BoxError, ProviderError};
 
 use crate::{
     auth::{Authorize, TokenCache, TokenProvider},
@@ -24,7 +24,8 @@ pub type ResponseFuture<P, D = SseDecoder> =
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// The base URL is not an absolute `http` or `https` URL.
+    /// The base URL is not an absolute `http` or `https` URL (as given, with
+    /// credentials in it [redacted](streamgate_core::redact)).
     InvalidBaseUrl(String),
     /// A header name or value is not valid HTTP (the value is not shown: it
     /// may be a key).
@@ -67,8 +68,13 @@ pub trait Provider: Sized {
     fn default_headers(_headers: &mut HeaderMap) {}
     /// The error for an HTTP error status, from the (bounded) body: by
     /// default [`errors::http_error`](crate::errors::http_error).
-    fn http_error(status: StatusCode, headers: HeaderMap, body: &[u8]) -> ProviderError {
-        http_error(status, headers, body)
+    fn http_error(
+        status: StatusCode,
+        headers: HeaderMap,
+        body: &[u8],
+        secrets: &[&str],
+    ) -> ProviderError {
+        http_error(status, headers, body, secrets)
     }
     /// Builds the client.
     fn from_endpoint(endpoint: Endpoint) -> Self;
@@ -83,12 +89,14 @@ pub struct Endpoint {
 struct EndpointInner {
     base_url: String,
     headers: HeaderMap,
+    /// The API key and the auth header's value, redacted from errors.
+    secrets: Vec<String>,
     http: reqwest::Client,
     max_line: usize,
     max_event: usize,
     /// Per-request credentials: a refreshed bearer token, a SigV4 signature.
     authorize: Option<Arc<dyn Authorize>>,
-    http_error: fn(StatusCode, HeaderMap, &[u8]) -> ProviderError,
+    http_error: fn(StatusCode, HeaderMap, &[u8], &[&str]) -> ProviderError,
 }
 
 impl fmt::Debug for Endpoint {
@@ -96,9 +104,16 @@ impl fmt::Debug for Endpoint {
         // Header values may be keys: names only.
         let names: Vec<&str> = self.inner.headers.keys().map(HeaderName::as_str).collect();
         f.debug_struct("Endpoint")
-            .field("base_url", &self.inner.base_url)
+            .field("base_url", &self.inner.redact(&self.inner.base_url))
             .field("headers", &names)
             .finish_non_exhaustive()
+    }
+}
+
+impl EndpointInner {
+    fn redact<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        let secrets: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
+        redact(text, &secrets)
     }
 }
 
@@ -176,7 +191,8 @@ impl Endpoint {
                 }
                 let headers = response.headers().clone();
                 let body = read_bounded(response).await;
-                return Err((inner.http_error)(status, headers, &body).into());
+                let secrets: Vec<&str> = inner.secrets.iter().map(String::as_str).collect();
+                return Err((inner.http_error)(status, headers, &body, &secrets).into());
             }
             let mut builder = Response::builder()
                 .status(status)
@@ -242,8 +258,12 @@ pub struct ClientBuilder<P> {
 
 impl<P> fmt::Debug for ClientBuilder<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secrets = self.secrets();
         f.debug_struct("ClientBuilder")
-            .field("base_url", &self.base_url)
+            .field(
+                "base_url",
+                &self.base_url.as_deref().map(|url| redact(url, &secrets)),
+            )
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("auth_header", &self.auth.as_ref().map(|(name, _)| name))
             .field("per_request_auth", &self.authorize.is_some())
@@ -252,6 +272,16 @@ impl<P> fmt::Debug for ClientBuilder<P> {
                 &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
             )
             .finish_non_exhaustive()
+    }
+}
+
+impl<P> ClientBuilder<P> {
+    fn secrets(&self) -> Vec<&str> {
+        self.api_key
+            .iter()
+            .map(String::as_str)
+            .chain(self.auth.iter().map(|(_, value)| value.as_str()))
+            .collect()
     }
 }
 
@@ -352,16 +382,19 @@ impl<P: Provider> ClientBuilder<P> {
 
     /// Validates the configuration and builds the client.
     pub fn build(self) -> Result<P, ConfigError> {
+        let secrets: Vec<String> = self.secrets().into_iter().map(str::to_owned).collect();
+        let invalid_url = |url: &str| {
+            let known: Vec<&str> = secrets.iter().map(String::as_str).collect();
+            ConfigError::InvalidBaseUrl(redact(url, &known).into_owned())
+        };
         let base_url = self
             .base_url
             .unwrap_or_else(|| P::DEFAULT_BASE_URL.to_owned())
             .trim_end_matches('/')
             .to_owned();
-        let parsed: http::Uri = base_url
-            .parse()
-            .map_err(|_| ConfigError::InvalidBaseUrl(base_url.clone()))?;
+        let parsed: http::Uri = base_url.parse().map_err(|_| invalid_url(&base_url))?;
         if !matches!(parsed.scheme_str(), Some("http" | "https")) || parsed.host().is_none() {
-            return Err(ConfigError::InvalidBaseUrl(base_url));
+            return Err(invalid_url(&base_url));
         }
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -394,6 +427,7 @@ impl<P: Provider> ClientBuilder<P> {
             inner: Arc::new(EndpointInner {
                 base_url,
                 headers,
+                secrets,
                 http,
                 max_line: self.max_line,
                 max_event: self.max_event,
@@ -503,4 +537,39 @@ pub(crate) fn encode_segment(segment: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(all(test, feature = "openai"))]
+mod tests {
+    use crate::openai::OpenAiChat;
+
+    const KEY: &str = "sk-secret-987654321";
+
+    #[test]
+    fn a_key_in_the_base_url_or_auth_never_reaches_debug_or_errors() {
+        let builder = OpenAiChat::builder()
+            .base_url(format!("https://user:{KEY}@example.test/v1?key={KEY}"))
+            .api_key(KEY)
+            .auth_header("api-key", KEY);
+        let debug = format!("{builder:?}");
+        assert!(!debug.contains(KEY), "{debug}");
+        let client = builder.build().map(|c| format!("{c:?}"));
+        assert!(client.is_ok_and(|c| !c.contains(KEY)));
+
+        let err = OpenAiChat::builder()
+            .base_url(format!("ftp://example.test/?key={KEY}"))
+            .api_key(KEY)
+            .build()
+            .err();
+        let rendered = err.map(|e| format!("{e} {e:?}")).unwrap_or_default();
+        assert!(rendered.contains("invalid base url"), "{rendered}");
+        assert!(!rendered.contains(KEY), "{rendered}");
+        let err = OpenAiChat::builder()
+            .base_url(format!("not a url {KEY}"))
+            .api_key(KEY)
+            .build()
+            .err();
+        let rendered = err.map(|e| format!("{e} {e:?}")).unwrap_or_default();
+        assert!(!rendered.contains(KEY), "{rendered}");
+    }
 }

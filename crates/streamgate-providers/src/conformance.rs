@@ -20,7 +20,6 @@
 use std::{
     fmt, fs,
     path::{Path, PathBuf},
-    time::Duration,
 };
 
 use serde_json::Value;
@@ -215,7 +214,7 @@ fn check_error_body(body: &[u8], expected: &Value) -> Vec<String> {
     else {
         return vec!["sidecar has no valid http_status".into()];
     };
-    let error = http_error(status, http::HeaderMap::new(), body);
+    let error = http_error(status, http::HeaderMap::new(), body, &[]);
     if let Some(kind) = expected["error_type"].as_str() {
         if error.code() != Some(kind) {
             mismatches.push(format!("error type {:?}, expected {kind:?}", error.code()));
@@ -231,8 +230,8 @@ fn check_error_body(body: &[u8], expected: &Value) -> Vec<String> {
         }
     }
     if let Some(seconds) = expected["retry_delay_seconds"].as_f64() {
-        let want = Duration::from_secs_f64(seconds);
-        if error.retry_after() != Some(want) {
+        let want = streamgate_core::time::duration_from_secs_f64(seconds);
+        if error.retry_after() != want {
             mismatches.push(format!(
                 "retry after {:?}, expected {want:?}",
                 error.retry_after()

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use http::{HeaderMap, StatusCode};
 use serde_json::Value;
-use streamgate_core::{BoxError, ErrorClass, ProviderError};
+use streamgate_core::{
+    time::{duration_from_millis_f64, duration_from_secs_f64},
+    BoxError, ErrorClass, ProviderError,
+};
 
 /// The most bytes of an HTTP error body read before giving up on the rest:
 /// enough for any provider's JSON error, small enough to bound memory.
@@ -66,10 +69,12 @@ pub fn error_details(value: &Value) -> Option<ErrorDetails> {
     })
 }
 
-/// Parses a protobuf duration such as `34.4s` or `3s`.
+/// Parses a protobuf duration such as `34.4s` or `3s`; one too long to
+/// represent saturates at [`Duration::MAX`] (the layers that honour it cap
+/// it), a negative one is ignored.
 fn parse_seconds(text: &str) -> Option<Duration> {
     let seconds: f64 = text.trim().strip_suffix('s')?.parse().ok()?;
-    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+    duration_from_secs_f64(seconds)
 }
 
 /// The class of an error from its HTTP status (`None` for an error inside a
@@ -185,7 +190,14 @@ pub fn class_of(status: Option<StatusCode>, details: &ErrorDetails) -> ErrorClas
 }
 
 /// The error for an HTTP error status, from the (already bounded) body.
-pub fn http_error(status: StatusCode, headers: HeaderMap, body: &[u8]) -> ProviderError {
+/// `secrets` (the client's API key) are [redacted](streamgate_core::redact)
+/// from the message and the body excerpt, as are credential patterns.
+pub fn http_error(
+    status: StatusCode,
+    headers: HeaderMap,
+    body: &[u8],
+    secrets: &[&str],
+) -> ProviderError {
     let details = serde_json::from_slice::<Value>(body)
         .ok()
         .as_ref()
@@ -203,7 +215,7 @@ pub fn http_error(status: StatusCode, headers: HeaderMap, body: &[u8]) -> Provid
     let retry_after = details.retry_delay.or_else(|| header_retry_after(&headers));
     let mut error = ProviderError::new(class, message)
         .with_status(status)
-        .with_body_excerpt(body)
+        .with_redacted_body_excerpt(body, secrets)
         .with_headers(headers);
     if let Some(code) = details.code {
         error = error.with_code(code);
@@ -211,7 +223,7 @@ pub fn http_error(status: StatusCode, headers: HeaderMap, body: &[u8]) -> Provid
     if let Some(after) = retry_after {
         error = error.with_retry_after(after);
     }
-    error
+    error.redact_known(secrets)
 }
 
 /// The error for an error object inside a stream.
@@ -233,15 +245,14 @@ pub fn in_band_error(details: ErrorDetails) -> ProviderError {
 }
 
 /// `retry-after-ms`, then `retry-after` in seconds. (HTTP-date values are
-/// left to the quota layer, which has a clock.)
+/// left to the quota layer, which has a clock.) A value too large to
+/// represent saturates at [`Duration::MAX`]; a negative one is ignored.
 fn header_retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let number = |name: &str| -> Option<f64> {
-        let value: f64 = headers.get(name)?.to_str().ok()?.trim().parse().ok()?;
-        (value.is_finite() && value >= 0.0).then_some(value)
-    };
+    let number =
+        |name: &str| -> Option<f64> { headers.get(name)?.to_str().ok()?.trim().parse().ok() };
     number("retry-after-ms")
-        .map(|ms| Duration::from_secs_f64(ms / 1000.0))
-        .or_else(|| number("retry-after").map(Duration::from_secs_f64))
+        .and_then(duration_from_millis_f64)
+        .or_else(|| number("retry-after").and_then(duration_from_secs_f64))
 }
 
 /// A payload that is not the JSON the adapter expects.
@@ -255,8 +266,13 @@ pub fn malformed(what: &str, source: impl Into<BoxError>) -> ProviderError {
 }
 
 /// A transport failure: class timeout when the transport says so, else
-/// network, with the cause attached.
+/// network, with the cause attached (a `reqwest` error without its URL,
+/// which may carry a key).
 pub fn transport_error(source: BoxError) -> ProviderError {
+    let source = match source.downcast::<reqwest::Error>() {
+        Ok(error) => Box::new(error.without_url()) as BoxError,
+        Err(other) => other,
+    };
     let timed_out = source
         .downcast_ref::<reqwest::Error>()
         .is_some_and(reqwest::Error::is_timeout)
@@ -289,6 +305,7 @@ mod tests {
             StatusCode::TOO_MANY_REQUESTS,
             HeaderMap::new(),
             body.to_string().as_bytes(),
+            &[],
         );
         assert_eq!(err.class(), ErrorClass::Client);
         assert_eq!(err.code(), Some("insufficient_quota"));
@@ -304,6 +321,7 @@ mod tests {
             StatusCode::TOO_MANY_REQUESTS,
             headers,
             body.to_string().as_bytes(),
+            &[],
         );
         assert_eq!(err.class(), ErrorClass::RateLimited);
         assert_eq!(err.retry_after(), Some(Duration::from_secs(2)));
@@ -325,7 +343,12 @@ mod tests {
     fn anthropic_529_and_overloaded_error_are_overloaded() {
         let body =
             br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
-        let err = http_error(StatusCode::from_u16(529).unwrap(), HeaderMap::new(), body);
+        let err = http_error(
+            StatusCode::from_u16(529).unwrap(),
+            HeaderMap::new(),
+            body,
+            &[],
+        );
         assert_eq!(err.class(), ErrorClass::Overloaded);
         assert_eq!(err.code(), Some("overloaded_error"));
     }
@@ -359,6 +382,7 @@ mod tests {
             StatusCode::TOO_MANY_REQUESTS,
             HeaderMap::new(),
             body.to_string().as_bytes(),
+            &[],
         );
         assert_eq!(err.class(), ErrorClass::RateLimited);
         assert_eq!(err.code(), Some("RESOURCE_EXHAUSTED"));
@@ -371,6 +395,7 @@ mod tests {
             StatusCode::BAD_GATEWAY,
             HeaderMap::new(),
             b"<html>bad gateway</html>",
+            &[],
         );
         assert_eq!(err.class(), ErrorClass::Server);
         assert_eq!(err.message(), "bad gateway");
@@ -382,6 +407,81 @@ mod tests {
         let err = in_band_error(details(json!({"error": {"message": "boom"}})));
         assert_eq!(err.class(), ErrorClass::Server);
         assert!(err.is_in_band());
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(name, value)| (http::HeaderName::from_static(name), value.parse().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn retry_after_beyond_u64_seconds_saturates_instead_of_panicking() {
+        for (name, value) in [
+            ("retry-after", "1e300"),
+            ("retry-after", "18446744073709551616"),
+            ("retry-after", "inf"),
+            ("retry-after-ms", "1e30"),
+        ] {
+            let err = http_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                headers(&[(name, value)]),
+                b"",
+                &[],
+            );
+            assert_eq!(err.retry_after(), Some(Duration::MAX), "{name}: {value}");
+        }
+    }
+
+    #[test]
+    fn negative_or_nan_retry_after_is_ignored() {
+        for value in ["-1", "NaN", "-inf"] {
+            let err = http_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                headers(&[("retry-after", value)]),
+                b"",
+                &[],
+            );
+            assert_eq!(err.retry_after(), None, "{value}");
+        }
+    }
+
+    #[test]
+    fn huge_gemini_retry_delay_saturates_on_both_paths() {
+        let body = json!({"error": {"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED", "details": [
+            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "99999999999999999999999s"}
+        ]}});
+        let err = http_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            HeaderMap::new(),
+            body.to_string().as_bytes(),
+            &[],
+        );
+        assert_eq!(err.retry_after(), Some(Duration::MAX));
+        let in_band = in_band_error(details(body));
+        assert_eq!(in_band.retry_after(), Some(Duration::MAX));
+        assert_eq!(parse_seconds("-3s"), None);
+    }
+
+    #[test]
+    fn an_echoed_key_is_redacted_from_message_and_excerpt() {
+        let key = "sk-proj-abcdefghijklmnop";
+        let body = json!({"error": {"message": format!("Incorrect API key provided: {key}."), "type": "invalid_request_error", "code": "invalid_api_key"}});
+        let err = http_error(
+            StatusCode::UNAUTHORIZED,
+            HeaderMap::new(),
+            body.to_string().as_bytes(),
+            &[key],
+        );
+        for text in [
+            err.to_string(),
+            format!("{err:?}"),
+            err.body_excerpt().unwrap_or_default().to_owned(),
+        ] {
+            assert!(!text.contains(key), "{text}");
+            assert!(text.contains("<redacted>"), "{text}");
+        }
     }
 
     #[test]

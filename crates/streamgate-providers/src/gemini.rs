@@ -191,7 +191,10 @@ impl WireUsage {
         let thoughts = self.thoughts_token_count.unwrap_or(0);
         Usage {
             input_tokens: self.prompt_token_count.unwrap_or(0),
-            output_tokens: self.candidates_token_count.unwrap_or(0) + thoughts,
+            output_tokens: self
+                .candidates_token_count
+                .unwrap_or(0)
+                .saturating_add(thoughts),
             cached_input_tokens: self.cached_content_token_count.unwrap_or(0),
             reasoning_tokens: thoughts,
         }
@@ -294,6 +297,17 @@ mod tests {
         "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Three\"}],\"role\":\"model\"}}],\"usageMetadata\":{\"promptTokenCount\":9,\"candidatesTokenCount\":2,\"thoughtsTokenCount\":40,\"totalTokenCount\":51}}\r\n\r\n",
         "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\" r's.\"}],\"role\":\"model\"},\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":9,\"candidatesTokenCount\":5,\"thoughtsTokenCount\":40,\"cachedContentTokenCount\":4,\"totalTokenCount\":54}}\r\n\r\n",
     );
+
+    #[test]
+    fn usage_near_u64_max_saturates_instead_of_overflowing() {
+        let input = format!(
+            "data: {{\"candidates\":[{{\"content\":{{\"parts\":[{{\"text\":\"a\"}}]}}}}],\"usageMetadata\":{{\"candidatesTokenCount\":{max},\"thoughtsTokenCount\":{max}}}}}\n\n",
+            max = u64::MAX
+        );
+        let items = run(GenerateParser::default(), &[input.as_bytes()]);
+        let usage = items[0].as_ref().ok().and_then(Chunk::usage);
+        assert_eq!(usage.map(|u| u.output_tokens), Some(u64::MAX));
+    }
 
     #[test]
     fn crlf_stream_with_cumulative_usage_and_thoughts_in_output() {

@@ -115,7 +115,9 @@ impl NdjsonDecoder {
         match self.lines.next_line(rest, true) {
             Ok((consumed, line)) => {
                 *input = &rest[consumed..];
-                Ok(line.map(|line| line.text.trim()))
+                // ASCII whitespace, as the blank-line rule: a line of other
+                // whitespace is a line, not a blank.
+                Ok(line.map(|line| line.text.trim_ascii()))
             }
             Err(error) => {
                 let error = NdjsonError::from_line(error, limit);
@@ -132,7 +134,9 @@ impl NdjsonDecoder {
         }
         let limit = self.lines.max_line();
         match self.lines.finish() {
-            Ok(line) => Ok(line.map(|line| line.text.trim()).filter(|t| !t.is_empty())),
+            Ok(line) => Ok(line
+                .map(|line| line.text.trim_ascii())
+                .filter(|t| !t.is_empty())),
             Err(error) => {
                 let error = NdjsonError::from_line(error, limit);
                 self.failed = Some(error.clone());

@@ -11,7 +11,7 @@ use streamgate_providers::errors::{error_details, http_error, in_band_error};
 
 fn status_class(status: u16, body: &Value) -> ErrorClass {
     let status = StatusCode::from_u16(status).unwrap();
-    http_error(status, HeaderMap::new(), body.to_string().as_bytes()).class()
+    http_error(status, HeaderMap::new(), body.to_string().as_bytes(), &[]).class()
 }
 
 fn in_band_class(event: &Value) -> ErrorClass {
@@ -115,6 +115,7 @@ fn openai_compatible_503s_are_overloaded_whatever_their_body() {
         status,
         HeaderMap::new(),
         b"<html>503 Service Unavailable</html>",
+        &[],
     );
     assert_eq!(html.class(), ErrorClass::Overloaded);
     // An overload said in words on another 5xx.

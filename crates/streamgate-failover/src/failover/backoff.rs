@@ -32,6 +32,10 @@ impl Default for Backoff {
     }
 }
 
+/// The longest [`Backoff::max`] and [`Backoff::max_retry_after`] a router
+/// accepts: a retry of the same backend never sleeps longer than this.
+pub const MAX_BACKOFF_DELAY: Duration = Duration::from_secs(3600);
+
 impl Backoff {
     /// The delay before retry number `retry` (0 for the first), given the
     /// provider's Retry-After and a uniform random `unit` in `[0, 1)`;
@@ -46,7 +50,9 @@ impl Backoff {
             if after > self.max_retry_after {
                 return None;
             }
-            return Some(after + after.mul_f64(0.1 * unit));
+            // Saturating: a configured `max_retry_after` of `Duration::MAX`
+            // must not overflow on a provider's huge Retry-After.
+            return Some(after.saturating_add(after.mul_f64(0.1 * unit)));
         }
         let exp = self
             .base
@@ -122,6 +128,17 @@ mod tests {
             Some(Duration::from_secs(10))
         );
         assert_eq!(b.delay(0, Some(MS(10_001)), 0.0), None);
+    }
+
+    #[test]
+    fn huge_settings_and_retry_after_never_overflow() {
+        let b = Backoff {
+            base: Duration::MAX,
+            max: Duration::MAX,
+            max_retry_after: Duration::MAX,
+        };
+        assert_eq!(b.delay(0, Some(Duration::MAX), 0.9), Some(Duration::MAX));
+        assert!(b.delay(40, None, 0.9).is_some());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use streamgate_core::{
 use tower_service::Service;
 
 use super::{
-    backoff::Jitter,
+    backoff::{Jitter, MAX_BACKOFF_DELAY},
     service::{Inner, Member},
     Backoff, Failover,
 };
@@ -139,7 +139,9 @@ impl<Req: 'static, C: 'static> FailoverBuilder<Req, C> {
     }
 
     /// The delays between retries of the same backend (default
-    /// [`Backoff::default`]).
+    /// [`Backoff::default`]); its `max` and `max_retry_after` must be at
+    /// most [`MAX_BACKOFF_DELAY`](super::MAX_BACKOFF_DELAY) (1 hour), so no
+    /// retry sleeps for ever.
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
         self
@@ -153,8 +155,9 @@ impl<Req: 'static, C: 'static> FailoverBuilder<Req, C> {
 
     /// When every backend refuses (no backend was called), waits for the
     /// earliest time one expects to admit again, then tries again, as long
-    /// as the total wait stays within `max` (reported as a `Throttled`
-    /// event). Default: no waiting; fail at once with the attempts.
+    /// as the total wait stays within `max` (at most 1 hour; reported as a
+    /// `Throttled` event). Default: no waiting; fail at once with the
+    /// attempts.
     pub fn wait_when_unavailable(mut self, max: Duration) -> Self {
         self.wait_when_unavailable = Some(max);
         self
@@ -170,8 +173,9 @@ impl<Req: 'static, C: 'static> FailoverBuilder<Req, C> {
 
     /// Extra first-content time for the last remaining attempt, which has
     /// nowhere to fail over to (default none). Only with
-    /// [`first_content_timeout`](Self::first_content_timeout); a backend
-    /// added with [`backend_with_deadline`](Self::backend_with_deadline)
+    /// [`first_content_timeout`](Self::first_content_timeout); the sum
+    /// saturates, so `Duration::MAX` means "no deadline for the last one".
+    /// A backend added with [`backend_with_deadline`](Self::backend_with_deadline)
     /// gets it from its `extended` stack.
     pub fn last_attempt_extra(mut self, extra: Duration) -> Self {
         self.last_attempt_extra = extra;
@@ -216,6 +220,22 @@ impl<Req: 'static, C: 'static> FailoverBuilder<Req, C> {
         }
         if self.backoff.base > self.backoff.max {
             return Err(ConfigError::new("backoff base must not exceed its maximum"));
+        }
+        // A retry must never sleep for ever: an infinite base (or maximum)
+        // is refused rather than honoured.
+        if self.backoff.max > MAX_BACKOFF_DELAY || self.backoff.max_retry_after > MAX_BACKOFF_DELAY
+        {
+            return Err(ConfigError::new(
+                "backoff maximum and max retry-after must be at most 1 hour",
+            ));
+        }
+        if self
+            .wait_when_unavailable
+            .is_some_and(|max| max > MAX_BACKOFF_DELAY)
+        {
+            return Err(ConfigError::new(
+                "wait when unavailable must be at most 1 hour",
+            ));
         }
         if self.first_content_timeout.is_some_and(|t| t.is_zero()) {
             return Err(ConfigError::new("first-content timeout must be above 0"));

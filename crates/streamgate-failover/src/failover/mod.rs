@@ -66,7 +66,7 @@ mod body;
 mod builder;
 mod service;
 
-pub use backoff::Backoff;
+pub use backoff::{Backoff, MAX_BACKOFF_DELAY};
 pub use body::FailoverBody;
 pub use builder::{ContextLengthPolicy, FailoverBuilder};
 pub use service::{Failover, FailoverFuture, FailoverReport};

@@ -203,7 +203,7 @@ where
         if !called_any {
             if let (Some(max), Some(attempt)) = (inner.wait_when_unavailable, earliest) {
                 let wait = retry_after.unwrap_or_default().max(MIN_ROUND_WAIT);
-                if waited + wait <= max {
+                if waited.saturating_add(wait) <= max {
                     emit(&inner.sink, || Event::Throttled {
                         backend: &attempt.backend,
                         model: request.model(),

@@ -268,7 +268,8 @@ impl KeyStats {
     ) {
         self.quota = Some(Quota {
             state,
-            exhausted_until: exhausted_for.map(|d| now + d),
+            // A provider's wait may be huge: saturate, never overflow.
+            exhausted_until: exhausted_for.map(|d| streamgate_core::time::instant_after(now, d)),
             remaining_requests,
             remaining_tokens,
         });
@@ -357,14 +358,7 @@ fn timeout_index(kind: TimeoutKind) -> usize {
 /// Adds a request's usage to a running total (sums, unlike
 /// [`Usage::merge`], which folds reports of one request).
 pub(crate) fn add_usage(total: &mut Usage, usage: Usage) {
-    total.input_tokens = total.input_tokens.saturating_add(usage.input_tokens);
-    total.output_tokens = total.output_tokens.saturating_add(usage.output_tokens);
-    total.cached_input_tokens = total
-        .cached_input_tokens
-        .saturating_add(usage.cached_input_tokens);
-    total.reasoning_tokens = total
-        .reasoning_tokens
-        .saturating_add(usage.reasoning_tokens);
+    *total = total.saturating_add(usage);
 }
 
 #[cfg(test)]

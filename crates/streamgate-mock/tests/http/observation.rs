@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use streamgate_mock::{MockServer, Plan, Provider};
+use streamgate_mock::{MockConfig, MockServer, Plan, Provider};
 use tokio::time::timeout;
 
-use crate::support::{client, read_until, send, PATIENCE};
+use crate::support::{client, openai_body, read_until, send, PATIENCE};
 
 #[tokio::test]
 async fn client_dropping_the_stream_is_seen_by_the_server() {
@@ -105,4 +105,54 @@ async fn wait_until_sees_requests_arrive() {
     for request in requests {
         assert_eq!(request.await.unwrap().unwrap().status(), 200);
     }
+}
+
+#[tokio::test]
+async fn the_request_log_is_a_ring_while_counts_stay_exact() {
+    let server = MockServer::start(MockConfig::new().with_request_log_capacity(3))
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        let response = send(&server, Provider::OpenAi).await;
+        response.bytes().await.unwrap();
+    }
+    assert_eq!(server.served(), 5);
+    let kept: Vec<u64> = server.requests().iter().map(|r| r.request.index).collect();
+    assert_eq!(kept, [2, 3, 4]);
+    assert!(server.request(1).is_none());
+    assert_eq!(server.request(4).map(|r| r.request.index), Some(4));
+    let last = tokio::time::timeout(PATIENCE, server.wait_for_end(4))
+        .await
+        .unwrap();
+    assert_eq!(last.request.index, 4);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn request_debug_redacts_credentials() {
+    let server = MockServer::start_with_plan(Plan::new()).await.unwrap();
+    let key = "sk-mock-secret-42";
+    let response = client()
+        .post(format!(
+            "{}?key={key}",
+            server.endpoint(Provider::OpenAi, "gpt-4o-mini")
+        ))
+        .header("authorization", format!("Bearer {key}"))
+        .header("x-api-key", key)
+        .header("x-goog-api-key", key)
+        .header("api-key", key)
+        .header("x-custom", format!("token Bearer {key}"))
+        .body(openai_body(true).to_string())
+        .send()
+        .await
+        .unwrap();
+    response.bytes().await.unwrap();
+    let log = tokio::time::timeout(PATIENCE, server.wait_for_end(0))
+        .await
+        .unwrap();
+    let debug = format!("{log:?} {:?}", server.requests());
+    assert!(!debug.contains(key), "{debug}");
+    assert!(debug.contains("x-goog-api-key"), "{debug}");
+    assert!(log.request.headers.get("x-api-key").is_some());
+    server.shutdown().await;
 }

@@ -333,6 +333,7 @@ fn http_errors_are_classified_by_x_amzn_errortype() {
             StatusCode::from_u16(status).unwrap(),
             headers,
             body.as_bytes(),
+            &[],
         )
     };
     let throttled = error(

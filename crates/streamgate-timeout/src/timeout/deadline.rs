@@ -8,10 +8,6 @@ use tokio::time::Instant;
 
 use super::TimeoutConfig;
 
-/// How far "never" is when a configured duration overflows an `Instant`
-/// (about 30 years, as tokio uses for the same purpose).
-const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
-
 /// One armed deadline: when it expires and what to report then.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Deadline {
@@ -101,9 +97,7 @@ impl Schedule {
 /// `from + after`, saturating to a far-future instant instead of panicking
 /// when a configured duration is too large to represent.
 fn add(from: Instant, after: Duration) -> Instant {
-    from.checked_add(after)
-        .or_else(|| from.checked_add(FAR_FUTURE))
-        .unwrap_or(from)
+    streamgate_core::time::instant_after(from, after)
 }
 
 #[cfg(test)]
