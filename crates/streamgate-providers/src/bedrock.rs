@@ -849,7 +849,7 @@ fn exception_error(code: &str, message: String, status: Option<StatusCode>) -> P
 /// (`ThrottlingException:http://…` → `ThrottlingException`), the message
 /// from the JSON body. Throttling carries no retry delay: Bedrock sends none.
 /// `secrets` (the client's credentials) are redacted as in
-/// [`http_error`](crate::errors::http_error).
+/// [`http_error`].
 pub fn bedrock_http_error(
     status: StatusCode,
     headers: HeaderMap,
