@@ -16,6 +16,7 @@ use tower_service::Service;
 
 use super::{
     backoff::{Jitter, MAX_BACKOFF_DELAY},
+    hedge::{Hedge, HedgeBudget},
     service::{Inner, Member, ModelOf, SessionKey},
     Backoff, Failover, Strategy,
 };
@@ -53,6 +54,7 @@ pub struct FailoverBuilder<Req, C> {
     scoreboard: Option<Scoreboard>,
     session_key: Option<SessionKey<Req>>,
     model_of: Vec<(BackendId, ModelOf<Req>)>,
+    hedge: Option<Hedge>,
 }
 
 impl<Req, C> std::fmt::Debug for FailoverBuilder<Req, C> {
@@ -69,6 +71,7 @@ impl<Req, C> std::fmt::Debug for FailoverBuilder<Req, C> {
             .field("first_content_timeout", &self.first_content_timeout)
             .field("last_attempt_extra", &self.last_attempt_extra)
             .field("strategy", &self.strategy)
+            .field("hedge", &self.hedge)
             .finish_non_exhaustive()
     }
 }
@@ -89,6 +92,7 @@ impl<Req, C> Default for FailoverBuilder<Req, C> {
             scoreboard: None,
             session_key: None,
             model_of: Vec::new(),
+            hedge: None,
         }
     }
 }
@@ -257,6 +261,12 @@ impl<Req: 'static, C: 'static> FailoverBuilder<Req, C> {
         self
     }
 
+    /// Hedges slow first choices (default: never). See [`Hedge`].
+    pub fn hedge(mut self, hedge: Hedge) -> Self {
+        self.hedge = Some(hedge);
+        self
+    }
+
     /// The first-content deadline set with
     /// [`first_content_timeout`](Self::first_content_timeout), if any.
     pub fn configured_first_content_timeout(&self) -> Option<Duration> {
@@ -327,6 +337,9 @@ impl<Req: 'static, C: 'static> FailoverBuilder<Req, C> {
                 "sticky strategy needs a session key (FailoverBuilder::session_key)",
             ));
         }
+        if let Some(hedge) = &self.hedge {
+            hedge.validate()?;
+        }
         let mut backends = self.backends;
         for (id, model) in self.model_of {
             let Some(member) = backends.iter_mut().find(|m| m.id == id) else {
@@ -352,6 +365,8 @@ impl<Req: 'static, C: 'static> FailoverBuilder<Req, C> {
                 scoreboard: self.scoreboard.unwrap_or_default(),
                 session_key: self.session_key,
                 turn: AtomicUsize::new(0),
+                hedge_budget: HedgeBudget::new(self.hedge.map_or(0.0, |h| h.budget)),
+                hedge: self.hedge,
             }),
         })
     }
