@@ -22,6 +22,7 @@ fn config() -> MachineConfig {
         probes: 1,
         half_open_max_wait: None,
         minimum_open: Duration::from_millis(1),
+        max_wait: Duration::from_secs(3600),
         slow_probe_fails: false,
     }
 }
@@ -87,11 +88,16 @@ fn opened() -> Option<Transition> {
     Some(Transition {
         from: BreakerState::Closed,
         to: BreakerState::Open,
+        wait_capped: false,
     })
 }
 
 fn moved(from: BreakerState, to: BreakerState) -> Option<Transition> {
-    Some(Transition { from, to })
+    Some(Transition {
+        from,
+        to,
+        wait_capped: false,
+    })
 }
 
 /// Opens a fresh machine (consecutive-failure trigger of 1) at `ms`.
