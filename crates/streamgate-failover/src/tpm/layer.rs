@@ -90,6 +90,17 @@ impl TpmLayer {
         }
     }
 
+    /// How many TPM meters the layer keeps: 1 for the backend, or, with
+    /// [`per_model`](TpmLayerBuilder::per_model), one per model up to
+    /// [`MAX_MODELS`](crate::meter::MAX_MODELS) plus the shared overflow
+    /// meter.
+    pub fn meters(&self) -> usize {
+        match &self.shared.meters {
+            Meters::Backend(_) => 1,
+            Meters::PerModel(registry) => registry.len(),
+        }
+    }
+
     /// The backend's throughput samples.
     pub fn throughput(&self) -> &Arc<ThroughputTracker> {
         &self.shared.throughput
