@@ -350,7 +350,7 @@ impl PerformanceTracker {
                 .iter()
                 .filter(|b| b.backend == *backend && b.model.is_some())
                 .count();
-            if per_backend >= names::DEFAULT_MODEL_CAP {
+            if per_backend >= self.keys.cap() {
                 Arc::from(names::OTHER_MODEL)
             } else {
                 Arc::from(m)
