@@ -1,6 +1,7 @@
 //! Model names come from callers: 100,000 made-up ones driven through a
 //! whole `Backend` stack (metrics, TPM, quota, pacing, a breaker per model,
-//! timeout) leave every per-model structure at its cap, on paused time.
+//! timeout, the scoreboard) leave every per-model structure at its cap, on
+//! paused time.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use streamgate::core::keyed::{DEFAULT_MODEL_CAP, OTHER_MODEL};
+use streamgate::core::scoreboard::Scoreboard;
 use streamgate::core::testing::{Script, ScriptedService, TestRequest};
 use streamgate::failover::meter::MAX_MODELS;
 use streamgate::prelude::*;
@@ -38,6 +40,7 @@ async fn a_hundred_thousand_model_names_leave_every_keyed_structure_at_its_cap()
         .sink(metrics.clone())
         .build_registry()
         .unwrap();
+    let board = Scoreboard::new();
     let client = ScriptedService::new(Script::new().meta("role").text("ok"));
     let service = Backend::new("b", client.clone())
         .first_content_timeout(Duration::from_secs(10))
@@ -46,6 +49,7 @@ async fn a_hundred_thousand_model_names_leave_every_keyed_structure_at_its_cap()
         .pacing(|p| p.requests_per_minute(u32::MAX / 2))
         .circuit_breaker_per_model(breakers.clone())
         .metrics(metrics.clone())
+        .scoreboard(&board)
         .build()
         .unwrap();
     // A per-model TPM meter registry, around the same client.
@@ -82,6 +86,7 @@ async fn a_hundred_thousand_model_names_leave_every_keyed_structure_at_its_cap()
     assert_eq!(breakers.len(), at_cap);
     assert_eq!(quota.len(), at_cap);
     assert_eq!(metrics.len(), at_cap);
+    assert_eq!(board.len(), at_cap);
     assert_eq!(tpm.meters(), MAX_MODELS + 1);
     let snapshot = metrics.snapshot();
     assert_eq!(snapshot.keys.len(), at_cap);

@@ -24,9 +24,16 @@
 //! tokens; a later failure reaches it as an `Err` item of the
 //! [`FailoverBody`], never as a clean end.
 //!
-//! A backend refused as slow (the minimum-throughput gate) is tried again at
-//! the end, marked as a [`last_resort`](crate::last_resort), so slowness
-//! only deprioritises and never empties the pool.
+//! # Strategies and the scoreboard
+//!
+//! A [`Strategy`] orders the backends for each request (ordered by
+//! default; round-robin, weighted, least time to first content, power of
+//! two choices, sticky per session). The router then reads its
+//! [`Scoreboard`](streamgate_core::scoreboard::Scoreboard): a backend whose
+//! gate is known to refuse is skipped without a call (recorded as a
+//! rejected attempt, with its retry time), and a deprioritised one (late
+//! to first content, or below its minimum throughput) is tried after the
+//! others. Slowness only ever deprioritises, so the pool never empties.
 //!
 //! When every backend refused (none was called), the router can wait for
 //! the earliest `retry_after` and try again, up to a total wait
@@ -65,8 +72,10 @@ mod backoff;
 mod body;
 mod builder;
 mod service;
+mod strategy;
 
 pub use backoff::{Backoff, MAX_BACKOFF_DELAY};
 pub use body::FailoverBody;
 pub use builder::{ContextLengthPolicy, FailoverBuilder};
 pub use service::{Failover, FailoverFuture, FailoverReport};
+pub use strategy::Strategy;
