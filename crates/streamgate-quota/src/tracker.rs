@@ -495,7 +495,10 @@ impl QuotaTrackerBuilder {
     /// The most models per backend that get a key of their own (default
     /// [`DEFAULT_MODEL_CAP`], 32, as for the breaker registry and the
     /// metrics tracker; at least 1); every further model of that backend
-    /// shares one key, `_OTHER` (see [Memory](self#memory)).
+    /// shares one key, reported under the model `_OTHER`. Model names come
+    /// from callers, so made-up names cannot grow memory, and a new key
+    /// costs O(1) (nothing is evicted). What one model past the cap learns
+    /// (a 429, a depleted limit) gates every model past it on that backend.
     #[must_use]
     pub fn model_cap(mut self, cap: usize) -> Self {
         self.config.model_cap = cap;
