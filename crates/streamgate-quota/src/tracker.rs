@@ -7,7 +7,7 @@
 //!
 //! # States
 //!
-//! - **Available**: nothing is known (never observed, or evicted).
+//! - **Available**: nothing is known (never observed).
 //! - **Tracking**: limits or remaining counts are known and none is at zero.
 //! - **Exhausted { until, reason }**: calls are refused until `until`.
 //!
