@@ -74,8 +74,8 @@ pub use error::{
     Rejected, StreamTimeout, TimeoutKind, BODY_EXCERPT_LIMIT,
 };
 pub use event::{
-    emit, BreakerState, Event, MetricsSink, NoopSink, Outcome, QuotaState, RequestRecord,
-    SharedSink,
+    emit, BreakerState, Event, HedgeStage, MetricsSink, NoopSink, Outcome, QuotaState,
+    RequestRecord, SharedSink,
 };
 pub use observe::{
     EndObserver, Gated, Observed, ObservedBody, ReadyCall, StreamEnd, StreamObserver,

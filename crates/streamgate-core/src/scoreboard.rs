@@ -92,6 +92,10 @@ pub const MIN_THROUGHPUT_SAMPLES: usize = 3;
 /// backend judged slow is judged afresh once it has served again.
 pub const THROUGHPUT_SAMPLE_TTL: Duration = Duration::from_secs(300);
 
+/// How many recent times to first content the board keeps per backend ×
+/// model for [`Scoreboard::ttfc_quantile`].
+pub const TTFC_SAMPLES: usize = 32;
+
 /// The gates whose refusals the board keeps apart.
 const GATES: usize = 3;
 
@@ -141,6 +145,8 @@ struct Score {
     in_flight: u32,
     ttfc: Option<f64>,
     ttfc_samples: u64,
+    /// The last [`TTFC_SAMPLES`] times to first content, oldest overwritten.
+    ttfc_recent: [Duration; TTFC_SAMPLES],
     failure_rate: f64,
     outcomes: u64,
     late_until: Option<Instant>,
@@ -284,6 +290,31 @@ impl Scoreboard {
         }
     }
 
+    /// The `q` quantile (0 to 1, nearest rank) of `backend` × `model`'s last
+    /// [`TTFC_SAMPLES`] times to first content, or `None` with fewer than
+    /// `min_samples` of them.
+    pub fn ttfc_quantile(
+        &self,
+        backend: &BackendId,
+        model: &str,
+        q: f64,
+        min_samples: usize,
+    ) -> Option<Duration> {
+        let entry = self.entry(backend, model);
+        let score = entry.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = usize::try_from(score.ttfc_samples)
+            .unwrap_or(usize::MAX)
+            .min(TTFC_SAMPLES);
+        if n == 0 || n < min_samples {
+            return None;
+        }
+        let mut recent = score.ttfc_recent;
+        drop(score);
+        let recent = &mut recent[..n];
+        let rank = ((q.clamp(0.0, 1.0) * n as f64).ceil() as usize).clamp(1, n) - 1;
+        Some(*recent.select_nth_unstable(rank).1)
+    }
+
     fn entry(&self, backend: &BackendId, model: &str) -> Arc<Mutex<Score>> {
         self.inner
             .scores
@@ -318,6 +349,7 @@ impl Score {
                 None => sample,
                 Some(avg) => avg + EWMA_WEIGHT * (sample - avg),
             });
+            self.ttfc_recent[(self.ttfc_samples % TTFC_SAMPLES as u64) as usize] = ttfc;
             self.ttfc_samples = self.ttfc_samples.saturating_add(1);
             self.late_until = None;
         }

@@ -272,3 +272,35 @@ async fn hostile_model_names_share_one_entry_past_the_cap() {
     // The 998 folded models count as in flight under one entry.
     assert_eq!(board.view(&b, "model-999", Instant::now()).in_flight, 998);
 }
+
+#[tokio::test(start_paused = true)]
+async fn ttfc_quantiles_use_the_last_samples_by_nearest_rank() {
+    let board = Scoreboard::new();
+    let b = backend();
+    assert_eq!(board.ttfc_quantile(&b, "m", 0.95, 1), None);
+    for ms in 1..=20 {
+        completed(&board, Outcome::Success, Some(ms * 10), 0, None);
+    }
+    assert_eq!(
+        board.ttfc_quantile(&b, "m", 0.95, 21),
+        None,
+        "too few samples"
+    );
+    // Nearest rank of 20 samples: p95 is the 19th, p50 the 10th.
+    assert_eq!(
+        board.ttfc_quantile(&b, "m", 0.95, 20),
+        Some(Duration::from_millis(190))
+    );
+    assert_eq!(
+        board.ttfc_quantile(&b, "m", 0.5, 1),
+        Some(Duration::from_millis(100))
+    );
+    // Only the last 32 count: 32 fast samples push the slow ones out.
+    for _ in 0..TTFC_SAMPLES {
+        completed(&board, Outcome::Success, Some(5), 0, None);
+    }
+    assert_eq!(
+        board.ttfc_quantile(&b, "m", 1.0, 1),
+        Some(Duration::from_millis(5))
+    );
+}

@@ -16,6 +16,8 @@ use tower_service::Service;
 
 use super::{
     backoff::{Jitter, MAX_BACKOFF_DELAY},
+    hedge::{Hedge, HedgeBudget},
+    probe::ThroughputProbe,
     service::{Inner, Member, ModelOf, SessionKey},
     Backoff, Failover, Strategy,
 };
@@ -53,6 +55,8 @@ pub struct FailoverBuilder<Req, C> {
     scoreboard: Option<Scoreboard>,
     session_key: Option<SessionKey<Req>>,
     model_of: Vec<(BackendId, ModelOf<Req>)>,
+    hedge: Option<Hedge>,
+    probes: Vec<(BackendId, ThroughputProbe)>,
 }
 
 impl<Req, C> std::fmt::Debug for FailoverBuilder<Req, C> {
@@ -69,6 +73,7 @@ impl<Req, C> std::fmt::Debug for FailoverBuilder<Req, C> {
             .field("first_content_timeout", &self.first_content_timeout)
             .field("last_attempt_extra", &self.last_attempt_extra)
             .field("strategy", &self.strategy)
+            .field("hedge", &self.hedge)
             .finish_non_exhaustive()
     }
 }
@@ -89,6 +94,8 @@ impl<Req, C> Default for FailoverBuilder<Req, C> {
             scoreboard: None,
             session_key: None,
             model_of: Vec::new(),
+            hedge: None,
+            probes: Vec::new(),
         }
     }
 }
@@ -105,6 +112,7 @@ impl<Req: 'static, C: 'static> FailoverBuilder<Req, C> {
             service,
             deadline: None,
             model: None,
+            probe: None,
         });
         self
     }
@@ -130,6 +138,7 @@ impl<Req: 'static, C: 'static> FailoverBuilder<Req, C> {
             service,
             deadline: Some(extended),
             model: None,
+            probe: None,
         });
         self
     }
@@ -257,6 +266,19 @@ impl<Req: 'static, C: 'static> FailoverBuilder<Req, C> {
         self
     }
 
+    /// Probes backend `id`'s decode rate before committing its stream (opt
+    /// in; default: commit at the first content). See [`ThroughputProbe`].
+    pub fn throughput_probe(mut self, id: impl Into<BackendId>, probe: ThroughputProbe) -> Self {
+        self.probes.push((id.into(), probe));
+        self
+    }
+
+    /// Hedges slow first choices (default: never). See [`Hedge`].
+    pub fn hedge(mut self, hedge: Hedge) -> Self {
+        self.hedge = Some(hedge);
+        self
+    }
+
     /// The first-content deadline set with
     /// [`first_content_timeout`](Self::first_content_timeout), if any.
     pub fn configured_first_content_timeout(&self) -> Option<Duration> {
@@ -327,6 +349,9 @@ impl<Req: 'static, C: 'static> FailoverBuilder<Req, C> {
                 "sticky strategy needs a session key (FailoverBuilder::session_key)",
             ));
         }
+        if let Some(hedge) = &self.hedge {
+            hedge.validate()?;
+        }
         let mut backends = self.backends;
         for (id, model) in self.model_of {
             let Some(member) = backends.iter_mut().find(|m| m.id == id) else {
@@ -335,6 +360,15 @@ impl<Req: 'static, C: 'static> FailoverBuilder<Req, C> {
                 )));
             };
             member.model = Some(model);
+        }
+        for (id, probe) in self.probes {
+            probe.validate()?;
+            let Some(member) = backends.iter_mut().find(|m| m.id == id) else {
+                return Err(ConfigError::new(format!(
+                    "throughput probe for unknown backend {id}"
+                )));
+            };
+            member.probe = Some(probe);
         }
         Ok(Failover {
             inner: Arc::new(Inner {
@@ -352,6 +386,8 @@ impl<Req: 'static, C: 'static> FailoverBuilder<Req, C> {
                 scoreboard: self.scoreboard.unwrap_or_default(),
                 session_key: self.session_key,
                 turn: AtomicUsize::new(0),
+                hedge_budget: HedgeBudget::new(self.hedge.map_or(0.0, |h| h.budget)),
+                hedge: self.hedge,
             }),
         })
     }

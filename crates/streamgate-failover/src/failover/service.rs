@@ -2,7 +2,9 @@
 
 use std::{
     error::Error,
+    future::poll_fn,
     future::Future,
+    pin::pin,
     pin::Pin,
     sync::{atomic::AtomicUsize, Arc},
     task::{Context, Poll},
@@ -13,7 +15,7 @@ use http::Response;
 use streamgate_core::scoreboard::{ScoreView, Scoreboard};
 use streamgate_core::{
     emit, Attempt, BackendId, BoxError, BoxStreamingService, Chunk, Classifier, Commit, ErrorClass,
-    Event, FailoverError, LlmRequest, MetricsSink, RejectReason, Rejected, SharedSink,
+    Event, FailoverError, HedgeStage, LlmRequest, MetricsSink, RejectReason, Rejected, SharedSink,
     StreamTimeout, TimeoutKind,
 };
 use tokio::time::Instant;
@@ -22,6 +24,8 @@ use tower_service::Service;
 
 use super::{
     backoff::Jitter,
+    hedge::{Hedge, HedgeBudget},
+    probe::ThroughputProbe,
     strategy::{Inputs, Strategy},
     Backoff, ContextLengthPolicy, FailoverBody, FailoverBuilder,
 };
@@ -68,6 +72,8 @@ pub(crate) struct Member<Req, C> {
     /// How the backend's stack renames a request's model, so the scoreboard
     /// is read under the name its layers report.
     pub(crate) model: Option<ModelOf<Req>>,
+    /// Looks at the decode rate before committing, unless last.
+    pub(crate) probe: Option<ThroughputProbe>,
 }
 
 /// A request's model as one backend's layers see it.
@@ -92,6 +98,8 @@ pub(crate) struct Inner<Req, C> {
     pub(crate) session_key: Option<SessionKey<Req>>,
     /// Round-robin's next start.
     pub(crate) turn: AtomicUsize,
+    pub(crate) hedge: Option<Hedge>,
+    pub(crate) hedge_budget: HedgeBudget,
 }
 
 impl<Req, C> Clone for Failover<Req, C> {
@@ -181,51 +189,83 @@ where
 {
     let mut attempts: Vec<Attempt> = Vec::new();
     let mut waited = Duration::ZERO;
+    if inner.hedge.is_some() {
+        inner.hedge_budget.deposit();
+    }
     loop {
         let round_start = attempts.len();
         let mut called_any = false;
         let plan = plan(&inner, &request);
-        let last_call = plan.iter().rposition(|step| matches!(step, Step::Call(_)));
+        let calls: Vec<usize> = plan
+            .iter()
+            .filter_map(|step| match *step {
+                Step::Call(i) => Some(i),
+                Step::Skip(..) => None,
+            })
+            .collect();
+        // Skipped backends come first in the plan: report them, each
+        // pointing at the next backend of the plan.
         for (k, step) in plan.iter().enumerate() {
-            let (i, class) = match *step {
-                Step::Skip(i, reason, retry_after) => {
-                    // The gate's refusal, known before the call: reported as
-                    // the gate would have.
-                    emit(&inner.sink, || Event::Rejected {
-                        backend: &inner.backends[i].id,
-                        model: request.model(),
-                        reason,
-                        retry_after,
-                    });
-                    let rejected = Rejected::new(inner.backends[i].id.clone(), reason)
-                        .with_retry_after(retry_after);
-                    attempts.push(Attempt {
-                        backend: rejected.backend.clone(),
-                        class: ErrorClass::Rejected,
-                        rejected: Some(reason),
-                        message: rejected.to_string(),
-                        retry_after,
-                    });
-                    (i, ErrorClass::Rejected)
-                }
-                Step::Call(i) => {
-                    let last = Some(k) == last_call;
-                    match try_backend(&inner, i, &request, last, &mut attempts).await {
-                        Verdict::Served(response) => {
-                            return Ok(report(&inner, i, response, attempts))
-                        }
-                        Verdict::Stop(error) => return Err(error),
-                        Verdict::Next { called, class } => {
-                            called_any |= called;
-                            (i, class)
-                        }
-                    }
-                }
+            let Step::Skip(i, reason, retry_after) = *step else {
+                continue;
             };
+            // The gate's refusal, known before the call: reported as the
+            // gate would have.
+            emit(&inner.sink, || Event::Rejected {
+                backend: &inner.backends[i].id,
+                model: request.model(),
+                reason,
+                retry_after,
+            });
+            let rejected =
+                Rejected::new(inner.backends[i].id.clone(), reason).with_retry_after(retry_after);
+            attempts.push(Attempt {
+                backend: rejected.backend.clone(),
+                class: ErrorClass::Rejected,
+                rejected: Some(reason),
+                message: rejected.to_string(),
+                retry_after,
+            });
             let to = plan.get(k + 1).map(|step| match *step {
                 Step::Skip(i, ..) | Step::Call(i) => i,
             });
-            failover_event(&inner, i, to, request.model(), class);
+            failover_event(&inner, i, to, request.model(), ErrorClass::Rejected);
+        }
+        let mut c = 0;
+        let mut hedged = false;
+        while c < calls.len() {
+            let i = calls[c];
+            let hedge = match (&inner.hedge, calls.get(c + 1)) {
+                (Some(hedge), Some(&j)) if !hedged => hedge
+                    .delay_for(&inner.scoreboard, &inner.backends[i].id, request.model())
+                    .map(|delay| (j, delay)),
+                _ => None,
+            };
+            let (verdicts, consumed) = match hedge {
+                None => {
+                    let last = c + 1 == calls.len();
+                    (vec![try_backend(&inner, i, &request, last).await], 1)
+                }
+                Some((j, delay)) => {
+                    hedged = true;
+                    let last = c + 2 == calls.len();
+                    hedged_pair(&inner, (i, j), &request, last, delay).await
+                }
+            };
+            for (i, verdict, tried) in verdicts {
+                attempts.extend(tried);
+                let class = match verdict {
+                    Verdict::Served(response) => return Ok(report(&inner, i, response, attempts)),
+                    Verdict::Stop(error) => return Err(error),
+                    Verdict::Next { called, class } => {
+                        called_any |= called;
+                        class
+                    }
+                };
+                let next = calls.get(c + consumed).copied();
+                failover_event(&inner, i, next, request.model(), class);
+            }
+            c += consumed;
         }
         let round = &attempts[round_start..];
         let earliest = round
@@ -326,8 +366,26 @@ fn failover_event<Req, C>(
     });
 }
 
+/// What trying one backend came to, with the attempts it made.
+type Tried<C> = (usize, Verdict<C>, Vec<Attempt>);
+
 /// Tries backend `i`, with retries, and records every attempt.
 async fn try_backend<Req, C>(
+    inner: &Inner<Req, C>,
+    i: usize,
+    request: &Req,
+    last_backend: bool,
+) -> Tried<C>
+where
+    Req: LlmRequest + Send + Sync + 'static,
+    C: Chunk + Send + 'static,
+{
+    let mut attempts = Vec::new();
+    let verdict = try_backend_into(inner, i, request, last_backend, &mut attempts).await;
+    (i, verdict, attempts)
+}
+
+async fn try_backend_into<Req, C>(
     inner: &Inner<Req, C>,
     i: usize,
     request: &Req,
@@ -365,7 +423,8 @@ where
                 }),
             ),
         };
-        let error = match attempt(service.clone(), request.clone(), deadline).await {
+        let probe = member.probe.as_ref().filter(|_| !last_attempt);
+        let error = match attempt(service.clone(), request.clone(), deadline, probe).await {
             Ok(response) => return Verdict::Served(response),
             Err(error) => error,
         };
@@ -451,12 +510,101 @@ where
     }
 }
 
+/// Backends `i` then, after `delay` without content from it, `j` as well:
+/// the first to commit wins and the other is dropped. Returns what became
+/// of each backend tried, in the order they finished, and how many of the
+/// two were used (1 when `i` settled before the delay, or the budget had no
+/// hedge left).
+async fn hedged_pair<Req, C>(
+    inner: &Inner<Req, C>,
+    (i, j): (usize, usize),
+    request: &Req,
+    j_is_last: bool,
+    delay: Duration,
+) -> (Vec<Tried<C>>, usize)
+where
+    Req: LlmRequest + Send + Sync + 'static,
+    C: Chunk + Send + 'static,
+{
+    let mut primary = pin!(try_backend(inner, i, request, false));
+    let mut timer = pin!(tokio::time::sleep(delay));
+    let settled = poll_fn(|cx| {
+        if let Poll::Ready(tried) = primary.as_mut().poll(cx) {
+            return Poll::Ready(Some(tried));
+        }
+        timer.as_mut().poll(cx).map(|()| None)
+    })
+    .await;
+    if let Some(tried) = settled {
+        return (vec![tried], 1);
+    }
+    if !inner.hedge_budget.try_take() {
+        return (vec![primary.await], 1);
+    }
+    let (first, second) = (&inner.backends[i].id, &inner.backends[j].id);
+    let hedge_event = |stage| {
+        emit(&inner.sink, || Event::Hedge {
+            primary: first,
+            hedge: second,
+            model: request.model(),
+            stage,
+            after: delay,
+        });
+    };
+    hedge_event(HedgeStage::Started);
+    let mut hedge = pin!(try_backend(inner, j, request, j_is_last));
+    let (winner, other) = poll_fn(|cx| {
+        if let Poll::Ready(tried) = primary.as_mut().poll(cx) {
+            return Poll::Ready((tried, false));
+        }
+        hedge.as_mut().poll(cx).map(|tried| (tried, true))
+    })
+    .await;
+    let (done, hedge_finished) = (winner, other);
+    let cancelled = |k: usize| Attempt {
+        backend: inner.backends[k].id.clone(),
+        class: ErrorClass::Cancelled,
+        rejected: None,
+        message: format!(
+            "{} cancelled: the other hedged attempt produced content first",
+            inner.backends[k].id
+        ),
+        retry_after: None,
+    };
+    match done.1 {
+        // Content first: the other attempt is dropped (with its request)
+        // when this function returns.
+        Verdict::Served(_) => {
+            let loser = if hedge_finished { i } else { j };
+            hedge_event(if hedge_finished {
+                HedgeStage::Won
+            } else {
+                HedgeStage::Lost
+            });
+            let (k, verdict, mut tried) = done;
+            tried.push(cancelled(loser));
+            (vec![(k, verdict, tried)], 2)
+        }
+        Verdict::Stop(_) => (vec![done], 2),
+        // Failed before content: the other one goes on alone.
+        Verdict::Next { .. } => {
+            let rest = if hedge_finished {
+                primary.await
+            } else {
+                hedge.await
+            };
+            (vec![done, rest], 2)
+        }
+    }
+}
+
 /// One call of one backend, up to its commit (first content) or its
 /// first-content deadline.
 async fn attempt<Req, C>(
     mut service: BoxStreamingService<Req, C>,
     request: Req,
     deadline: Option<Duration>,
+    probe: Option<&ThroughputProbe>,
 ) -> Result<Response<FailoverBody<C>>, BoxError>
 where
     Req: LlmRequest + Send + 'static,
@@ -465,6 +613,10 @@ where
     let committed = async move {
         ServiceExt::<Req>::ready(&mut service).await?;
         let response = Commit::new(service.call(request)).await?;
+        let response = match probe {
+            Some(probe) => probe.run(response).await?,
+            None => response,
+        };
         Ok::<_, BoxError>(response.map(FailoverBody::new))
     };
     match deadline {

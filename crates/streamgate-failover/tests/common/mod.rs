@@ -24,6 +24,11 @@ use tower::Service;
 /// What the tests look at in the events.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Seen {
+    Hedge {
+        primary: String,
+        hedge: String,
+        stage: streamgate_core::HedgeStage,
+    },
     Failover {
         from: String,
         to: Option<String>,
@@ -70,6 +75,16 @@ impl MetricsSink for Collect {
             } => Seen::Rejected {
                 backend: backend.to_string(),
                 reason: *reason,
+            },
+            Event::Hedge {
+                primary,
+                hedge,
+                stage,
+                ..
+            } => Seen::Hedge {
+                primary: primary.to_string(),
+                hedge: hedge.to_string(),
+                stage: *stage,
             },
             _ => Seen::Other,
         };
