@@ -94,6 +94,17 @@ impl TpmLayer {
                 .unwrap_or_default(),
         }
     }
+
+    /// How many TPM meters the layer keeps: 1 for the backend, or, with
+    /// [`per_model`](TpmLayerBuilder::per_model), one per model up to
+    /// [`MAX_MODELS`](crate::meter::MAX_MODELS) plus the shared overflow
+    /// meter.
+    pub fn meters(&self) -> usize {
+        match &self.shared.meters {
+            Meters::Backend(_) => 1,
+            Meters::PerModel(registry) => registry.len(),
+        }
+    }
 }
 
 impl<S> Layer<S> for TpmLayer {
