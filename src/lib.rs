@@ -70,6 +70,8 @@ pub use streamgate_core as core;
 
 #[cfg(feature = "breaker")]
 pub use streamgate_breaker as breaker;
+#[cfg(feature = "config")]
+pub mod config;
 #[cfg(feature = "failover")]
 pub use streamgate_failover as failover;
 #[cfg(feature = "metrics")]
