@@ -917,3 +917,47 @@ async fn a_configured_router_fails_over_maps_models_and_sends_the_key_over_http(
     assert!(snapshot.key("secondary", "claude-haiku-4-5").is_some());
     assert!(runtime.quota("primary").is_some());
 }
+
+/// The README's complete example file.
+fn readme_example() -> String {
+    let readme = include_str!("../README.md");
+    let section = &readme[readme.find("## Configuration").unwrap()..];
+    let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+    section[start..][..section[start..].find("```").unwrap()].to_owned()
+}
+
+#[test]
+fn the_readmes_complete_example_loads_and_builds() {
+    let text = readme_example();
+    let mut config = match Config::from_toml_str(&text) {
+        Ok(config) => config,
+        Err(error) if !cfg!(feature = "bedrock") => {
+            assert_eq!(
+                error.to_string(),
+                "backends[3].provider: bedrock needs the `bedrock` feature"
+            );
+            let without = text.replace("provider = \"bedrock\"", "provider = \"ollama\"");
+            let without = without.replace("region = \"eu-central-1\"", "");
+            Config::from_toml_str(&without).unwrap()
+        }
+        Err(error) => panic!("{error}"),
+    };
+    assert_eq!(config.backends.len(), 5);
+    assert_eq!(
+        config.effective(),
+        Config::from_toml_str(&config.to_string()).unwrap()
+    );
+    // Built without the store (it would open a file) and the Bedrock
+    // backend (it signs with the environment's AWS credentials).
+    config.store = None;
+    config
+        .backends
+        .retain(|b| b.provider != ProviderKind::Bedrock && b.name != "bedrock");
+    let runtime = Runtime::new(&config)
+        .unwrap()
+        .secrets(|_| Some("key".into()));
+    Backends::from_config_with(&config, &runtime)
+        .unwrap()
+        .build()
+        .unwrap();
+}

@@ -198,3 +198,34 @@ pub(crate) mod optional_toggle_duration {
         d.deserialize_any(ToggleDuration).map(Some)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_duration_prints_the_way_it_reads_back() {
+        for duration in [
+            Duration::ZERO,
+            Duration::from_micros(1_500),
+            Duration::from_millis(250),
+            Duration::from_millis(1_500),
+            Duration::from_secs(90),
+            Duration::from_secs(31 * 86_400),
+        ] {
+            let text = format_duration(duration);
+            let parsed: Duration = parse_duration::<de::value::Error>(&text).unwrap_or_default();
+            assert_eq!(parsed, duration, "{text}");
+        }
+        assert_eq!(format_duration(Duration::from_secs(90)), "1m 30s");
+    }
+
+    #[test]
+    fn off_and_false_turn_a_toggle_off_and_anything_else_is_its_value() {
+        let read = |json: &str| serde_json::from_str::<Toggle<u32>>(json).ok();
+        assert_eq!(read("\"off\""), Some(Toggle::Off));
+        assert_eq!(read("false"), Some(Toggle::Off));
+        assert_eq!(read("3"), Some(Toggle::On(3)));
+        assert_eq!(read("\"on\""), None);
+    }
+}
