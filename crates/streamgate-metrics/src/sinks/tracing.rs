@@ -137,6 +137,15 @@ impl MetricsSink for TracingSink {
             } => {
                 tracing::warn!(target: TARGET, from = from.as_str(), to = to.map(|t| t.as_str()), model, reason = reason.as_str(), "failover");
             }
+            Event::Hedge {
+                primary,
+                hedge,
+                model,
+                stage,
+                after,
+            } => {
+                tracing::debug!(target: TARGET, primary = primary.as_str(), hedge = hedge.as_str(), model, stage = stage.as_str(), after_ms = ms(*after), "hedge");
+            }
             _ => {}
         }
     }
