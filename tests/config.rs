@@ -622,7 +622,7 @@ fn quota_pacing_and_tpm_settings_are_checked_by_their_builders() {
         ),
         (
             backend("min_throughput = 0"),
-            "backends[0].min_throughput: minimum throughput must be above 0",
+            "backends[0].min_throughput: minimum throughput must be above 0 tokens per minute",
         ),
     ];
     for (text, expected) in cases {

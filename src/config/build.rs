@@ -543,6 +543,10 @@ fn explain(config: &Config, error: &BuildError) -> ConfigError {
             };
             ConfigError::new(format!("{}.{key}", at(backend)), source.to_string())
         }
+        BuildError::ZeroMinThroughput { backend } => ConfigError::new(
+            format!("{}.min_throughput", at(backend)),
+            "minimum throughput must be above 0 tokens per minute",
+        ),
         BuildError::MissingFirstContentTimeout { backend } => ConfigError::new(
             format!("{}.first_content_timeout", at(backend)),
             "idle and total timeouts need a first-content timeout (here or in [router])",
@@ -562,12 +566,7 @@ fn explain(config: &Config, error: &BuildError) -> ConfigError {
             ConfigError::new(format!("{}.pacing", at(backend)), source.to_string())
         }
         BuildError::Tpm { backend, source } => {
-            let key = if source.message().starts_with("minimum throughput") {
-                "min_throughput"
-            } else {
-                "tpm_budget"
-            };
-            ConfigError::new(format!("{}.{key}", at(backend)), source.message())
+            ConfigError::new(format!("{}.tpm_budget", at(backend)), source.message())
         }
         BuildError::Failover { source } => RouterConfig::explain(source),
     }
