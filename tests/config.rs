@@ -21,6 +21,8 @@ use tower::ServiceExt;
 
 const FULL: &str = r#"
 [router]
+strategy = { weighted = [3, 1] }
+hedge = { delay = "learned", budget = 0.05, percentile = 0.9, floor = "250ms", min_samples = 10 }
 retries = 2
 backoff = { base = "100ms", max = "2s", max_retry_after = "5s" }
 context_length = "stop"
@@ -101,6 +103,8 @@ quota = "off"
 /// The same configuration as [`FULL`], by hand in YAML.
 const FULL_YAML: &str = r#"
 router:
+  strategy: { weighted: [3, 1] }
+  hedge: { delay: learned, budget: 0.05, percentile: 0.9, floor: 250ms, min_samples: 10 }
   retries: 2
   backoff: { base: 100ms, max: 2s, max_retry_after: 5s }
   context_length: stop
@@ -173,6 +177,10 @@ backends:
 /// The same configuration as [`FULL`], by hand in JSON.
 const FULL_JSON: &str = r#"{
   "router": {
+    "strategy": { "weighted": [3, 1] },
+    "hedge": {
+      "delay": "learned", "budget": 0.05, "percentile": 0.9, "floor": "250ms", "min_samples": 10
+    },
     "retries": 2,
     "backoff": { "base": "100ms", "max": "2s", "max_retry_after": "5s" },
     "context_length": "stop",
@@ -312,6 +320,10 @@ fn the_defaults_printed_are_the_builders_own() {
     bare.store = Some(StoreConfig::new("analytics.db"));
     let effective = bare.effective();
     assert_eq!(builders(&effective), builders(&bare));
+    for delay in ["learned", "2s"] {
+        bare.router = toml::from_str(&format!("hedge = {{ delay = \"{delay}\" }}")).unwrap();
+        assert_eq!(builders(&bare.effective()), builders(&bare), "{delay}");
+    }
     assert_eq!(
         effective
             .store
@@ -649,6 +661,44 @@ fn router_settings_are_checked_by_the_router_with_their_path() {
         (
             "last_attempt_extra = \"5s\"",
             "router.last_attempt_extra: last-attempt extra time needs a first-content timeout",
+        ),
+        (
+            "strategy = { weighted = [1, 2, 3] }",
+            "router.strategy: weighted strategy has 3 weights for 1 backends",
+        ),
+        (
+            "strategy = { weighted = [0] }",
+            "router.strategy: weighted strategy needs at least one weight above 0",
+        ),
+        (
+            "strategy = \"sticky\"",
+            "router.strategy: unknown value `sticky`; expected one of ordered, round_robin, \
+             weighted, least_time_to_first_content, power_of_two_choices",
+        ),
+        (
+            "hedge = { delay = \"2s\", budget = 1.5 }",
+            "router.hedge.budget: hedge budget 1.5 is not a share in (0, 1]",
+        ),
+        (
+            "hedge = { delay = \"0s\" }",
+            "router.hedge.delay: hedge delay must be above 0",
+        ),
+        (
+            "hedge = { delay = \"learned\", percentile = 1.0 }",
+            "router.hedge.percentile: hedge percentile 1 is not a fraction in (0, 1)",
+        ),
+        (
+            "hedge = { delay = \"learned\", floor = \"0s\" }",
+            "router.hedge.floor: hedge floor must be above 0",
+        ),
+        (
+            "hedge = { delay = \"2s\", percentile = 0.9 }",
+            "router.hedge.percentile: only with delay = \"learned\"",
+        ),
+        (
+            "hedge = { delay = \"soon\" }",
+            "router.hedge.delay: \"soon\" is not a duration (expected number at 0); write e.g. \
+             \"250ms\", \"20s\" or \"1m30s\"",
         ),
         (
             "context_length = \"retry\"",

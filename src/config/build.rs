@@ -265,6 +265,9 @@ fn quota_trackers(
 /// builder applies its own rules, and their errors are given the path of
 /// the setting.
 pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
+    if let Some(hedge) = &config.router.hedge {
+        hedge.check()?;
+    }
     for (i, backend) in config.backends.iter().enumerate() {
         let path = format!("backends[{i}]");
         backend.check(&path)?;

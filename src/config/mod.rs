@@ -8,7 +8,9 @@
 //! [`BreakerBuilder`](crate::breaker::BreakerBuilder), `[backends.quota]` is
 //! [`QuotaTrackerBuilder`](crate::quota::QuotaTrackerBuilder),
 //! `[backends.pacing]` is [`PacingLayerBuilder`](crate::quota::PacingLayerBuilder),
-//! `[router]` is [`FailoverBuilder`](crate::failover::FailoverBuilder). An
+//! `[router]` is [`FailoverBuilder`](crate::failover::FailoverBuilder)
+//! (strategy, hedging, retries, deadlines), `[metrics]` picks the sinks and
+//! `[store]` is the analytics store's builder. An
 //! absent key keeps the builder's default, and
 //! [`Backends::from_config`](crate::Backends::from_config) makes the same
 //! calls the builder chain would.
@@ -79,7 +81,9 @@ pub use build::Runtime;
 pub use error::ConfigError;
 pub use metrics::{MetricsConfig, StoreConfig, DEFAULT_METER};
 pub use quota::{PacingConfig, QuotaConfig};
-pub use router::{BackoffConfig, ContextLength, RouterConfig};
+pub use router::{
+    BackoffConfig, ContextLength, HedgeConfig, HedgeDelayConfig, RouterConfig, StrategyConfig,
+};
 pub use value::Toggle;
 
 pub(crate) use build::assemble;
