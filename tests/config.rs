@@ -604,6 +604,15 @@ fn quota_pacing_and_tpm_settings_are_checked_by_their_builders() {
             "backends[0].quota.max_wait: maximum wait must be at most a year",
         ),
         (
+            section("quota", "zero_allowance_cooldown = \"10ms\""),
+            "backends[0].quota.zero_allowance_cooldown: zero-allowance cooldown must not be below \
+             the minimum cooldown",
+        ),
+        (
+            section("quota", "default_cooldown = \"400days\""),
+            "backends[0].quota.default_cooldown: default cooldown must be at most a year",
+        ),
+        (
             section("quota", "max_keys = 0"),
             "backends[0].quota.max_keys: max keys must be at least 1",
         ),
@@ -692,6 +701,10 @@ fn router_settings_are_checked_by_the_router_with_their_path() {
             "router.hedge.floor: hedge floor must be above 0",
         ),
         (
+            "hedge = { delay = \"learned\", min_samples = 0 }",
+            "router.hedge.min_samples: hedge min samples must be between 1 and 32",
+        ),
+        (
             "hedge = { delay = \"2s\", percentile = 0.9 }",
             "router.hedge.percentile: only with delay = \"learned\"",
         ),
@@ -729,6 +742,23 @@ fn backends_providers_and_sinks_are_checked_with_their_path() {
             "backends[1].deployment: only for provider azure, not openai",
         ),
         (
+            two("name = \"b\"\nprovider = \"anthropic\"\ninclude_usage = false"),
+            "backends[1].include_usage: only for provider openai or openai-compatible, not \
+             anthropic",
+        ),
+        (
+            two("name = \"b\"\nprovider = \"gemini\"\nproject = \"p\""),
+            "backends[1].project: only for provider vertex, not gemini",
+        ),
+        (
+            two("name = \"b\"\nprovider = \"openai\"\nregion = \"us-east-1\""),
+            "backends[1].region: only for provider bedrock, not openai",
+        ),
+        (
+            two("name = \"b\"\nprovider = \"vertex\"\nproject = \"p\"\napi_key_env = \"K\""),
+            "backends[1].location: provider vertex needs a location",
+        ),
+        (
             two("name = \"b\"\nprovider = \"azure\""),
             "backends[1].base_url: provider azure needs a base_url",
         ),
@@ -764,17 +794,41 @@ fn backends_providers_and_sinks_are_checked_with_their_path() {
 }
 
 #[test]
-fn a_store_setting_is_checked_by_the_store_before_any_file_is_opened() {
+fn store_settings_are_checked_by_the_store_before_any_file_is_opened() {
     let path = std::env::temp_dir().join(format!("streamgate-config-{}.db", std::process::id()));
-    let mut config = Config::from_toml_str(&backend("")).unwrap();
-    let mut store = StoreConfig::new(&path);
-    store.max_age = Some(Duration::from_secs(60));
-    config.store = Some(store);
-    let error = Runtime::new(&config).unwrap_err();
-    assert_eq!(
-        error.to_string(),
-        "store.max_age: invalid store configuration: maximum age must be at least one hour"
-    );
+    let cases = [
+        (
+            "max_age = \"1m\"",
+            "store.max_age: invalid store configuration: maximum age must be at least one hour",
+        ),
+        (
+            "queue_capacity = 0",
+            "store.queue_capacity: invalid store configuration: queue capacity must be at least 1",
+        ),
+        (
+            "batch_size = 0",
+            "store.batch_size: invalid store configuration: batch size must be at least 1",
+        ),
+        (
+            "maintenance_interval = \"0s\"",
+            "store.maintenance_interval: invalid store configuration: maintenance interval must \
+             be at least 1 ms",
+        ),
+        (
+            "max_rows = 0",
+            "store.max_rows: invalid store configuration: maximum rows must be at least 1",
+        ),
+    ];
+    for (keys, expected) in cases {
+        let text = format!(
+            "[store]\npath = {:?}\n{keys}\n{}",
+            path.display().to_string(),
+            backend("")
+        );
+        let config = Config::from_toml_str(&text).unwrap();
+        let error = Runtime::new(&config).unwrap_err();
+        assert_eq!(error.to_string(), expected);
+    }
     assert!(!path.exists());
 }
 
