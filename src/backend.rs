@@ -10,7 +10,7 @@ use streamgate_core::{
     boxed, BackendId, BoxError, BoxStreamingService, Chunk, LlmRequest, MetricsSink, SharedSink,
 };
 use streamgate_core::scoreboard::Scoreboard;
-use streamgate_failover::TpmLayer;
+use streamgate_failover::{ThroughputProbe, TpmLayer};
 use streamgate_metrics::{Fanout, MetricsLayer};
 use streamgate_quota::{PacingLayer, PacingLayerBuilder, QuotaLayer, QuotaTracker};
 use streamgate_timeout::{FirstChunkTimeoutLayer, TimeoutConfig};
@@ -89,6 +89,7 @@ pub struct Backend<S, Req> {
     tpm_budget: Option<u64>,
     min_throughput: Option<u64>,
     scoreboard: Option<Scoreboard>,
+    probe: Option<ThroughputProbe>,
     sink: SharedSink,
     map_request: Option<MapRequest<Req>>,
     _request: PhantomData<fn(Req)>,
@@ -128,6 +129,7 @@ impl<S, Req> Backend<S, Req> {
             tpm_budget: None,
             min_throughput: None,
             scoreboard: None,
+            probe: None,
             sink: None,
             map_request: None,
             _request: PhantomData,
@@ -229,6 +231,21 @@ impl<S, Req> Backend<S, Req> {
     pub fn min_throughput(mut self, tokens_per_minute: u64) -> Self {
         self.min_throughput = Some(tokens_per_minute);
         self
+    }
+
+    /// Behind a router ([`Backends`](crate::Backends)), holds this backend's
+    /// stream for a few chunks or milliseconds after its first content and
+    /// fails over if it decodes slower than the probe's floor while another
+    /// backend is left (see [`ThroughputProbe`]). The caller's first token
+    /// comes up to the probe's window later. Off by default.
+    pub fn throughput_probe(mut self, probe: ThroughputProbe) -> Self {
+        self.probe = Some(probe);
+        self
+    }
+
+    /// The throughput probe, for the router.
+    pub(crate) fn probe(&self) -> Option<ThroughputProbe> {
+        self.probe
     }
 
     /// Publishes this backend's events (requests, first content, outcomes,

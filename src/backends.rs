@@ -8,7 +8,7 @@ use streamgate_core::{
     BackendId, BoxError, Chunk, LlmRequest, MetricsSink, SharedSink,
 };
 use streamgate_core::scoreboard::Scoreboard;
-use streamgate_failover::{Failover, FailoverBuilder};
+use streamgate_failover::{Failover, FailoverBuilder, ThroughputProbe};
 use tower_service::Service;
 
 use crate::{backend::Stacks, Backend, BuildError};
@@ -26,6 +26,7 @@ struct Entry<Req, C> {
     /// The model the backend's layers report for a request, when it maps
     /// requests.
     model_of: Option<ModelOf<Req>>,
+    probe: Option<ThroughputProbe>,
     build: Pending<Req, C>,
 }
 
@@ -119,6 +120,7 @@ impl<Req: 'static, C: 'static> Backends<Req, C> {
     {
         self.entries.push(Entry {
             id: backend.id().clone(),
+            probe: backend.probe(),
             model_of: backend.model_mapping().map(|map| {
                 Arc::new(move |request: &Req| map(request.clone()).model().to_owned())
                     as ModelOf<Req>
@@ -179,6 +181,9 @@ impl<Req: 'static, C: 'static> Backends<Req, C> {
         let extra = router.configured_last_attempt_extra();
         for entry in self.entries {
             let stacks = (entry.build)(&self.sink, &self.scoreboard, first, extra)?;
+            if let Some(probe) = entry.probe {
+                router = router.throughput_probe(entry.id.clone(), probe);
+            }
             if let Some(model_of) = entry.model_of {
                 // The backend's layers report the mapped model: read the
                 // scoreboard under the same name.

@@ -125,7 +125,9 @@ pub mod prelude {
     #[cfg(feature = "breaker")]
     pub use streamgate_breaker::{Breaker, CircuitBreakerLayer};
     #[cfg(feature = "failover")]
-    pub use streamgate_failover::{Failover, FailoverReport, Hedge, Strategy, TpmLayer};
+    pub use streamgate_failover::{
+        Failover, FailoverReport, Hedge, Strategy, ThroughputProbe, TpmLayer,
+    };
     #[cfg(feature = "metrics")]
     pub use streamgate_metrics::{MetricsLayer, PerformanceTracker};
     #[cfg(feature = "quota")]

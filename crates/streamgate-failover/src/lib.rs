@@ -72,7 +72,7 @@ mod error;
 pub use error::ConfigError;
 pub use failover::{
     Backoff, ContextLengthPolicy, Failover, FailoverBody, FailoverBuilder, FailoverReport, Hedge,
-    HedgeDelay, Strategy, MAX_BACKOFF_DELAY,
+    HedgeDelay, SlowStart, Strategy, ThroughputProbe, MAX_BACKOFF_DELAY,
 };
 pub use meter::{BudgetExceeded, Reservation, TpmMeter, TpmRegistry, TpmSnapshot};
 pub use tpm::{Tpm, TpmLayer, TpmLayerBuilder};

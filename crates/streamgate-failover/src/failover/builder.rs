@@ -17,6 +17,7 @@ use tower_service::Service;
 use super::{
     backoff::{Jitter, MAX_BACKOFF_DELAY},
     hedge::{Hedge, HedgeBudget},
+    probe::ThroughputProbe,
     service::{Inner, Member, ModelOf, SessionKey},
     Backoff, Failover, Strategy,
 };
@@ -55,6 +56,7 @@ pub struct FailoverBuilder<Req, C> {
     session_key: Option<SessionKey<Req>>,
     model_of: Vec<(BackendId, ModelOf<Req>)>,
     hedge: Option<Hedge>,
+    probes: Vec<(BackendId, ThroughputProbe)>,
 }
 
 impl<Req, C> std::fmt::Debug for FailoverBuilder<Req, C> {
@@ -93,6 +95,7 @@ impl<Req, C> Default for FailoverBuilder<Req, C> {
             session_key: None,
             model_of: Vec::new(),
             hedge: None,
+            probes: Vec::new(),
         }
     }
 }
@@ -109,6 +112,7 @@ impl<Req: 'static, C: 'static> FailoverBuilder<Req, C> {
             service,
             deadline: None,
             model: None,
+            probe: None,
         });
         self
     }
@@ -134,6 +138,7 @@ impl<Req: 'static, C: 'static> FailoverBuilder<Req, C> {
             service,
             deadline: Some(extended),
             model: None,
+            probe: None,
         });
         self
     }
@@ -261,6 +266,13 @@ impl<Req: 'static, C: 'static> FailoverBuilder<Req, C> {
         self
     }
 
+    /// Probes backend `id`'s decode rate before committing its stream (opt
+    /// in; default: commit at the first content). See [`ThroughputProbe`].
+    pub fn throughput_probe(mut self, id: impl Into<BackendId>, probe: ThroughputProbe) -> Self {
+        self.probes.push((id.into(), probe));
+        self
+    }
+
     /// Hedges slow first choices (default: never). See [`Hedge`].
     pub fn hedge(mut self, hedge: Hedge) -> Self {
         self.hedge = Some(hedge);
@@ -348,6 +360,15 @@ impl<Req: 'static, C: 'static> FailoverBuilder<Req, C> {
                 )));
             };
             member.model = Some(model);
+        }
+        for (id, probe) in self.probes {
+            probe.validate()?;
+            let Some(member) = backends.iter_mut().find(|m| m.id == id) else {
+                return Err(ConfigError::new(format!(
+                    "throughput probe for unknown backend {id}"
+                )));
+            };
+            member.probe = Some(probe);
         }
         Ok(Failover {
             inner: Arc::new(Inner {

@@ -44,6 +44,14 @@
 //! other is dropped (its request cancelled, recorded as cancelled, listed in
 //! the report). A budget caps the share of hedged requests. See [`Hedge`].
 //!
+//! # Throughput probe
+//!
+//! With [`throughput_probe`](FailoverBuilder::throughput_probe), a backend's
+//! stream is held for a few chunks or milliseconds after its first content;
+//! if it decodes slower than a floor and another backend is left, it is
+//! dropped and the router fails over ([`SlowStart`]). See
+//! [`ThroughputProbe`].
+//!
 //! When every backend refused (none was called), the router can wait for
 //! the earliest `retry_after` and try again, up to a total wait
 //! ([`wait_when_unavailable`](FailoverBuilder::wait_when_unavailable),
@@ -81,6 +89,7 @@ mod backoff;
 mod body;
 mod builder;
 mod hedge;
+mod probe;
 mod service;
 mod strategy;
 
@@ -91,5 +100,6 @@ pub use hedge::{
     Hedge, HedgeDelay, DEFAULT_HEDGE_BUDGET, DEFAULT_HEDGE_FLOOR, DEFAULT_HEDGE_MIN_SAMPLES,
     DEFAULT_HEDGE_PERCENTILE, HEDGE_BURST,
 };
+pub use probe::{SlowStart, ThroughputProbe};
 pub use service::{Failover, FailoverFuture, FailoverReport};
 pub use strategy::Strategy;

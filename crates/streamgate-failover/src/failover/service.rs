@@ -25,6 +25,7 @@ use tower_service::Service;
 use super::{
     backoff::Jitter,
     hedge::{Hedge, HedgeBudget},
+    probe::ThroughputProbe,
     strategy::{Inputs, Strategy},
     Backoff, ContextLengthPolicy, FailoverBody, FailoverBuilder,
 };
@@ -71,6 +72,8 @@ pub(crate) struct Member<Req, C> {
     /// How the backend's stack renames a request's model, so the scoreboard
     /// is read under the name its layers report.
     pub(crate) model: Option<ModelOf<Req>>,
+    /// Looks at the decode rate before committing, unless last.
+    pub(crate) probe: Option<ThroughputProbe>,
 }
 
 /// A request's model as one backend's layers see it.
@@ -420,7 +423,8 @@ where
                 }),
             ),
         };
-        let error = match attempt(service.clone(), request.clone(), deadline).await {
+        let probe = member.probe.as_ref().filter(|_| !last_attempt);
+        let error = match attempt(service.clone(), request.clone(), deadline, probe).await {
             Ok(response) => return Verdict::Served(response),
             Err(error) => error,
         };
@@ -600,6 +604,7 @@ async fn attempt<Req, C>(
     mut service: BoxStreamingService<Req, C>,
     request: Req,
     deadline: Option<Duration>,
+    probe: Option<&ThroughputProbe>,
 ) -> Result<Response<FailoverBody<C>>, BoxError>
 where
     Req: LlmRequest + Send + 'static,
@@ -608,6 +613,10 @@ where
     let committed = async move {
         ServiceExt::<Req>::ready(&mut service).await?;
         let response = Commit::new(service.call(request)).await?;
+        let response = match probe {
+            Some(probe) => probe.run(response).await?,
+            None => response,
+        };
         Ok::<_, BoxError>(response.map(FailoverBody::new))
     };
     match deadline {
