@@ -60,6 +60,7 @@ idle_timeout = "30s"
 total_timeout = "5m"
 tpm_budget = 30000
 min_throughput = 600
+throughput_probe = { chunks = 8, window = "500ms", min_tokens_per_sec = 20.0 }
 
 [backends.breaker]
 failures_within = { failures = 5, window = "1m30s" }
@@ -139,6 +140,7 @@ backends:
     total_timeout: 5m
     tpm_budget: 30000
     min_throughput: 600
+    throughput_probe: { chunks: 8, window: 500ms, min_tokens_per_sec: 20.0 }
     breaker:
       failures_within: { failures: 5, window: 1m30s }
       consecutive_failures: 4
@@ -204,6 +206,7 @@ const FULL_JSON: &str = r#"{
       "connect_timeout": "5s", "include_usage": false,
       "first_content_timeout": "15s", "idle_timeout": "30s", "total_timeout": "5m",
       "tpm_budget": 30000, "min_throughput": 600,
+      "throughput_probe": { "chunks": 8, "window": "500ms", "min_tokens_per_sec": 20.0 },
       "breaker": {
         "failures_within": { "failures": 5, "window": "1m30s" },
         "consecutive_failures": 4, "failure_rate": 0.5,
@@ -640,6 +643,19 @@ fn quota_pacing_and_tpm_settings_are_checked_by_their_builders() {
         (
             backend("tpm_budget = 0"),
             "backends[0].tpm_budget: max tokens per minute must be above 0",
+        ),
+        (
+            backend("throughput_probe = { chunks = 0, window = \"1s\", min_tokens_per_sec = 5 }"),
+            "backends[0].throughput_probe.chunks: probe chunks must be at least 1",
+        ),
+        (
+            backend("throughput_probe = { chunks = 4, window = \"2m\", min_tokens_per_sec = 5 }"),
+            "backends[0].throughput_probe.window: probe window must be above 0 and at most 60 s",
+        ),
+        (
+            backend("throughput_probe = { chunks = 4, window = \"1s\", min_tokens_per_sec = -1 }"),
+            "backends[0].throughput_probe.min_tokens_per_sec: probe floor -1 is not a positive \
+             number of tokens per second",
         ),
         (
             backend("min_throughput = 0"),

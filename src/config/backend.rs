@@ -103,10 +103,37 @@ pub struct BackendConfig {
     /// The TPM budget gate: tokens per minute, in flight included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tpm_budget: Option<u64>,
-    /// The minimum-throughput gate: output tokens per minute of streaming
-    /// time below which the backend is used only when the others are not.
+    /// The minimum throughput: output tokens per minute of streaming time
+    /// below which the router tries the backend after the others.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_throughput: Option<u64>,
+    /// The throughput probe before commit (off unless given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throughput_probe: Option<ProbeConfig>,
+}
+
+/// `throughput_probe = { chunks = 8, window = "500ms", min_tokens_per_sec = 20.0 }`:
+/// the router holds up to `chunks` content chunks after the first, or
+/// `window`, and fails over when they came slower than
+/// `min_tokens_per_sec` (`streamgate::failover::ThroughputProbe`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ProbeConfig {
+    /// Content chunks held after the first, at most.
+    pub chunks: usize,
+    /// How long the stream is held, at most.
+    #[serde(with = "super::value::duration")]
+    pub window: Duration,
+    /// The slowest acceptable start.
+    pub min_tokens_per_sec: f64,
+}
+
+impl ProbeConfig {
+    /// The probe.
+    pub fn probe(&self) -> streamgate_failover::ThroughputProbe {
+        streamgate_failover::ThroughputProbe::new(self.chunks, self.window, self.min_tokens_per_sec)
+    }
 }
 
 /// The provider client of a backend.
@@ -225,6 +252,7 @@ impl BackendConfig {
             pacing: None,
             tpm_budget: None,
             min_throughput: None,
+            throughput_probe: None,
         }
     }
 

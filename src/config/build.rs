@@ -271,6 +271,9 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
     for (i, backend) in config.backends.iter().enumerate() {
         let path = format!("backends[{i}]");
         backend.check(&path)?;
+        if let Some(probe) = &backend.throughput_probe {
+            check_probe(&format!("{path}.throughput_probe"), probe)?;
+        }
         if config.backends[..i].iter().any(|b| b.name == backend.name) {
             return Err(ConfigError::new(
                 format!("{path}.name"),
@@ -314,6 +317,29 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
         .build()
         .map(drop)
         .map_err(|error| explain(config, &error))
+}
+
+/// Checks a probe with the router's own rules, on a router of one
+/// stand-in backend, so the error names this backend's probe.
+fn check_probe(path: &str, probe: &super::ProbeConfig) -> Result<(), ConfigError> {
+    streamgate_failover::Failover::<ChatRequest, ChatChunk>::builder()
+        .service("probe", Unreachable)
+        .throughput_probe("probe", probe.probe())
+        .build()
+        .map(drop)
+        .map_err(|error| {
+            let message = error.message();
+            let key = if message.starts_with("probe chunks") {
+                ".chunks"
+            } else if message.starts_with("probe window") {
+                ".window"
+            } else if message.starts_with("probe floor") {
+                ".min_tokens_per_sec"
+            } else {
+                ""
+            };
+            ConfigError::new(format!("{path}{key}"), message)
+        })
 }
 
 /// The `Backends` chain for `config`, with the real clients.
@@ -366,6 +392,9 @@ fn layers<S>(config: &BackendConfig, runtime: &Runtime, client: S) -> Backend<S,
     }
     if let Some(min) = config.min_throughput {
         backend = backend.min_throughput(min);
+    }
+    if let Some(probe) = &config.throughput_probe {
+        backend = backend.throughput_probe(probe.probe());
     }
     if !config.models.is_empty() {
         let models = config.models.clone();

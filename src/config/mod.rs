@@ -75,7 +75,7 @@ use std::{fmt, path::Path};
 
 use serde::{Deserialize, Serialize};
 
-pub use backend::{BackendConfig, ProviderKind};
+pub use backend::{BackendConfig, ProbeConfig, ProviderKind};
 pub use breaker::{BreakerConfig, ExponentialWait, FailuresWithin, OpenWaitConfig, SlowCallRate};
 pub use build::Runtime;
 pub use error::ConfigError;
