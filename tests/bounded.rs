@@ -11,7 +11,7 @@ use futures::StreamExt;
 use streamgate::core::keyed::{DEFAULT_MODEL_CAP, OTHER_MODEL};
 use streamgate::core::scoreboard::Scoreboard;
 use streamgate::core::testing::{Script, ScriptedService, TestRequest};
-use streamgate::failover::meter::MAX_MODELS;
+use streamgate::failover::MAX_MODELS;
 use streamgate::prelude::*;
 use tower::{Layer, ServiceExt};
 
