@@ -168,8 +168,9 @@ impl ClassSet {
     }
 }
 
-/// The classes that count as failures by default.
-const DEFAULT_COUNTED: [ErrorClass; 6] = [
+/// The error classes that count as failures by default
+/// ([`BreakerBuilder::counted_classes`] changes them).
+pub const DEFAULT_COUNTED: [ErrorClass; 6] = [
     ErrorClass::Server,
     ErrorClass::Overloaded,
     ErrorClass::Timeout,
