@@ -3,8 +3,10 @@
 use std::{cell::OnceCell, error::Error, fmt, sync::Arc, time::Duration};
 
 use streamgate_core::{
-    emit, retry_after, BackendId, BreakerState, Chunk, EndObserver, ErrorClass, Event,
-    RejectReason, Rejected, StreamEnd, StreamObserver,
+    emit, retry_after,
+    state::{Probe, StateFuture, StateKey},
+    BackendId, BreakerState, Chunk, EndObserver, ErrorClass, Event, RejectReason, Rejected,
+    StreamEnd, StreamObserver,
 };
 use tokio::time::Instant;
 
@@ -184,39 +186,89 @@ impl Breaker {
     /// ([`Permit::success`], [`Permit::failure`]) or, as the layer does, when
     /// the observed stream ends; dropped unused, it records nothing and gives
     /// a half-open probe's place to the next call.
+    ///
+    /// With [shared](BreakerBuilder::shared) state, an open published by
+    /// another replica refuses here too; a probe takes the fleet's lease
+    /// only if the shared state answers at once (the layer awaits it).
     pub fn try_acquire(&self) -> Result<Permit, Rejected> {
         self.acquire(self.model().unwrap_or(""))
+            .map(|(permit, _)| permit)
     }
 
-    /// Admission for a call of `model`, reported under that model.
+    /// The shared state's key of this breaker: the backend, and the model
+    /// of a per-model breaker ("" for a breaker of the whole backend).
+    fn key(&self) -> StateKey<'_> {
+        StateKey::new(
+            &self.inner.backend,
+            self.inner.model.as_deref().unwrap_or(""),
+        )
+    }
+
+    /// Admission for a call of `model`, reported under that model, with the
+    /// fleet's answer to await when this call would probe.
     #[inline]
-    pub(crate) fn acquire(&self, model: &str) -> Result<Permit, Rejected> {
+    pub(crate) fn acquire(
+        &self,
+        model: &str,
+    ) -> Result<(Permit, Option<StateFuture<Result<(), Rejected>>>), Rejected> {
         // Read the clock at most once, and only if something needs it.
         let clock = OnceCell::new();
         let now = || *clock.get_or_init(Instant::now);
+        let shared = &self.inner.settings.shared;
+        if let Some(until) = shared.open_until(self.key()) {
+            let passes = matches!(
+                self.inner.machine.state_at(now()),
+                BreakerState::Disabled | BreakerState::MetricsOnly
+            );
+            if until > now() && !passes {
+                return Err(self.reject(model, Some(until - now())));
+            }
+        }
         let (admission, transition) = self.inner.machine.admit_with(now);
         self.report(transition);
         match admission {
-            Admission::Admit(ticket) => Ok(Permit {
-                breaker: self.clone(),
-                ticket,
-                started: self.inner.settings.slow_threshold.map(|_| now()),
-                slow: None,
-                done: false,
-            }),
-            Admission::Reject { retry_after } => {
-                emit(&self.inner.settings.sink, || Event::Rejected {
-                    backend: &self.inner.backend,
-                    model,
-                    reason: RejectReason::CircuitOpen,
-                    retry_after,
-                });
-                Err(
-                    Rejected::new(self.inner.backend.clone(), RejectReason::CircuitOpen)
-                        .with_retry_after(retry_after),
-                )
+            Admission::Admit(ticket) => {
+                let permit = Permit {
+                    breaker: self.clone(),
+                    ticket,
+                    started: self.inner.settings.slow_threshold.map(|_| now()),
+                    slow: None,
+                    done: false,
+                };
+                if !permit.is_probe() {
+                    return Ok((permit, None));
+                }
+                match shared.take_probe(self.key(), self.inner.settings.probe_lease) {
+                    Probe::Granted => Ok((permit, None)),
+                    // Dropping the permit frees its probe place.
+                    Probe::Taken => Err(self.reject(model, None)),
+                    Probe::Confirm(answer) => {
+                        let breaker = self.clone();
+                        let model: Box<str> = model.into();
+                        let confirm: StateFuture<Result<(), Rejected>> = Box::pin(async move {
+                            if answer.await {
+                                Ok(())
+                            } else {
+                                Err(breaker.reject(&model, None))
+                            }
+                        });
+                        Ok((permit, Some(confirm)))
+                    }
+                }
             }
+            Admission::Reject { retry_after } => Err(self.reject(model, retry_after)),
         }
+    }
+
+    fn reject(&self, model: &str, retry_after: Option<Duration>) -> Rejected {
+        emit(&self.inner.settings.sink, || Event::Rejected {
+            backend: &self.inner.backend,
+            model,
+            reason: RejectReason::CircuitOpen,
+            retry_after,
+        });
+        Rejected::new(self.inner.backend.clone(), RejectReason::CircuitOpen)
+            .with_retry_after(retry_after)
     }
 
     fn report(&self, transition: Option<Transition>) {
@@ -227,6 +279,28 @@ impl Breaker {
                 from,
                 to,
             });
+            self.publish(from, to);
+        }
+    }
+
+    /// Tells the other replicas of an open, or of a probe's outcome.
+    fn publish(&self, from: BreakerState, to: BreakerState) {
+        let shared = &self.inner.settings.shared;
+        match (from, to) {
+            (_, BreakerState::Open) => {
+                let now = Instant::now();
+                let open_for = self.inner.machine.snapshot(now).open_for;
+                let until = streamgate_core::time::instant_after(now, open_for.unwrap_or_default());
+                if from == BreakerState::HalfOpen {
+                    shared.publish_outcome(self.key(), Some(until));
+                } else {
+                    shared.publish_open(self.key(), until);
+                }
+            }
+            (BreakerState::HalfOpen, BreakerState::Closed) => {
+                shared.publish_outcome(self.key(), None);
+            }
+            _ => {}
         }
     }
 

@@ -14,7 +14,9 @@
 //! - the commit-at-first-content primitive ([`Commit`], [`Replay`]) and stream
 //!   observation ([`Observed`], [`StreamObserver`]);
 //! - the untrusted-input helpers: [`time`] (outside numbers to durations and
-//!   instants without panicking) and [`redact`] (credentials out of text).
+//!   instants without panicking) and [`redact`] (credentials out of text);
+//! - [`state`]: what replicas of a fleet must agree on (TPM budget, quota,
+//!   breaker), behind one small trait per concern.
 //!
 //! # Example
 //!
@@ -57,6 +59,7 @@ pub mod keyed;
 pub mod observe;
 pub mod redact;
 mod service;
+pub mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod time;
@@ -75,7 +78,7 @@ pub use event::{
     SharedSink,
 };
 pub use observe::{
-    EndObserver, Gated, Observed, ObservedBody, ReadyCall, StreamEnd, StreamObserver,
+    ConfirmedCall, EndObserver, Gated, Observed, ObservedBody, ReadyCall, StreamEnd, StreamObserver,
 };
 pub use service::{boxed, BoxBody, BoxStreamingService};
 pub use usage::Usage;

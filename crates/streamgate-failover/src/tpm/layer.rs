@@ -2,7 +2,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use streamgate_core::{BackendId, MetricsSink, SharedSink};
+use streamgate_core::{
+    state::{InProcess, SharedTpm},
+    BackendId, MetricsSink, SharedSink,
+};
 use tokio::time::Instant;
 use tower_layer::Layer;
 
@@ -45,6 +48,8 @@ pub(crate) struct Shared {
     pub(crate) throughput: Arc<ThroughputTracker>,
     pub(crate) group: Option<ThroughputGroup>,
     pub(crate) sink: SharedSink,
+    /// What the replicas of a fleet agree on; [`InProcess`] by default.
+    pub(crate) state: Arc<dyn SharedTpm>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -55,6 +60,7 @@ impl std::fmt::Debug for Shared {
             .field("meters", &self.meters)
             .field("throughput", &self.throughput)
             .field("sink", &self.sink.is_some())
+            .field("state", &self.state)
             .finish_non_exhaustive()
     }
 }
@@ -69,6 +75,7 @@ impl TpmLayer {
             policy: ThroughputPolicy::default(),
             group: None,
             sink: None,
+            state: None,
         }
     }
 
@@ -118,6 +125,7 @@ pub struct TpmLayerBuilder {
     policy: ThroughputPolicy,
     group: Option<ThroughputGroup>,
     sink: SharedSink,
+    state: Option<Arc<dyn SharedTpm>>,
 }
 
 impl std::fmt::Debug for TpmLayerBuilder {
@@ -188,6 +196,16 @@ impl TpmLayerBuilder {
         self
     }
 
+    /// Shares the budget with other replicas through `state` (for
+    /// example `streamgate-redis`): a request the local meter admits is
+    /// also reserved in the shared window, and refused when the fleet's
+    /// use is over the maximum. Without it the budget is this process's
+    /// alone ([`InProcess`]).
+    pub fn shared(mut self, state: Arc<dyn SharedTpm>) -> Self {
+        self.state = Some(state);
+        self
+    }
+
     /// Checks the settings and builds the layer (joining the group, if
     /// any).
     pub fn build(self) -> Result<TpmLayer, ConfigError> {
@@ -228,6 +246,7 @@ impl TpmLayerBuilder {
                 throughput,
                 group: self.group,
                 sink: self.sink,
+                state: self.state.unwrap_or_else(|| Arc::new(InProcess)),
             }),
         })
     }
