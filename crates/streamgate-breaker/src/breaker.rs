@@ -215,33 +215,45 @@ impl Breaker {
         let clock = OnceCell::new();
         let now = || *clock.get_or_init(Instant::now);
         let shared = &self.inner.settings.shared;
+        // Another replica opened the circuit: refused while it is open, a
+        // probe through the fleet's lease once it is half-open.
+        let mut fleet_probe = false;
         if let Some(until) = shared.open_until(self.key()) {
             let passes = matches!(
                 self.inner.machine.state_at(now()),
                 BreakerState::Disabled | BreakerState::MetricsOnly
             );
-            if until > now() && !passes {
-                return Err(self.reject(model, Some(until - now())));
+            if !passes {
+                if until > now() {
+                    return Err(self.reject(model, Some(until - now())));
+                }
+                fleet_probe = true;
             }
         }
         let (admission, transition) = self.inner.machine.admit_with(now);
         self.report(transition);
         match admission {
             Admission::Admit(ticket) => {
-                let permit = Permit {
+                let mut permit = Permit {
                     breaker: self.clone(),
                     ticket,
                     started: self.inner.settings.slow_threshold.map(|_| now()),
                     slow: None,
                     done: false,
+                    fleet_probe: fleet_probe && !matches!(ticket, Ticket::Probe(_)),
+                    lease: false,
                 };
-                if !permit.is_probe() {
+                if !permit.is_probe() && !permit.fleet_probe {
                     return Ok((permit, None));
                 }
+                permit.lease = true;
                 match shared.take_probe(self.key(), self.inner.settings.probe_lease) {
                     Probe::Granted => Ok((permit, None)),
                     // Dropping the permit frees its probe place.
-                    Probe::Taken => Err(self.reject(model, None)),
+                    Probe::Taken => {
+                        permit.lease = false;
+                        Err(self.reject(model, None))
+                    }
                     Probe::Confirm(answer) => {
                         let breaker = self.clone();
                         let model: Box<str> = model.into();
@@ -291,10 +303,11 @@ impl Breaker {
                 let now = Instant::now();
                 let open_for = self.inner.machine.snapshot(now).open_for;
                 let until = streamgate_core::time::instant_after(now, open_for.unwrap_or_default());
+                let probe_within = self.inner.settings.probe_lease;
                 if from == BreakerState::HalfOpen {
-                    shared.publish_outcome(self.key(), Some(until));
+                    shared.publish_outcome(self.key(), Some((until, probe_within)));
                 } else {
-                    shared.publish_open(self.key(), until);
+                    shared.publish_open(self.key(), until, probe_within);
                 }
             }
             (BreakerState::HalfOpen, BreakerState::Closed) => {
@@ -345,6 +358,11 @@ pub struct Permit {
     /// Whether the first content was slow, once it arrived.
     slow: Option<bool>,
     done: bool,
+    /// A probe for the fleet while this replica's own circuit is closed
+    /// (another replica opened it): its outcome is published here.
+    fleet_probe: bool,
+    /// Whether this call holds (or asked for) the fleet's probe lease.
+    lease: bool,
 }
 
 impl fmt::Debug for Permit {
@@ -398,6 +416,7 @@ impl Permit {
         let machine = &self.breaker.inner.machine;
         if verdict == Verdict::Ignore {
             machine.release(self.ticket);
+            self.release_lease();
             return;
         }
         let clock = OnceCell::new();
@@ -410,6 +429,36 @@ impl Permit {
         };
         let transition = machine.record_with(self.ticket, verdict, slow, now);
         self.breaker.report(transition);
+        if self.fleet_probe && self.lease {
+            // This replica's circuit was closed: publish the outcome here.
+            let settings = &self.breaker.inner.settings;
+            let key = self.breaker.key();
+            if verdict == Verdict::Success {
+                settings.shared.publish_outcome(key, None);
+            } else if transition.is_none_or(|t| t.to != BreakerState::Open) {
+                let wait = settings
+                    .machine
+                    .open_wait
+                    .wait(1)
+                    .max(settings.machine.minimum_open);
+                let until = streamgate_core::time::instant_after(now(), wait);
+                settings
+                    .shared
+                    .publish_outcome(key, Some((until, settings.probe_lease)));
+            }
+        }
+        self.lease = false;
+    }
+
+    /// Gives the fleet's probe lease back without an outcome.
+    fn release_lease(&mut self) {
+        if std::mem::take(&mut self.lease) {
+            self.breaker
+                .inner
+                .settings
+                .shared
+                .release_probe(self.breaker.key());
+        }
     }
 }
 
@@ -418,6 +467,7 @@ impl Drop for Permit {
         if !self.done {
             self.done = true;
             self.breaker.inner.machine.release(self.ticket);
+            self.release_lease();
         }
     }
 }

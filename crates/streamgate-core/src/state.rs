@@ -177,23 +177,33 @@ impl fmt::Debug for Probe {
 /// would cost a remote write per request, and a failing provider shows in
 /// every replica's window anyway).
 pub trait SharedBreaker: Send + Sync + fmt::Debug + 'static {
-    /// Until when another replica opened `key`, if it is open now.
-    /// Answered locally; the caller compares it with its own clock, so an
+    /// Until when another replica opened `key`. Kept after that instant,
+    /// while the fleet is half-open (until a probe's outcome is published,
+    /// or for the `probe_within` given to [`publish_open`](Self::publish_open)),
+    /// so that every replica then probes through the lease. Answered
+    /// locally; the caller compares it with its own clock, so an
     /// implementation that knows nothing costs no clock read.
     fn open_until(&self, key: StateKey<'_>) -> Option<Instant>;
 
     /// Tells the other replicas that this replica opened `key` until
-    /// `until`. Never awaited.
-    fn publish_open(&self, key: StateKey<'_>, until: Instant);
+    /// `until`, then lets probes through for at most `probe_within`. Never
+    /// awaited.
+    fn publish_open(&self, key: StateKey<'_>, until: Instant, probe_within: Duration);
 
     /// Takes the fleet's half-open probe lease of `key` for at most `ttl`
     /// (it expires by itself if this replica dies while probing).
     fn take_probe(&self, key: StateKey<'_>, ttl: Duration) -> Probe;
 
-    /// Publishes the probe's outcome and releases the lease: `None` closes
-    /// `key` for every replica, `Some(until)` reopens it until `until`.
-    /// Never awaited.
-    fn publish_outcome(&self, key: StateKey<'_>, reopened_until: Option<Instant>);
+    /// Publishes the probe's outcome and releases this replica's lease:
+    /// `None` closes `key` for every replica, `Some((until, probe_within))`
+    /// reopens it as [`publish_open`](Self::publish_open) does. Never
+    /// awaited.
+    fn publish_outcome(&self, key: StateKey<'_>, reopened: Option<(Instant, Duration)>);
+
+    /// Releases this replica's probe lease without an outcome (the probe
+    /// was cancelled, or ended in an error that says nothing about the
+    /// backend), so another replica may probe. Never awaited.
+    fn release_probe(&self, key: StateKey<'_>);
 }
 
 /// The single-process implementation of every state trait, and the default
@@ -242,7 +252,7 @@ impl SharedBreaker for InProcess {
     }
 
     #[inline]
-    fn publish_open(&self, _key: StateKey<'_>, _until: Instant) {}
+    fn publish_open(&self, _key: StateKey<'_>, _until: Instant, _probe_within: Duration) {}
 
     #[inline]
     fn take_probe(&self, _key: StateKey<'_>, _ttl: Duration) -> Probe {
@@ -250,7 +260,10 @@ impl SharedBreaker for InProcess {
     }
 
     #[inline]
-    fn publish_outcome(&self, _key: StateKey<'_>, _reopened_until: Option<Instant>) {}
+    fn publish_outcome(&self, _key: StateKey<'_>, _reopened: Option<(Instant, Duration)>) {}
+
+    #[inline]
+    fn release_probe(&self, _key: StateKey<'_>) {}
 }
 
 /// One handle on every shared concern, for building many layers (or a

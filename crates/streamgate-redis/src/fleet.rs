@@ -389,7 +389,8 @@ pub(crate) struct Inner {
     pub(crate) reconcile: Script,
     pub(crate) current: Script,
     pub(crate) quota: Mirror<Arc<str>>,
-    pub(crate) open: Mirror<()>,
+    /// Open-until times, kept through the half-open time.
+    pub(crate) open: Mirror<Instant>,
     outages: AtomicU64,
     dropped: AtomicU64,
     local: AtomicU64,

@@ -109,3 +109,12 @@ for _, id in ipairs(live) do
 end
 return total
 ";
+
+/// Deletes `KEYS[1]` (a probe lease) only if it holds `ARGV[1]` (this
+/// replica), so a replica never releases another's lease.
+pub(crate) const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";

@@ -142,13 +142,13 @@ impl SharedBreaker for Shared {
         self.0
             .open
             .get(key.backend.as_str(), key.model, Instant::now)
-            .map(|(until, ())| until)
+            .map(|(_, until)| until)
     }
 
-    fn publish_open(&self, key: StateKey<'_>, until: Instant) {
+    fn publish_open(&self, key: StateKey<'_>, until: Instant, probe_within: Duration) {
         let fleet = &self.0;
         let mut pipe = redis::pipe();
-        open(fleet, &mut pipe, key, until);
+        open(fleet, &mut pipe, key, until, probe_within);
         fleet.write_behind(Write::Pipeline(pipe));
     }
 
@@ -187,13 +187,15 @@ impl SharedBreaker for Shared {
         }))
     }
 
-    fn publish_outcome(&self, key: StateKey<'_>, reopened_until: Option<Instant>) {
+    fn publish_outcome(&self, key: StateKey<'_>, reopened: Option<(Instant, Duration)>) {
         let fleet = &self.0;
         let backend = key.backend.as_str();
         let mut pipe = redis::pipe();
-        match reopened_until {
-            Some(until) => open(fleet, &mut pipe, key, until),
+        match reopened {
+            Some((until, probe_within)) => open(fleet, &mut pipe, key, until, probe_within),
             None => {
+                // Our own message is not read back: forget the open here.
+                fleet.open.remove(backend, key.model);
                 pipe.cmd("DEL")
                     .arg(fleet.key("open", backend, key.model))
                     .ignore();
@@ -206,17 +208,41 @@ impl SharedBreaker for Shared {
                     .ignore();
             }
         }
-        pipe.cmd("DEL")
-            .arg(fleet.key("probe", backend, key.model))
-            .ignore();
+        release(fleet, &mut pipe, key);
+        fleet.write_behind(Write::Pipeline(pipe));
+    }
+
+    fn release_probe(&self, key: StateKey<'_>) {
+        let fleet = &self.0;
+        let mut pipe = redis::pipe();
+        release(fleet, &mut pipe, key);
         fleet.write_behind(Write::Pipeline(pipe));
     }
 }
 
-fn open(fleet: &Inner, pipe: &mut redis::Pipeline, key: StateKey<'_>, until: Instant) {
-    let ttl = ttl_ms(until);
+/// Deletes the probe lease if this replica holds it.
+fn release(fleet: &Inner, pipe: &mut redis::Pipeline, key: StateKey<'_>) {
+    pipe.cmd("EVAL")
+        .arg(crate::scripts::RELEASE)
+        .arg(1)
+        .arg(fleet.key("probe", key.backend.as_str(), key.model))
+        .arg(format!("{:x}", fleet.replica))
+        .ignore();
+}
+
+/// Stores and publishes an open until `until`, kept `probe_within` longer
+/// (the half-open time): the total TTL, and the hold inside the value.
+fn open(
+    fleet: &Inner,
+    pipe: &mut redis::Pipeline,
+    key: StateKey<'_>,
+    until: Instant,
+    probe_within: Duration,
+) {
+    let hold = (probe_within.min(MAX_FACT).as_millis() as u64).max(1);
+    let ttl = ttl_ms(until).saturating_add(hold);
     let backend = key.backend.as_str();
-    let value = format!("{backend}{SEP}{}", key.model);
+    let value = format!("{hold}{SEP}{backend}{SEP}{}", key.model);
     pipe.cmd("SET")
         .arg(fleet.key("open", backend, key.model))
         .arg(&value)
@@ -261,8 +287,16 @@ fn remember(fleet: &Inner, kind: &str, until: Instant, value: &str) {
             }
         }
         "o" | "open" => {
-            if let Some((backend, model)) = value.split_once(SEP) {
-                fleet.open.insert(backend, model, until, ());
+            let mut fields = value.splitn(3, SEP);
+            if let (Some(Ok(hold)), Some(backend), Some(model)) = (
+                fields.next().map(str::parse::<u64>),
+                fields.next(),
+                fields.next(),
+            ) {
+                let open_until = until
+                    .checked_sub(Duration::from_millis(hold))
+                    .unwrap_or(until);
+                fleet.open.insert(backend, model, until, open_until);
             }
         }
         "c" => {
