@@ -138,7 +138,7 @@ pub mod prelude {
 }
 
 /// The README's code blocks, compiled and run as doc tests so they cannot
-/// go stale (with the `bedrock` feature too: one block uses it).
-#[cfg(all(doctest, feature = "default", feature = "bedrock"))]
+/// go stale (with the `bedrock` and `redis` features too: blocks use them).
+#[cfg(all(doctest, feature = "default", feature = "bedrock", feature = "redis"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
