@@ -4,7 +4,7 @@ use std::{cell::OnceCell, error::Error, fmt, sync::Arc, time::Duration};
 
 use streamgate_core::{
     emit, retry_after,
-    state::{Probe, StateFuture, StateKey},
+    state::{Confirmation, Probe, StateKey},
     BackendId, BreakerState, Chunk, EndObserver, ErrorClass, Event, RejectReason, Rejected,
     StreamEnd, StreamObserver,
 };
@@ -207,10 +207,7 @@ impl Breaker {
     /// Admission for a call of `model`, reported under that model, with the
     /// fleet's answer to await when this call would probe.
     #[inline]
-    pub(crate) fn acquire(
-        &self,
-        model: &str,
-    ) -> Result<(Permit, Option<StateFuture<Result<(), Rejected>>>), Rejected> {
+    pub(crate) fn acquire(&self, model: &str) -> Result<(Permit, Option<Confirmation>), Rejected> {
         // Read the clock at most once, and only if something needs it.
         let clock = OnceCell::new();
         let now = || *clock.get_or_init(Instant::now);
@@ -257,7 +254,7 @@ impl Breaker {
                     Probe::Confirm(answer) => {
                         let breaker = self.clone();
                         let model: Box<str> = model.into();
-                        let confirm: StateFuture<Result<(), Rejected>> = Box::pin(async move {
+                        let confirm: Confirmation = Box::pin(async move {
                             if answer.await {
                                 Ok(())
                             } else {

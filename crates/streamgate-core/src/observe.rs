@@ -235,7 +235,7 @@ pub enum ConfirmedCall<S: tower::Service<Req>, Req> {
     /// Waiting for the confirmation.
     Confirming {
         /// Resolves to `Ok` to go ahead.
-        confirm: crate::state::StateFuture<Result<(), Rejected>>,
+        confirm: crate::state::Confirmation,
         /// The service and the request, until confirmed.
         call: Option<(S, Req)>,
     },
@@ -350,7 +350,7 @@ where
         service: &mut S,
         request: Req,
         observer: O,
-        confirm: Option<crate::state::StateFuture<Result<(), Rejected>>>,
+        confirm: Option<crate::state::Confirmation>,
     ) -> Self {
         match confirm {
             None => {

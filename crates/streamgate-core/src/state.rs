@@ -43,6 +43,10 @@ use crate::BackendId;
 /// A remote answer to await: boxed, so the traits stay dyn-compatible.
 pub type StateFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
+/// A gate's pending admission: `Ok` to call, or the refusal (see
+/// [`ConfirmedCall`](crate::ConfirmedCall)).
+pub type Confirmation = StateFuture<Result<(), crate::Rejected>>;
+
 /// Whose state: a backend and a model. Carries no credential.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct StateKey<'a> {

@@ -19,9 +19,12 @@ pub(crate) struct Mirror<T> {
     facts: Mutex<Facts<T>>,
 }
 
+/// The facts of one backend's models, with when each expires.
+type Models<T> = HashMap<Box<str>, (Instant, T)>;
+
 #[derive(Debug)]
 struct Facts<T> {
-    by_backend: HashMap<Box<str>, HashMap<Box<str>, (Instant, T)>>,
+    by_backend: HashMap<Box<str>, Models<T>>,
     len: usize,
 }
 

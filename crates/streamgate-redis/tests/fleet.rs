@@ -521,3 +521,55 @@ async fn one_backend_option_shares_every_layer() {
     assert_eq!(refused, 2);
     assert_eq!(mock.requests().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_redis_never_holds_a_request_past_the_timeout() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let mock = MockServer::start_with_plan(Plan::new().with_output_tokens(2))
+        .await
+        .unwrap();
+    let events = Arc::new(Events::default());
+    let fleet = Fleet::builder(redis.url())
+        .prefix("slow")
+        .timeout(Duration::from_millis(20))
+        .backoff(Duration::from_millis(5), Duration::from_millis(20))
+        .sink(events.clone())
+        .build()
+        .unwrap();
+    fleet.connected().await;
+    let layer = TpmLayer::builder("openai")
+        .max_tokens_per_minute(1_000_000)
+        .shared(fleet.tpm())
+        .build()
+        .unwrap();
+    let service = layer.layer(client(&mock));
+    send(service.clone()).await.unwrap();
+
+    // The server blocks for half a second; requests go on meanwhile and
+    // end while it still sleeps: admission waited at most the timeout.
+    let url = redis.url();
+    let asleep = tokio::spawn(async move {
+        let client = redis::Client::open(url).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        redis::cmd("DEBUG")
+            .arg("SLEEP")
+            .arg("0.5")
+            .query_async::<()>(&mut conn)
+            .await
+    });
+    while events.degraded.lock().unwrap().is_empty() {
+        send(service.clone())
+            .await
+            .expect("a slow redis fails no request");
+        assert!(!asleep.is_finished(), "the request never waited for redis");
+    }
+    assert!(fleet.stats().local_decisions > 0);
+    asleep.await.unwrap().unwrap();
+    tokio::time::timeout(TIMEOUT * 5, fleet.connected())
+        .await
+        .expect("sharing resumes once redis answers");
+    let error = &events.degraded.lock().unwrap()[0];
+    assert!(error.contains("timed out"), "{error}");
+}

@@ -94,14 +94,13 @@ where
                         let backend = shared.backend.clone();
                         let model = request.model().to_owned();
                         let sink = shared.sink.clone();
-                        let confirm: streamgate_core::state::StateFuture<Result<(), Rejected>> =
-                            Box::pin(async move {
-                                let over = match answer.await {
-                                    Ok(()) => return Ok(()),
-                                    Err(over) => over,
-                                };
-                                Err(rejection(&sink, &backend, &model, over.retry_after))
-                            });
+                        let confirm: streamgate_core::state::Confirmation = Box::pin(async move {
+                            let over = match answer.await {
+                                Ok(()) => return Ok(()),
+                                Err(over) => over,
+                            };
+                            Err(rejection(&sink, &backend, &model, over.retry_after))
+                        });
                         (Some(grant), Some(confirm))
                     }
                 }

@@ -79,6 +79,10 @@ impl RedisServer {
         if let Some(password) = &self.password {
             command.args(["--requirepass", password]);
         }
+        if major_version() >= 7 {
+            // DEBUG SLEEP stands in for a slow server (off by default since 7).
+            command.args(["--enable-debug-command", "local"]);
+        }
         self.child = Some(command.spawn().expect("redis-server starts"));
         let deadline = tokio::time::Instant::now() + START;
         while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
@@ -120,4 +124,16 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
         assert!(tokio::time::Instant::now() < deadline, "never: {what}");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+/// The installed server's major version (0 if unknown).
+fn major_version() -> u32 {
+    let output = Command::new("redis-server").arg("--version").output();
+    let text = output.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    text.ok()
+        .and_then(|text| {
+            let version = text.split("v=").nth(1)?;
+            version.split('.').next()?.parse().ok()
+        })
+        .unwrap_or(0)
 }
