@@ -10,8 +10,9 @@ use streamgate_core::{
     boxed, state::SharedState, BackendId, BoxError, BoxStreamingService, Chunk, LlmRequest,
     MetricsSink, SharedSink,
 };
-use streamgate_failover::{ThroughputGroup, TpmLayer};
-use streamgate_metrics::MetricsLayer;
+use streamgate_core::scoreboard::Scoreboard;
+use streamgate_failover::{ThroughputProbe, TpmLayer};
+use streamgate_metrics::{Fanout, MetricsLayer};
 use streamgate_quota::{PacingLayer, PacingLayerBuilder, QuotaLayer, QuotaTracker};
 use streamgate_timeout::{FirstChunkTimeoutLayer, TimeoutConfig};
 use tower::util::MapRequestLayer;
@@ -41,7 +42,7 @@ enum QuotaChoice {
 /// | layer | on by default | what it does |
 /// |---|---|---|
 /// | metrics | with [`metrics`](Self::metrics) | measures TTFT, tokens/s, usage and the outcome as the caller sees it |
-/// | TPM | with [`tpm_budget`](Self::tpm_budget) or [`min_throughput`](Self::min_throughput) | refuses work over a tokens-per-minute budget, or while the backend streams too slowly |
+/// | TPM | with [`tpm_budget`](Self::tpm_budget) | refuses work over a tokens-per-minute budget |
 /// | quota | yes | learns the provider's rate-limit headers; refuses while the quota is known to be exhausted |
 /// | pacing | with [`pacing`](Self::pacing) | waits (never fails) to stay under requests/tokens per minute |
 /// | breaker | yes: 3 failures in 60 s open it for 30 s | refuses while the backend keeps failing; judges the whole stream |
@@ -88,7 +89,8 @@ pub struct Backend<S, Req> {
     pacing: Option<Configure<PacingLayerBuilder>>,
     tpm_budget: Option<u64>,
     min_throughput: Option<u64>,
-    group: Option<ThroughputGroup>,
+    scoreboard: Option<Scoreboard>,
+    probe: Option<ThroughputProbe>,
     sink: SharedSink,
     shared: SharedState,
     map_request: Option<MapRequest<Req>>,
@@ -128,7 +130,8 @@ impl<S, Req> Backend<S, Req> {
             pacing: None,
             tpm_budget: None,
             min_throughput: None,
-            group: None,
+            scoreboard: None,
+            probe: None,
             sink: None,
             shared: SharedState::new(),
             map_request: None,
@@ -221,19 +224,40 @@ impl<S, Req> Backend<S, Req> {
         self
     }
 
-    /// Adds the minimum-throughput gate: a backend streaming fewer output
-    /// tokens per minute than this (over at least 3 recent requests) is
-    /// refused while another backend of its group is not slow. Within
-    /// [`Backends`](crate::Backends) the group is shared automatically;
-    /// alone, give one with [`throughput_group`](Self::throughput_group).
+    /// The minimum decode throughput, in output tokens per minute of
+    /// streaming time: below it (over at least
+    /// [`MIN_THROUGHPUT_SAMPLES`](streamgate_core::scoreboard::MIN_THROUGHPUT_SAMPLES)
+    /// recent streams) the router's scoreboard marks the backend slow, and
+    /// the router tries it after the others, never refusing it outright.
+    /// It takes effect in a router: [`Backends`](crate::Backends), or with
+    /// [`scoreboard`](Self::scoreboard).
     pub fn min_throughput(mut self, tokens_per_minute: u64) -> Self {
         self.min_throughput = Some(tokens_per_minute);
         self
     }
 
-    /// Joins `group` for the minimum-throughput gate.
-    pub fn throughput_group(mut self, group: &ThroughputGroup) -> Self {
-        self.group = Some(group.clone());
+    /// Behind a router ([`Backends`](crate::Backends)), holds this backend's
+    /// stream for a few chunks or milliseconds after its first content and
+    /// fails over if it decodes slower than the probe's floor while another
+    /// backend is left (see [`ThroughputProbe`]). The caller's first token
+    /// comes up to the probe's window later. Off by default.
+    pub fn throughput_probe(mut self, probe: ThroughputProbe) -> Self {
+        self.probe = Some(probe);
+        self
+    }
+
+    /// The throughput probe, for the router.
+    pub(crate) fn probe(&self) -> Option<ThroughputProbe> {
+        self.probe
+    }
+
+    /// Publishes this backend's events (requests, first content, outcomes,
+    /// throughput, refusals, breaker and quota state) to `scoreboard`, the
+    /// one its router reads, and sets its
+    /// [`min_throughput`](Self::min_throughput) there. [`Backends`](crate::Backends)
+    /// does this with its own board.
+    pub fn scoreboard(mut self, scoreboard: &Scoreboard) -> Self {
+        self.scoreboard = Some(scoreboard.clone());
         self
     }
 
@@ -254,19 +278,19 @@ impl<S, Req> Backend<S, Req> {
         self
     }
 
-    /// Whether this backend has a minimum-throughput gate.
-    pub(crate) fn wants_throughput_group(&self) -> bool {
-        self.min_throughput.is_some()
+    /// How this backend renames a request's model, if it maps requests.
+    pub(crate) fn model_mapping(&self) -> Option<MapRequest<Req>> {
+        self.map_request.clone()
     }
 
     /// Fills in what a [`Backends`](crate::Backends) shares: its sink when
-    /// the backend has none, and its throughput group.
-    pub(crate) fn with_shared(mut self, sink: &SharedSink, group: Option<&ThroughputGroup>) -> Self {
+    /// the backend has none, and its scoreboard.
+    pub(crate) fn with_shared(mut self, sink: &SharedSink, scoreboard: &Scoreboard) -> Self {
         if self.sink.is_none() {
             self.sink.clone_from(sink);
         }
-        if self.group.is_none() {
-            self.group = group.cloned();
+        if self.scoreboard.is_none() {
+            self.scoreboard = Some(scoreboard.clone());
         }
         self
     }
@@ -316,7 +340,24 @@ impl<S, Req> Backend<S, Req> {
         Req: LlmRequest + Send + 'static,
     {
         let id = self.id;
-        let sink = self.sink;
+        if self.min_throughput == Some(0) {
+            return Err(BuildError::ZeroMinThroughput { backend: id });
+        }
+        // The scoreboard hears every event of every layer, beside the
+        // backend's own sink.
+        let sink = match self.scoreboard {
+            None => self.sink,
+            Some(board) => {
+                if let Some(min) = self.min_throughput {
+                    board.min_throughput(&id, min);
+                }
+                let board: Arc<dyn MetricsSink> = Arc::new(board);
+                Some(match self.sink {
+                    Some(own) => Arc::new(Fanout::new().with(own).with(board)),
+                    None => board,
+                })
+            }
+        };
 
         let timeout_layer = |first: Duration| {
             let mut config = TimeoutConfig::builder(first);
@@ -424,18 +465,8 @@ impl<S, Req> Backend<S, Req> {
             }
         };
 
-        let tpm = if self.tpm_budget.is_some() || self.min_throughput.is_some() || self.group.is_some()
-        {
-            let mut builder = TpmLayer::builder(id.clone());
-            if let Some(budget) = self.tpm_budget {
-                builder = builder.max_tokens_per_minute(budget);
-            }
-            if let Some(min) = self.min_throughput {
-                builder = builder.min_throughput(min);
-            }
-            if let Some(group) = &self.group {
-                builder = builder.group(group);
-            }
+        let tpm = if let Some(budget) = self.tpm_budget {
+            let mut builder = TpmLayer::builder(id.clone()).max_tokens_per_minute(budget);
             if let Some(state) = &shared.tpm {
                 builder = builder.shared(state.clone());
             }

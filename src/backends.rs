@@ -7,24 +7,26 @@ use http::Response;
 use streamgate_core::{
     BackendId, BoxError, Chunk, LlmRequest, MetricsSink, SharedSink,
 };
-use streamgate_failover::{Failover, FailoverBuilder, ThroughputGroup};
+use streamgate_core::scoreboard::Scoreboard;
+use streamgate_failover::{Failover, FailoverBuilder, ThroughputProbe};
 use tower_service::Service;
 
 use crate::{backend::Stacks, Backend, BuildError};
 
 type Pending<Req, C> = Box<
-    dyn FnOnce(
-            &SharedSink,
-            Option<&ThroughputGroup>,
-            Option<Duration>,
-            Duration,
-        ) -> Result<Stacks<Req, C>, BuildError>
+    dyn FnOnce(&SharedSink, &Scoreboard, Option<Duration>, Duration) -> Result<Stacks<Req, C>, BuildError>
         + Send,
 >;
 
+/// A request's model as one backend's layers report it.
+type ModelOf<Req> = Arc<dyn Fn(&Req) -> String + Send + Sync>;
+
 struct Entry<Req, C> {
     id: BackendId,
-    wants_group: bool,
+    /// The model the backend's layers report for a request, when it maps
+    /// requests.
+    model_of: Option<ModelOf<Req>>,
+    probe: Option<ThroughputProbe>,
     build: Pending<Req, C>,
 }
 
@@ -36,14 +38,16 @@ type ConfigureFailover<Req, C> = Box<dyn FnOnce(FailoverBuilder<Req, C>) -> Fail
 /// What the backends share:
 /// - the sink given to [`metrics`](Self::metrics), for every backend that
 ///   has none of its own, and for the router's failover and wait events;
-/// - one [`ThroughputGroup`]: when any backend has a
-///   [`min_throughput`](Backend::min_throughput) gate, every backend joins
-///   the group (metering its throughput), so a slow backend is refused only
-///   while another one is not slow.
+/// - one [`Scoreboard`]: every backend's layers publish to it and the
+///   router reads it, so a backend whose breaker is open or whose quota is
+///   spent is skipped without a call, one cut by its first-content deadline
+///   or below its [`min_throughput`](Backend::min_throughput) is tried after
+///   the others, and the routing [strategies](streamgate_failover::Strategy)
+///   see each backend's time to first content and requests in flight.
 ///
-/// The router keeps the failover crate's defaults (no retries of the same
-/// backend, no waiting when every backend refuses, no deadline of its own)
-/// unless changed with [`failover`](Self::failover).
+/// The router keeps the failover crate's defaults (the ordered strategy, no
+/// retries of the same backend, no waiting when every backend refuses, no
+/// deadline of its own) unless changed with [`failover`](Self::failover).
 ///
 /// ```
 /// use std::time::Duration;
@@ -71,7 +75,7 @@ type ConfigureFailover<Req, C> = Box<dyn FnOnce(FailoverBuilder<Req, C>) -> Fail
 pub struct Backends<Req, C> {
     entries: Vec<Entry<Req, C>>,
     sink: SharedSink,
-    group: ThroughputGroup,
+    scoreboard: Scoreboard,
     configure: Option<ConfigureFailover<Req, C>>,
 }
 
@@ -91,7 +95,7 @@ impl<Req, C> Default for Backends<Req, C> {
         Self {
             entries: Vec::new(),
             sink: None,
-            group: ThroughputGroup::new(),
+            scoreboard: Scoreboard::new(),
             configure: None,
         }
     }
@@ -116,9 +120,13 @@ impl<Req: 'static, C: 'static> Backends<Req, C> {
     {
         self.entries.push(Entry {
             id: backend.id().clone(),
-            wants_group: backend.wants_throughput_group(),
-            build: Box::new(move |sink, group, first, extra| {
-                backend.with_shared(sink, group).stacks(first, extra)
+            probe: backend.probe(),
+            model_of: backend.model_mapping().map(|map| {
+                Arc::new(move |request: &Req| map(request.clone()).model().to_owned())
+                    as ModelOf<Req>
+            }),
+            build: Box::new(move |sink, scoreboard, first, extra| {
+                backend.with_shared(sink, scoreboard).stacks(first, extra)
             }),
         });
         self
@@ -131,10 +139,10 @@ impl<Req: 'static, C: 'static> Backends<Req, C> {
         self
     }
 
-    /// Uses `group` as the shared throughput group (to share it with
-    /// backends outside this router).
-    pub fn throughput_group(mut self, group: &ThroughputGroup) -> Self {
-        self.group = group.clone();
+    /// Uses `scoreboard` instead of a board of the router's own, e.g. to
+    /// read it elsewhere, or to share it with backends outside this router.
+    pub fn scoreboard(mut self, scoreboard: &Scoreboard) -> Self {
+        self.scoreboard = scoreboard.clone();
         self
     }
 
@@ -159,12 +167,7 @@ impl<Req: 'static, C: 'static> Backends<Req, C> {
 
     /// Builds every backend's stack, then the router.
     pub fn build(self) -> Result<Failover<Req, C>, BuildError> {
-        let shared_group = self
-            .entries
-            .iter()
-            .any(|e| e.wants_group)
-            .then_some(&self.group);
-        let mut router = Failover::builder();
+        let mut router = Failover::builder().scoreboard(&self.scoreboard);
         if let Some(sink) = &self.sink {
             router = router.sink(sink.clone());
         }
@@ -177,7 +180,15 @@ impl<Req: 'static, C: 'static> Backends<Req, C> {
         let first = router.configured_first_content_timeout();
         let extra = router.configured_last_attempt_extra();
         for entry in self.entries {
-            let stacks = (entry.build)(&self.sink, shared_group, first, extra)?;
+            let stacks = (entry.build)(&self.sink, &self.scoreboard, first, extra)?;
+            if let Some(probe) = entry.probe {
+                router = router.throughput_probe(entry.id.clone(), probe);
+            }
+            if let Some(model_of) = entry.model_of {
+                // The backend's layers report the mapped model: read the
+                // scoreboard under the same name.
+                router = router.model_of(entry.id.clone(), move |request: &Req| model_of(request));
+            }
             router = match stacks.deadline {
                 Some(extended) => router.backend_with_deadline(entry.id, stacks.service, extended),
                 None => router.backend(entry.id, stacks.service),

@@ -23,6 +23,12 @@ pub enum BuildError {
         /// The backend.
         backend: BackendId,
     },
+    /// A minimum throughput of 0 tokens per minute, which no backend can
+    /// be below.
+    ZeroMinThroughput {
+        /// The backend.
+        backend: BackendId,
+    },
     /// A setting of the circuit breaker.
     Breaker {
         /// The backend.
@@ -37,7 +43,7 @@ pub enum BuildError {
         /// What the quota crate said.
         source: streamgate_quota::ConfigError,
     },
-    /// A setting of the TPM budget or minimum-throughput gate.
+    /// A setting of the TPM budget gate.
     Tpm {
         /// The backend.
         backend: BackendId,
@@ -57,6 +63,7 @@ impl BuildError {
         match self {
             Self::Timeout { backend, .. }
             | Self::MissingFirstContentTimeout { backend }
+            | Self::ZeroMinThroughput { backend }
             | Self::Breaker { backend, .. }
             | Self::Quota { backend, .. }
             | Self::Tpm { backend, .. } => Some(backend),
@@ -73,6 +80,10 @@ impl fmt::Display for BuildError {
                 f,
                 "backend {backend}: idle and total timeouts need a first-content timeout"
             ),
+            Self::ZeroMinThroughput { backend } => write!(
+                f,
+                "backend {backend}: minimum throughput must be above 0 tokens per minute"
+            ),
             Self::Breaker { backend, source } => write!(f, "backend {backend}: {source}"),
             Self::Quota { backend, source } => write!(f, "backend {backend}: {source}"),
             Self::Tpm { backend, source } => write!(f, "backend {backend}: {source}"),
@@ -88,7 +99,7 @@ impl Error for BuildError {
             Self::Breaker { source, .. } => Some(source),
             Self::Quota { source, .. } => Some(source),
             Self::Tpm { source, .. } | Self::Failover { source } => Some(source),
-            Self::MissingFirstContentTimeout { .. } => None,
+            Self::MissingFirstContentTimeout { .. } | Self::ZeroMinThroughput { .. } => None,
         }
     }
 }

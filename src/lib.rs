@@ -39,7 +39,7 @@
 //! - [`Backend`] stacks one backend's layers in the recommended order
 //!   (metrics, TPM, quota, pacing, breaker, timeout; see its docs for the
 //!   defaults) and returns a boxed service; [`Backends`] puts several behind
-//!   a failover router, sharing a sink and a throughput group. Both are
+//!   a failover router, sharing a sink and a scoreboard. Both are
 //!   plain tower: `ServiceBuilder` with the layers of the modules below
 //!   works the same way.
 //! - Each concern is a module re-exporting its crate, behind a feature of
@@ -128,7 +128,9 @@ pub mod prelude {
     #[cfg(feature = "breaker")]
     pub use streamgate_breaker::{Breaker, CircuitBreakerLayer};
     #[cfg(feature = "failover")]
-    pub use streamgate_failover::{Failover, FailoverReport, ThroughputGroup, TpmLayer};
+    pub use streamgate_failover::{
+        Failover, FailoverReport, Hedge, Strategy, ThroughputProbe, TpmLayer,
+    };
     #[cfg(feature = "metrics")]
     pub use streamgate_metrics::{MetricsLayer, PerformanceTracker};
     #[cfg(feature = "quota")]

@@ -7,6 +7,8 @@ use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use streamgate::breaker::OpenWait;
+use streamgate::core::keyed::DEFAULT_MODEL_CAP;
+use streamgate::core::scoreboard::Scoreboard;
 use streamgate::core::testing::{Script, ScriptedService, TestChunk, TestRequest};
 use streamgate::core::{BreakerState, TimeoutKind};
 use streamgate::prelude::*;
@@ -219,7 +221,7 @@ async fn backends_fail_over_and_share_the_sink() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_slow_backend_gives_way_to_one_without_a_minimum_in_the_shared_group() {
+async fn a_slow_backend_is_ordered_after_one_without_a_minimum() {
     // 4 tokens over 3 s of streaming: 80 tokens per minute, far below 1 000.
     let slow = ScriptedService::new(
         Script::new()
@@ -229,8 +231,6 @@ async fn a_slow_backend_gives_way_to_one_without_a_minimum_in_the_shared_group()
     let fast = ScriptedService::new(Script::new().text("ok"));
     let router = Backends::new()
         .backend(Backend::new("slow", slow.clone()).min_throughput(1_000))
-        // No minimum of its own, but it joins the group, so the slow backend
-        // knows it has somewhere to send work.
         .backend(Backend::new("fast", fast.clone()))
         .build()
         .unwrap();
@@ -253,6 +253,14 @@ async fn a_slow_backend_gives_way_to_one_without_a_minimum_in_the_shared_group()
     // Three samples make it judgeable; the fourth request goes elsewhere.
     assert_eq!(served, ["slow", "slow", "slow", "fast"]);
     assert_eq!(slow.probe().calls(), 3);
+    // What the board measured through the backend's own layers.
+    let score =
+        router
+            .scoreboard()
+            .view(&BackendId::new("slow"), MODEL, tokio::time::Instant::now());
+    assert_eq!(score.tokens_per_minute, Some(80.0));
+    assert!(score.slow);
+    assert_eq!(score.in_flight, 0);
 }
 
 #[test]
@@ -266,6 +274,12 @@ fn settings_that_cannot_work_are_refused_with_the_backend_named() {
         BuildError::MissingFirstContentTimeout { .. }
     ));
     assert_eq!(error.backend().map(BackendId::as_str), Some("a"));
+
+    let error = build(Backend::new("z", client()).min_throughput(0));
+    assert_eq!(
+        error.to_string(),
+        "backend z: minimum throughput must be above 0 tokens per minute"
+    );
 
     let error = build(Backend::new("b", client()).first_content_timeout(Duration::ZERO));
     assert!(matches!(error, BuildError::Timeout { .. }));
@@ -304,16 +318,21 @@ async fn the_routers_deadline_opens_the_breaker_of_a_silent_backend() {
     let healthy = ScriptedService::new(Script::new().text("ok"));
     let tracker = Arc::new(PerformanceTracker::new());
     let breaker = Breaker::new("silent");
+    // Late for 10 s after each cut: three cuts fit the breaker's 60 s window.
+    let board = Scoreboard::with_settings(DEFAULT_MODEL_CAP, Duration::from_secs(10));
     let router = Backends::new()
         .backend(Backend::new("silent", silent.clone()).circuit_breaker(breaker.clone()))
         .backend(Backend::new("healthy", healthy.clone()))
         .metrics(tracker.clone())
+        .scoreboard(&board)
         .failover(|f| f.first_content_timeout(Duration::from_secs(2)))
         .build()
         .unwrap();
 
     // The default breaker opens after 3 failures within 60 s: each cut
-    // attempt is a first-content timeout to it, not a silent drop.
+    // attempt is a first-content timeout to it, not a silent drop. A cut
+    // costs one caller the deadline: while the backend is late, the
+    // requests after it go to the healthy one at once.
     for _ in 0..3 {
         let started = tokio::time::Instant::now();
         let response = router
@@ -326,6 +345,19 @@ async fn the_routers_deadline_opens_the_breaker_of_a_silent_backend() {
         assert_eq!(report.served_by.as_str(), "healthy");
         assert_eq!(report.skipped[0].class, ErrorClass::Timeout);
         drop(response);
+        for _ in 0..2 {
+            let started = tokio::time::Instant::now();
+            let response = router
+                .clone()
+                .oneshot(TestRequest::new(MODEL))
+                .await
+                .unwrap();
+            assert_eq!(started.elapsed(), Duration::ZERO);
+            let report = response.extensions().get::<FailoverReport>().unwrap();
+            assert_eq!(report.served_by.as_str(), "healthy");
+            assert!(report.skipped.is_empty());
+        }
+        tokio::time::advance(board.late_for()).await;
     }
     assert_eq!(breaker.state(), BreakerState::Open);
     assert_eq!(silent.probe().calls(), 3);

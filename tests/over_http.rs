@@ -4,6 +4,8 @@
 use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
+use streamgate::core::keyed::DEFAULT_MODEL_CAP;
+use streamgate::core::scoreboard::Scoreboard;
 use streamgate::core::BreakerState;
 use streamgate::mock::{expected_text, MockConfig, MockServer, Plan};
 use streamgate::prelude::*;
@@ -103,7 +105,11 @@ async fn over_http_the_routers_deadline_opens_the_breaker_of_a_silent_backend() 
             .unwrap()
     };
     let breaker = Breaker::new("silent");
+    // Lateness off (a late backend would go last for 30 s), so that every
+    // request tries the silent backend first until its breaker opens.
+    let board = Scoreboard::with_settings(DEFAULT_MODEL_CAP, Duration::ZERO);
     let router = Backends::new()
+        .scoreboard(&board)
         .backend(Backend::new("silent", client(&silent)).circuit_breaker(breaker.clone()))
         // Its own deadline wins over the router's, which the silent backend
         // inherits.

@@ -37,9 +37,10 @@ use tower::{Layer, Service};
 
 mod common;
 use common::{
-    backend_build, breaker, failover, full_stack, pacing_layer, runtime, timeout_layer, tpm_layer,
-    tracker, MODEL,
+    backend_build, breaker, failover, failover_with, full_stack, pacing_layer, runtime,
+    timeout_layer, tpm_layer, tracker, MODEL,
 };
+use streamgate_failover::Strategy;
 
 /// Text chunks per answer in the per-request benchmarks (plus a role and a
 /// usage chunk: six chunks in all).
@@ -176,6 +177,15 @@ fn per_request(c: &mut Criterion) {
         backend_build("b", client, tracker()),
     );
     bench_one(&mut group, "failover_full_stack", failover(SHORT));
+    // Each strategy's cost per request above the ordered router.
+    for strategy in [
+        Strategy::RoundRobin,
+        Strategy::LeastTimeToFirstContent,
+        Strategy::PowerOfTwoChoices,
+    ] {
+        let name = format!("failover_{}", strategy.as_str());
+        bench_one(&mut group, &name, failover_with(SHORT, strategy));
+    }
 
     // Peers on the same work.
     bench_one(

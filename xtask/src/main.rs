@@ -7,6 +7,9 @@
 //!   recorded wire samples.
 //! - `cargo xtask demo [ARGS]`: the demo, in release mode.
 //! - `cargo xtask bench`: runs the benchmarks and writes `BENCHMARKS.md`.
+//! - `cargo xtask scorecard`: runs every fault scenario through the bare
+//!   client and the default stack, and writes `SCORECARD.md` (CI runs a
+//!   quick mode and fails if an outcome changes).
 
 use std::{
     env,
@@ -14,7 +17,8 @@ use std::{
     process::{Command, ExitCode},
 };
 
-const USAGE: &str = "usage: cargo xtask <ci | conformance [--fixtures DIR] | demo [ARGS] | bench>";
+const USAGE: &str =
+    "usage: cargo xtask <ci | conformance [--fixtures DIR] | demo [ARGS] | bench | scorecard>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -23,6 +27,15 @@ fn main() -> ExitCode {
         Some("conformance") => conformance(&args[1..]),
         Some("demo") => demo(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("scorecard") => cargo(&[
+            "run",
+            "--release",
+            "--example",
+            "scorecard",
+            "--",
+            "--write",
+            "SCORECARD.md",
+        ]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
@@ -91,6 +104,17 @@ fn ci() -> Result<(), String> {
     ])?;
     conformance(&[])?;
     dependent()?;
+    // Every fault scenario, at a tenth of the delays: the outcomes must be
+    // the ones SCORECARD.md records.
+    cargo(&[
+        "run",
+        "--example",
+        "scorecard",
+        "--",
+        "--quick",
+        "--check",
+        "SCORECARD.md",
+    ])?;
     // Last, so the test summary closes the output.
     cargo(&["test", "--workspace", "--all-features", "--no-fail-fast"])
 }

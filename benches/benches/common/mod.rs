@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 use streamgate_benches::{BareService, BenchChunk, BenchRequest};
 use streamgate_breaker::{Breaker, CircuitBreaker, CircuitBreakerLayer};
 use streamgate_core::{BackendId, MetricsSink};
-use streamgate_failover::{Failover, Tpm, TpmLayer};
+use streamgate_failover::{Failover, Strategy, Tpm, TpmLayer};
 use streamgate_metrics::{MetricsLayer, MetricsService, PerformanceTracker};
 use streamgate_quota::{Pacing, PacingLayer, Quota, QuotaLayer, QuotaTracker};
 use streamgate_timeout::{FirstChunkTimeout, FirstChunkTimeoutLayer};
@@ -129,8 +129,14 @@ pub fn tracker() -> Arc<PerformanceTracker> {
 }
 
 pub fn failover(tokens: u32) -> Failover<BenchRequest, BenchChunk> {
+    failover_with(tokens, Strategy::Ordered)
+}
+
+/// [`failover`] with another routing strategy.
+pub fn failover_with(tokens: u32, strategy: Strategy) -> Failover<BenchRequest, BenchChunk> {
     let sink: Arc<dyn MetricsSink> = tracker();
     Failover::builder()
+        .strategy(strategy)
         .service(
             "primary",
             full_stack("primary", BareService::new(tokens), sink.clone()),

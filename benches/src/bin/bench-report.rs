@@ -299,7 +299,7 @@ fn verdict(met: Option<bool>) -> &'static str {
     }
 }
 
-const PER_REQUEST: [(&str, &str); 10] = [
+const PER_REQUEST: [(&str, &str); 13] = [
     ("bare", "bare in-memory client"),
     ("timeout", "first-content + idle timeout"),
     ("breaker_closed", "circuit breaker, closed"),
@@ -313,6 +313,15 @@ const PER_REQUEST: [(&str, &str); 10] = [
     ("metrics_noop", "metrics → `NoopSink`"),
     ("full_stack", "full per-backend stack"),
     ("failover_full_stack", "`Failover` over two full stacks"),
+    ("failover_round_robin", "the same, `Strategy::RoundRobin`"),
+    (
+        "failover_least_time_to_first_content",
+        "the same, `Strategy::LeastTimeToFirstContent`",
+    ),
+    (
+        "failover_power_of_two_choices",
+        "the same, `Strategy::PowerOfTwoChoices`",
+    ),
 ];
 
 /// (ours, theirs, what the comparison covers)
@@ -544,7 +553,7 @@ fn render(r: &Results, commands: &[String], quick: bool) -> String {
     line("| layer | per chunk above bare |");
     line("|---|---:|");
     for (id, name) in PER_REQUEST {
-        if matches!(id, "bare" | "metrics_noop" | "failover_full_stack") {
+        if matches!(id, "bare" | "metrics_noop") || id.starts_with("failover_") {
             continue;
         }
         let cost = marginal_chunk_of(r, id);

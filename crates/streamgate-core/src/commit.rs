@@ -186,6 +186,20 @@ impl<B, C> Replay<B, C> {
     pub fn get_ref(&self) -> &B {
         &self.body
     }
+
+    /// Replays `chunks` after whatever is still to be replayed and before
+    /// the rest of the inner body: for chunks read from this body and held
+    /// back (a throughput probe before commit, say). `ended` says the inner
+    /// body has already ended, so it is not polled again.
+    pub fn hold_back(&mut self, chunks: impl IntoIterator<Item = C>, ended: bool) {
+        if let Some(first) = self.first.take() {
+            self.held.push_back(first);
+        }
+        for chunk in chunks {
+            self.held.push_back(chunk);
+        }
+        self.ended |= ended;
+    }
 }
 
 impl<B, C, E> Stream for Replay<B, C>

@@ -286,8 +286,6 @@ pub enum RejectReason {
     QuotaExhausted,
     /// Admitting the request would exceed the configured TPM budget.
     TpmBudget,
-    /// The backend's measured throughput is below the configured minimum.
-    SlowBackend,
 }
 
 impl RejectReason {
@@ -297,7 +295,6 @@ impl RejectReason {
             Self::CircuitOpen => "circuit_open",
             Self::QuotaExhausted => "quota_exhausted",
             Self::TpmBudget => "tpm_budget",
-            Self::SlowBackend => "slow_backend",
         }
     }
 }
@@ -308,7 +305,6 @@ impl fmt::Display for RejectReason {
             Self::CircuitOpen => "circuit open",
             Self::QuotaExhausted => "quota exhausted",
             Self::TpmBudget => "over TPM budget",
-            Self::SlowBackend => "below minimum throughput",
         })
     }
 }

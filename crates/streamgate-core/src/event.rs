@@ -195,6 +195,36 @@ impl fmt::Display for QuotaState {
     }
 }
 
+/// How a hedged request went (see [`Event::Hedge`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum HedgeStage {
+    /// The hedge attempt was started.
+    Started,
+    /// The hedge produced content first; the primary attempt was dropped.
+    Won,
+    /// The primary produced content first; the hedge attempt was dropped.
+    Lost,
+}
+
+impl HedgeStage {
+    /// A short snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::Won => "won",
+            Self::Lost => "lost",
+        }
+    }
+}
+
+impl fmt::Display for HedgeStage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Something a layer observed. Borrowed, so emitting one allocates nothing.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
@@ -277,6 +307,22 @@ pub enum Event<'a> {
         model: &'a str,
         /// How long it waited.
         waited: Duration,
+    },
+    /// The router hedged a request: `primary` had produced no content
+    /// after `after`, so the same request started on `hedge`; then one of
+    /// them won (the other was dropped, and counts as cancelled, never as a
+    /// failure).
+    Hedge {
+        /// The attempt that started first.
+        primary: &'a BackendId,
+        /// The attempt started after the delay.
+        hedge: &'a BackendId,
+        /// The model.
+        model: &'a str,
+        /// Started, won or lost.
+        stage: HedgeStage,
+        /// The hedge delay.
+        after: Duration,
     },
     /// Failover moved on from one backend.
     Failover {

@@ -13,6 +13,8 @@
 //! - metrics [`Event`]s and the [`MetricsSink`] trait;
 //! - the commit-at-first-content primitive ([`Commit`], [`Replay`]) and stream
 //!   observation ([`Observed`], [`StreamObserver`]);
+//! - the [`scoreboard`]: what a router knows of each backend × model,
+//!   published by the layers' events;
 //! - the untrusted-input helpers: [`time`] (outside numbers to durations and
 //!   instants without panicking) and [`redact`] (credentials out of text);
 //! - [`state`]: what replicas of a fleet must agree on (TPM budget, quota,
@@ -58,6 +60,7 @@ mod event;
 pub mod keyed;
 pub mod observe;
 pub mod redact;
+pub mod scoreboard;
 mod service;
 pub mod state;
 #[cfg(feature = "testing")]
@@ -74,8 +77,8 @@ pub use error::{
     Rejected, StreamTimeout, TimeoutKind, BODY_EXCERPT_LIMIT,
 };
 pub use event::{
-    emit, BreakerState, Event, MetricsSink, NoopSink, Outcome, QuotaState, RequestRecord,
-    SharedSink,
+    emit, BreakerState, Event, HedgeStage, MetricsSink, NoopSink, Outcome, QuotaState,
+    RequestRecord, SharedSink,
 };
 pub use observe::{
     ConfirmedCall, EndObserver, Gated, Observed, ObservedBody, ReadyCall, StreamEnd, StreamObserver,

@@ -1,21 +1,23 @@
 //! Configuration errors.
 
-use std::{error::Error, fmt};
+use std::{borrow::Cow, error::Error, fmt};
 
 /// A builder was given settings that cannot work together.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
-    message: &'static str,
+    message: Cow<'static, str>,
 }
 
 impl ConfigError {
-    pub(crate) const fn new(message: &'static str) -> Self {
-        Self { message }
+    pub(crate) fn new(message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            message: message.into(),
+        }
     }
 
     /// What is wrong.
     pub fn message(&self) -> &str {
-        self.message
+        &self.message
     }
 }
 

@@ -1,14 +1,13 @@
-//! Sliding TPM meter, TPM budget and minimum-throughput gates, and a
-//! failover router for LLM backends.
+//! Sliding TPM meter, TPM budget gate, and a failover router with routing
+//! strategies for LLM backends.
 //!
 //! - [`TpmMeter`]: tokens and requests per minute over a sliding 60 s window
 //!   of one-second buckets, with reservations for requests in flight
 //!   ([`meter`] documents the exact window).
 //! - [`TpmLayer`]: per backend, a *budget* gate (a maximum TPM: reserve the
-//!   estimate at admission, reconcile with real usage at the end) and a
-//!   *minimum-throughput* gate (a backend streaming below a minimum rate is
-//!   refused while another member of its [`ThroughputGroup`] is not slow).
-//! - [`Failover`]: ordered backends, tried until one commits a stream;
+//!   estimate at admission, reconcile with real usage at the end).
+//! - [`Failover`]: backends ordered by a [`Strategy`] and the scoreboard,
+//!   tried until one commits a stream;
 //!   refusals skipped, retryable failures retried or failed over before the
 //!   first content, a [`FailoverError`](streamgate_core::FailoverError)
 //!   listing every attempt when none works.
@@ -19,7 +18,7 @@
 //! use std::time::Duration;
 //! use futures::{stream, StreamExt};
 //! use streamgate_core::{BoxError, Chunk, LlmRequest};
-//! use streamgate_failover::{Failover, ThroughputGroup, TpmLayer};
+//! use streamgate_failover::{Failover, TpmLayer};
 //! use tower::{service_fn, Layer, ServiceExt};
 //!
 //! #[derive(Clone)]
@@ -43,13 +42,10 @@
 //!     })
 //! };
 //!
-//! let group = ThroughputGroup::new();
 //! let primary = TpmLayer::builder("primary")
 //!     .max_tokens_per_minute(30_000)
-//!     .min_throughput(1_200)
-//!     .group(&group)
 //!     .build()?;
-//! let fallback = TpmLayer::builder("fallback").group(&group).build()?;
+//! let fallback = TpmLayer::builder("fallback").build()?;
 //! let router = Failover::builder()
 //!     .service("primary", primary.layer(client("from primary")))
 //!     .service("fallback", fallback.layer(client("from fallback")))
@@ -69,16 +65,14 @@
 
 pub mod failover;
 pub mod meter;
-pub mod throughput;
 pub mod tpm;
 
 mod error;
 
 pub use error::ConfigError;
 pub use failover::{
-    Backoff, ContextLengthPolicy, Failover, FailoverBody, FailoverBuilder, FailoverReport,
-    MAX_BACKOFF_DELAY,
+    Backoff, ContextLengthPolicy, Failover, FailoverBody, FailoverBuilder, FailoverReport, Hedge,
+    HedgeDelay, SlowStart, Strategy, ThroughputProbe, MAX_BACKOFF_DELAY,
 };
 pub use meter::{BudgetExceeded, Reservation, TpmMeter, TpmRegistry, TpmSnapshot};
-pub use throughput::{last_resort, ThroughputGroup, ThroughputPolicy, ThroughputTracker};
 pub use tpm::{Tpm, TpmLayer, TpmLayerBuilder};

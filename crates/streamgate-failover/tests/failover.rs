@@ -6,13 +6,16 @@ mod common;
 use std::time::Duration;
 
 use common::{drain, expect_err, sink, RefuseUntil, Seen, WithRetryAfter};
+use std::time::SystemTime;
+
 use streamgate_core::{
+    scoreboard::Scoreboard,
     testing::{Script, ScriptedService, TestChunk, TestRequest},
-    BoxError, ErrorClass, FailoverError, ProviderError, RejectReason,
+    BackendId, BoxError, ErrorClass, Event, FailoverError, LlmRequest, MetricsSink, Outcome,
+    ProviderError, RejectReason, RequestRecord,
 };
 use streamgate_failover::{
-    Backoff, ContextLengthPolicy, Failover, FailoverBuilder, FailoverReport, ThroughputGroup,
-    TpmLayer,
+    Backoff, ContextLengthPolicy, Failover, FailoverBuilder, FailoverReport, Strategy, TpmLayer,
 };
 use tokio::time::Instant;
 use tower::{Layer, ServiceExt};
@@ -365,21 +368,21 @@ async fn waits_for_the_earliest_retry_after_when_every_backend_refuses() {
     let router = Builder::default()
         .service(
             "a",
-            RefuseUntil {
-                backend: "a".into(),
-                reason: RejectReason::QuotaExhausted,
-                until: Some(start + Duration::from_secs(5)),
-                inner: ok(),
-            },
+            RefuseUntil::until(
+                "a",
+                RejectReason::QuotaExhausted,
+                start + Duration::from_secs(5),
+                ok(),
+            ),
         )
         .service(
             "b",
-            RefuseUntil {
-                backend: "b".into(),
-                reason: RejectReason::CircuitOpen,
-                until: Some(start + Duration::from_secs(2)),
-                inner: b.clone(),
-            },
+            RefuseUntil::until(
+                "b",
+                RejectReason::CircuitOpen,
+                start + Duration::from_secs(2),
+                b.clone(),
+            ),
         )
         .wait_when_unavailable(Duration::from_secs(3))
         .sink(sink)
@@ -397,12 +400,12 @@ async fn waits_for_the_earliest_retry_after_when_every_backend_refuses() {
     let router = Builder::default()
         .service(
             "a",
-            RefuseUntil {
-                backend: "a".into(),
-                reason: RejectReason::QuotaExhausted,
-                until: Some(Instant::now() + Duration::from_secs(30)),
-                inner: ok(),
-            },
+            RefuseUntil::until(
+                "a",
+                RejectReason::QuotaExhausted,
+                Instant::now() + Duration::from_secs(30),
+                ok(),
+            ),
         )
         .wait_when_unavailable(Duration::from_secs(3))
         .build()
@@ -460,62 +463,322 @@ async fn first_content_deadline_fails_over_and_the_last_attempt_gets_extra_time(
     assert_eq!(failover.attempts[1].message, "no content within 1 s");
 }
 
-/// 3 tokens over 2 s of streaming: 90 output tokens per minute.
-fn slow_backend() -> ScriptedService {
-    ScriptedService::new(Script::new().tokens(3, Duration::from_secs(1)))
+/// Tells `board` that `backend` streamed `tokens` output tokens in `secs`
+/// seconds after a first content after `ttfc_ms`, `n` times.
+fn streamed(board: &Scoreboard, backend: &str, n: usize, ttfc_ms: u64, tokens: u64, secs: u64) {
+    let backend = BackendId::new(backend);
+    for _ in 0..n {
+        board.record(&Event::Completed(&RequestRecord {
+            backend: &backend,
+            model: "m",
+            started_at: SystemTime::UNIX_EPOCH,
+            estimated_tokens: 0,
+            time_to_first_chunk: None,
+            time_to_first_content: Some(MS(ttfc_ms)),
+            duration: Duration::from_secs(secs),
+            output_duration: Some(Duration::from_secs(secs)),
+            usage: None,
+            streamed_output_tokens: tokens,
+            burst_tokens_per_sec: None,
+            chunks: tokens,
+            outcome: Outcome::Success,
+        }));
+    }
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_slow_backend_is_tried_last_and_never_empties_the_pool() {
-    let group = ThroughputGroup::new();
-    let gate = |name: &str| {
-        TpmLayer::builder(name)
-            .min_throughput(600)
-            .min_samples(1)
-            .group(&group)
-            .build()
-            .unwrap()
-    };
-    let (slow_gate, fast_gate) = (gate("slow"), gate("fast"));
-    let slow = slow_backend();
-    // Make the first backend measurably slow.
-    let response = slow_gate
-        .layer(slow.clone())
-        .oneshot(request())
-        .await
-        .unwrap();
-    drain(response.into_body()).await;
-    assert!(slow_gate.throughput().is_slow(Instant::now()));
+    let board = Scoreboard::new();
+    board.min_throughput(&BackendId::new("slow"), 600);
+    // Three streams of 3 tokens in 2 s: 90 tokens per minute.
+    streamed(&board, "slow", 3, 10, 3, 2);
+    assert!(
+        board
+            .view(&BackendId::new("slow"), "m", Instant::now())
+            .slow
+    );
 
-    // The second backend's own circuit is open: the group cannot see that.
-    let fast_inner = ScriptedService::new(Script::new().text("fast"));
+    // The other backend's own circuit is open: the slow one still serves.
+    let slow = ok();
+    let fast_inner = ok();
     let breaker = RefuseUntil::always("fast", RejectReason::CircuitOpen, fast_inner.clone());
     let router = Failover::builder()
-        .service("slow", slow_gate.layer(slow.clone()))
-        .service("fast", fast_gate.layer(breaker))
+        .service("slow", slow.clone())
+        .service("fast", breaker)
+        .scoreboard(&board)
         .build()
         .unwrap();
     let response = router.clone().oneshot(request()).await.unwrap();
-    assert_eq!(drain(response.into_body()).await.len(), 3);
-    assert_eq!(
-        slow.probe().calls(),
-        2,
-        "served by the slow backend as a last resort"
-    );
+    let report = response.extensions().get::<FailoverReport>().unwrap();
+    assert_eq!(report.served_by.as_str(), "slow");
+    assert_eq!(report.skipped[0].rejected, Some(RejectReason::CircuitOpen));
+    assert_eq!(drain(response.into_body()).await.len(), 2);
+    assert_eq!((slow.probe().calls(), fast_inner.probe().calls()), (1, 0));
 
-    // When the other backend works, the slow one is skipped.
-    let fast = ScriptedService::new(Script::new().text("fast"));
+    // Once the other backend's circuit would admit again (the board heard
+    // its refusal: retry in 12 s) and it works, it goes first and the slow
+    // one is not called at all.
+    tokio::time::advance(Duration::from_secs(12)).await;
+    let fast = ok();
     let router = Failover::builder()
-        .service("slow", slow_gate.layer(slow.clone()))
-        .service("fast", gate("fast2").layer(fast.clone()))
+        .service("slow", slow.clone())
+        .service("fast", fast.clone())
+        .scoreboard(&board)
         .build()
         .unwrap();
     let response = router.oneshot(request()).await.unwrap();
     assert_eq!(
-        drain(response.into_body()).await,
-        [Ok(TestChunk::Text("fast"))]
+        response
+            .extensions()
+            .get::<FailoverReport>()
+            .unwrap()
+            .served_by
+            .as_str(),
+        "fast"
     );
-    assert_eq!((slow.probe().calls(), fast.probe().calls()), (2, 1));
+    assert_eq!((slow.probe().calls(), fast.probe().calls()), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_every_backend_is_slow_the_order_stands() {
+    let board = Scoreboard::new();
+    for name in ["a", "b"] {
+        board.min_throughput(&BackendId::new(name), 600);
+        streamed(&board, name, 3, 10, 3, 2);
+    }
+    let (a, b) = (ok(), ok());
+    let router = Builder::default()
+        .service("a", a.clone())
+        .service("b", b.clone())
+        .scoreboard(&board)
+        .build()
+        .unwrap();
+    drain(router.oneshot(request()).await.unwrap().into_body()).await;
+    assert_eq!((a.probe().calls(), b.probe().calls()), (1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusing_backend_is_skipped_uncalled_until_its_retry_time() {
+    let refused = ScriptedService::new(Script::new().text("after"));
+    let refusing = RefuseUntil::until(
+        "a",
+        RejectReason::QuotaExhausted,
+        Instant::now() + Duration::from_secs(20),
+        refused.clone(),
+    );
+    let b = ok();
+    let router = Builder::default()
+        .service("a", refusing.clone())
+        .service("b", b.clone())
+        .build()
+        .unwrap();
+    // The first request meets the refusal; the router remembers it.
+    let response = router.clone().oneshot(request()).await.unwrap();
+    drain(response.into_body()).await;
+    assert_eq!(refusing.refusals(), 1);
+    // The next ones skip `a` without calling it, and say why.
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let response = router.clone().oneshot(request()).await.unwrap();
+    let report = response
+        .extensions()
+        .get::<FailoverReport>()
+        .unwrap()
+        .clone();
+    drain(response.into_body()).await;
+    assert_eq!(refusing.refusals(), 1);
+    assert_eq!(report.skipped.len(), 1);
+    assert_eq!(
+        report.skipped[0].rejected,
+        Some(RejectReason::QuotaExhausted)
+    );
+    assert_eq!(report.skipped[0].retry_after, Some(Duration::from_secs(15)));
+    assert_eq!(
+        report.skipped[0].message,
+        "a quota exhausted (retry in 15 s)"
+    );
+    // Once the retry time has passed, `a` is called again.
+    tokio::time::advance(Duration::from_secs(15)).await;
+    let response = router.oneshot(request()).await.unwrap();
+    drain(response.into_body()).await;
+    assert_eq!((refusing.refusals(), refused.probe().calls()), (1, 1));
+    assert_eq!(b.probe().calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_backend_cut_by_the_router_deadline_goes_last_until_it_answers_in_time() {
+    let silent = ScriptedService::new(Script::new().wait(Duration::from_secs(60)).text("late"));
+    let b = ok();
+    let router = Builder::default()
+        .service("silent", silent.clone())
+        .service("b", b.clone())
+        .first_content_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let response = router.clone().oneshot(request()).await.unwrap();
+    drain(response.into_body()).await;
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(2),
+        "the deadline, once"
+    );
+    // The next requests go to `b` first, at once.
+    for _ in 0..3 {
+        let started = Instant::now();
+        let response = router.clone().oneshot(request()).await.unwrap();
+        assert_eq!(
+            response
+                .extensions()
+                .get::<FailoverReport>()
+                .unwrap()
+                .served_by
+                .as_str(),
+            "b"
+        );
+        drain(response.into_body()).await;
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+    assert_eq!((silent.probe().calls(), b.probe().calls()), (1, 4));
+    let late = router
+        .scoreboard()
+        .view(&BackendId::new("silent"), "m", Instant::now());
+    assert!(late.late);
+    // After the board's late period it is tried first again.
+    tokio::time::advance(router.scoreboard().late_for()).await;
+    let response = router.oneshot(request());
+    tokio::time::advance(Duration::from_secs(2)).await;
+    drain(response.await.unwrap().into_body()).await;
+    assert_eq!(silent.probe().calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn round_robin_spreads_requests_evenly_and_reports_the_strategy() {
+    let backends = [ok(), ok(), ok()];
+    let router = Builder::default()
+        .service("a", backends[0].clone())
+        .service("b", backends[1].clone())
+        .service("c", backends[2].clone())
+        .strategy(Strategy::RoundRobin)
+        .build()
+        .unwrap();
+    for _ in 0..30 {
+        let response = router.clone().oneshot(request()).await.unwrap();
+        assert_eq!(
+            response
+                .extensions()
+                .get::<FailoverReport>()
+                .unwrap()
+                .strategy,
+            "round_robin"
+        );
+        drain(response.into_body()).await;
+    }
+    let calls: Vec<_> = backends.iter().map(|b| b.probe().calls()).collect();
+    assert_eq!(calls, [10, 10, 10]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn round_robin_fails_over_to_the_next_in_turn() {
+    let (a, b, c) = (failing(ErrorClass::Server), ok(), ok());
+    let router = Builder::default()
+        .service("a", a.clone())
+        .service("b", b.clone())
+        .service("c", c.clone())
+        .strategy(Strategy::RoundRobin)
+        .build()
+        .unwrap();
+    let mut served = Vec::new();
+    for _ in 0..3 {
+        let response = router.clone().oneshot(request()).await.unwrap();
+        served.push(
+            response
+                .extensions()
+                .get::<FailoverReport>()
+                .unwrap()
+                .served_by
+                .clone(),
+        );
+        drain(response.into_body()).await;
+    }
+    assert_eq!(
+        served.iter().map(BackendId::as_str).collect::<Vec<_>>(),
+        ["b", "b", "c"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn least_ttfc_prefers_the_backend_that_answers_first() {
+    let board = Scoreboard::new();
+    streamed(&board, "a", 1, 900, 10, 1);
+    streamed(&board, "b", 1, 300, 10, 1);
+    let (a, b) = (ok(), ok());
+    let router = Builder::default()
+        .service("a", a.clone())
+        .service("b", b.clone())
+        .strategy(Strategy::LeastTimeToFirstContent)
+        .scoreboard(&board)
+        .build()
+        .unwrap();
+    for _ in 0..5 {
+        drain(router.clone().oneshot(request()).await.unwrap().into_body()).await;
+    }
+    assert_eq!((a.probe().calls(), b.probe().calls()), (0, 5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn sticky_keeps_a_session_on_its_backend_and_falls_back_while_it_refuses() {
+    let backends = [ok(), ok(), ok()];
+    let router = Builder::default()
+        .service("a", backends[0].clone())
+        .service("b", backends[1].clone())
+        .service("c", backends[2].clone())
+        .strategy(Strategy::Sticky)
+        .session_key(|request: &TestRequest| Some(request.model().to_owned()))
+        .build()
+        .unwrap();
+    let served_by = |model: &'static str| {
+        let router = router.clone();
+        async move {
+            let response = router.oneshot(TestRequest::new(model)).await.unwrap();
+            let by = response
+                .extensions()
+                .get::<FailoverReport>()
+                .unwrap()
+                .served_by
+                .clone();
+            drain(response.into_body()).await;
+            by
+        }
+    };
+    let home = served_by("session-1").await;
+    for _ in 0..5 {
+        assert_eq!(served_by("session-1").await, home);
+    }
+    // Its backend refuses for a while: the session falls back, then returns.
+    router.scoreboard().record(&Event::Rejected {
+        backend: &home,
+        model: "session-1",
+        reason: RejectReason::CircuitOpen,
+        retry_after: Some(Duration::from_secs(30)),
+    });
+    let fallback = served_by("session-1").await;
+    assert_ne!(fallback, home);
+    assert_eq!(served_by("session-1").await, fallback);
+    tokio::time::advance(Duration::from_secs(30)).await;
+    assert_eq!(served_by("session-1").await, home);
+}
+
+#[test]
+fn strategies_that_need_more_settings_say_so() {
+    let err = |b: Builder| b.build().unwrap_err().to_string();
+    let two = || Builder::default().service("a", ok()).service("b", ok());
+    assert!(err(two().strategy(Strategy::Weighted(vec![1]))).contains("1 weights for 2 backends"));
+    assert!(err(two().strategy(Strategy::Weighted(vec![0, 0]))).contains("at least one weight"));
+    assert!(err(two().strategy(Strategy::Sticky)).contains("session key"));
+    assert!(
+        err(two().model_of("zz", |r: &TestRequest| r.model().to_owned()))
+            .contains("unknown backend zz")
+    );
 }
 
 #[test]

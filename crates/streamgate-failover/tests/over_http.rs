@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::{drain, expect_err, sink, Seen};
 use streamgate_core::{ErrorClass, FailoverError};
-use streamgate_failover::{Failover, FailoverReport, TpmLayer};
+use streamgate_failover::{Failover, FailoverReport, Hedge, ThroughputProbe, TpmLayer};
 use streamgate_mock::{expected_text, KeepAlive, MockConfig, MockServer, Plan};
 use streamgate_providers::{openai::OpenAiChat, ChatRequest};
 use streamgate_timeout::FirstChunkTimeoutLayer;
@@ -196,4 +196,97 @@ async fn rate_limited_and_stalled_backends_are_skipped_and_the_third_serves() {
     assert!(
         message.contains("(retry in 30 s), two timeout: no content within 300 ms, three server: ")
     );
+}
+
+#[tokio::test]
+async fn over_http_a_hedge_wins_and_the_slow_first_choice_is_disconnected() {
+    // The first choice takes far longer to its first content than the
+    // hedge delay plus the second's whole answer.
+    let slow = MockServer::start_with_plan(
+        Plan::new()
+            .with_first_content_delay(Duration::from_secs(30))
+            .with_output_tokens(TOKENS),
+    )
+    .await
+    .unwrap();
+    let fast = MockServer::start_with_plan(Plan::new().with_output_tokens(TOKENS))
+        .await
+        .unwrap();
+    let (events, sink) = sink();
+    let router = Failover::builder()
+        .service("slow", client(&slow))
+        .service("fast", client(&fast))
+        .hedge(Hedge::after(Duration::from_millis(50)).budget(1.0))
+        .sink(sink)
+        .build()
+        .unwrap();
+    let response = router.oneshot(request()).await.unwrap();
+    let report = response
+        .extensions()
+        .get::<FailoverReport>()
+        .cloned()
+        .unwrap();
+    assert_eq!(report.served_by.as_str(), "fast");
+    assert_eq!(report.skipped[0].class, ErrorClass::Cancelled);
+    let text: String = drain(response.into_body())
+        .await
+        .into_iter()
+        .map(|chunk| chunk.unwrap().text)
+        .collect();
+    assert_eq!(text, expected_text(TOKENS));
+    // The provider of the losing attempt saw its connection closed.
+    tokio::time::timeout(NOTICE, slow.wait_for_disconnect(0))
+        .await
+        .expect("the slow server never saw the client leave");
+    assert_eq!((slow.served(), fast.served()), (1, 1));
+    assert!(events.seen().contains(&Seen::Hedge {
+        primary: "slow".into(),
+        hedge: "fast".into(),
+        stage: streamgate_core::HedgeStage::Won,
+    }));
+}
+
+#[tokio::test]
+async fn over_http_a_slow_start_is_disconnected_and_the_next_backend_serves() {
+    // A token every 2 s after the first: far below the probe's floor.
+    let slow = MockServer::start_with_plan(
+        Plan::new()
+            .with_chunk_delay(Duration::from_secs(2))
+            .with_output_tokens(TOKENS),
+    )
+    .await
+    .unwrap();
+    let fast = MockServer::start_with_plan(Plan::new().with_output_tokens(TOKENS))
+        .await
+        .unwrap();
+    let router = Failover::builder()
+        .service("slow", client(&slow))
+        .service("fast", client(&fast))
+        .throughput_probe(
+            "slow",
+            ThroughputProbe::new(3, Duration::from_millis(100), 20.0),
+        )
+        .build()
+        .unwrap();
+    let response = router.oneshot(request()).await.unwrap();
+    let report = response
+        .extensions()
+        .get::<FailoverReport>()
+        .cloned()
+        .unwrap();
+    assert_eq!(report.served_by.as_str(), "fast");
+    assert!(
+        report.skipped[0].message.starts_with("slow start"),
+        "{}",
+        report.skipped[0].message
+    );
+    let text: String = drain(response.into_body())
+        .await
+        .into_iter()
+        .map(|chunk| chunk.unwrap().text)
+        .collect();
+    assert_eq!(text, expected_text(TOKENS));
+    tokio::time::timeout(NOTICE, slow.wait_for_disconnect(0))
+        .await
+        .expect("the slow server never saw the client leave");
 }

@@ -34,6 +34,12 @@ pub const BREAKER_TRANSITIONS: &str = "streamgate.breaker.transitions";
 /// Counter: times failover gave up on a backend, by `error.type` and
 /// [`FAILOVER_TO`].
 pub const FAILOVERS: &str = "streamgate.failovers";
+/// Counter: hedges of a slow first choice, by [`HEDGE_STAGE`] (`started`,
+/// `won`: the hedge produced content first, `lost`: the first choice did),
+/// labelled with the hedge's backend and model.
+pub const HEDGES: &str = "streamgate.hedges";
+/// Attribute: how a hedge went.
+pub const HEDGE_STAGE: &str = "streamgate.hedge.stage";
 /// Histogram (seconds): how long requests waited to stay under a rate.
 pub const THROTTLE_WAIT: &str = "streamgate.throttle.wait";
 /// Gauge (`{request}`): requests left in the provider's current quota window.

@@ -36,6 +36,8 @@ pub(crate) enum Fault {
     Disconnect { after_chunks: u64 },
     /// Close cleanly after this many content chunks without the terminal marker.
     Truncate { after_chunks: u64 },
+    /// Send a frame that is not valid in the dialect after this many content chunks, then close.
+    Malformed { after_chunks: u64 },
 }
 
 impl Fault {
@@ -46,7 +48,8 @@ impl Fault {
             Fault::ErrorEvent { after_chunks }
             | Fault::Stall { after_chunks }
             | Fault::Disconnect { after_chunks }
-            | Fault::Truncate { after_chunks } => Some(after_chunks),
+            | Fault::Truncate { after_chunks }
+            | Fault::Malformed { after_chunks } => Some(after_chunks),
         }
     }
 }
@@ -217,6 +220,15 @@ impl Plan {
     /// `"done": true` line).
     pub fn truncate_after(mut self, chunks: u64) -> Self {
         self.fault = Some(Fault::Truncate {
+            after_chunks: chunks,
+        });
+        self
+    }
+
+    /// Sends a frame no parser of the dialect accepts (an event whose data is
+    /// not JSON) after `chunks` content chunks, then closes the stream.
+    pub fn malformed_after(mut self, chunks: u64) -> Self {
+        self.fault = Some(Fault::Malformed {
             after_chunks: chunks,
         });
         self

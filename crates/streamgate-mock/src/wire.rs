@@ -133,6 +133,11 @@ impl Wire {
                     .push_back(Step::Frame(self.dialect.error_event(&self.meta))),
                 Some(Fault::Stall { .. }) => self.phase = Phase::Stalled,
                 Some(Fault::Disconnect { .. }) => self.queued.push_back(Step::Abort),
+                // Not JSON, whatever the framing: SSE `data:` lines and NDJSON
+                // lines alike fail to parse.
+                Some(Fault::Malformed { .. }) => self.queued.push_back(Step::Frame(
+                    Bytes::from_static(b"data: {\"choices\": [ {oops\n\n"),
+                )),
                 Some(Fault::Truncate { .. } | Fault::Http(_)) | None => {}
             }
         } else if index == total {

@@ -1,7 +1,13 @@
 //! Configuring the router.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::hash_map::DefaultHasher,
+    hash::{Hash, Hasher},
+    sync::{atomic::AtomicUsize, Arc},
+    time::Duration,
+};
 
+use streamgate_core::scoreboard::Scoreboard;
 use streamgate_core::{
     boxed, BackendId, BoxError, BoxStreamingService, Classifier, DefaultClassifier, MetricsSink,
     SharedSink,
@@ -10,8 +16,10 @@ use tower_service::Service;
 
 use super::{
     backoff::{Jitter, MAX_BACKOFF_DELAY},
-    service::{Inner, Member},
-    Backoff, Failover,
+    hedge::{Hedge, HedgeBudget},
+    probe::ThroughputProbe,
+    service::{Inner, Member, ModelOf, SessionKey},
+    Backoff, Failover, Strategy,
 };
 use crate::ConfigError;
 
@@ -43,6 +51,12 @@ pub struct FailoverBuilder<Req, C> {
     last_attempt_extra: Duration,
     classifier: Arc<dyn Classifier>,
     sink: SharedSink,
+    strategy: Strategy,
+    scoreboard: Option<Scoreboard>,
+    session_key: Option<SessionKey<Req>>,
+    model_of: Vec<(BackendId, ModelOf<Req>)>,
+    hedge: Option<Hedge>,
+    probes: Vec<(BackendId, ThroughputProbe)>,
 }
 
 impl<Req, C> std::fmt::Debug for FailoverBuilder<Req, C> {
@@ -58,6 +72,8 @@ impl<Req, C> std::fmt::Debug for FailoverBuilder<Req, C> {
             .field("wait_when_unavailable", &self.wait_when_unavailable)
             .field("first_content_timeout", &self.first_content_timeout)
             .field("last_attempt_extra", &self.last_attempt_extra)
+            .field("strategy", &self.strategy)
+            .field("hedge", &self.hedge)
             .finish_non_exhaustive()
     }
 }
@@ -74,6 +90,12 @@ impl<Req, C> Default for FailoverBuilder<Req, C> {
             last_attempt_extra: Duration::ZERO,
             classifier: Arc::new(DefaultClassifier),
             sink: None,
+            strategy: Strategy::default(),
+            scoreboard: None,
+            session_key: None,
+            model_of: Vec::new(),
+            hedge: None,
+            probes: Vec::new(),
         }
     }
 }
@@ -89,6 +111,8 @@ impl<Req: 'static, C: 'static> FailoverBuilder<Req, C> {
             id: id.into(),
             service,
             deadline: None,
+            model: None,
+            probe: None,
         });
         self
     }
@@ -113,6 +137,8 @@ impl<Req: 'static, C: 'static> FailoverBuilder<Req, C> {
             id: id.into(),
             service,
             deadline: Some(extended),
+            model: None,
+            probe: None,
         });
         self
     }
@@ -188,9 +214,68 @@ impl<Req: 'static, C: 'static> FailoverBuilder<Req, C> {
         self
     }
 
-    /// Reports `Failover` and `Throttled` events to `sink`.
+    /// Reports `Failover` and `Throttled` events to `sink`, and a `Rejected`
+    /// event for each backend skipped because the scoreboard knew its gate
+    /// refuses (as the gate itself would have reported).
     pub fn sink(mut self, sink: Arc<dyn MetricsSink>) -> Self {
         self.sink = Some(sink);
+        self
+    }
+
+    /// How each request orders the backends (default [`Strategy::Ordered`]).
+    pub fn strategy(mut self, strategy: Strategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// Reads (and records refusals and deadline cuts into) `scoreboard`
+    /// instead of a board of the router's own. Give the same board to the
+    /// backends' layers as their sink (`streamgate::Backends` does), so the
+    /// router also knows what they observe: breaker transitions, quota,
+    /// time to first content, throughput, requests in flight.
+    pub fn scoreboard(mut self, scoreboard: &Scoreboard) -> Self {
+        self.scoreboard = Some(scoreboard.clone());
+        self
+    }
+
+    /// The session key of a request, for [`Strategy::Sticky`]: requests
+    /// with equal keys start at the same backend; `None` routes in order.
+    pub fn session_key<K: Hash>(
+        mut self,
+        key: impl Fn(&Req) -> Option<K> + Send + Sync + 'static,
+    ) -> Self {
+        self.session_key = Some(Arc::new(move |request: &Req| {
+            key(request).map(|key| {
+                let mut hasher = DefaultHasher::new();
+                key.hash(&mut hasher);
+                hasher.finish()
+            })
+        }));
+        self
+    }
+
+    /// Tells the router how backend `id`'s stack renames a request's model
+    /// (e.g. `streamgate::Backend::map_request`), so the scoreboard is read
+    /// under the name that backend's layers report.
+    pub fn model_of(
+        mut self,
+        id: impl Into<BackendId>,
+        model: impl Fn(&Req) -> String + Send + Sync + 'static,
+    ) -> Self {
+        self.model_of.push((id.into(), Arc::new(model)));
+        self
+    }
+
+    /// Probes backend `id`'s decode rate before committing its stream (opt
+    /// in; default: commit at the first content). See [`ThroughputProbe`].
+    pub fn throughput_probe(mut self, id: impl Into<BackendId>, probe: ThroughputProbe) -> Self {
+        self.probes.push((id.into(), probe));
+        self
+    }
+
+    /// Hedges slow first choices (default: never). See [`Hedge`].
+    pub fn hedge(mut self, hedge: Hedge) -> Self {
+        self.hedge = Some(hedge);
         self
     }
 
@@ -245,9 +330,49 @@ impl<Req: 'static, C: 'static> FailoverBuilder<Req, C> {
                 "last-attempt extra time needs a first-content timeout",
             ));
         }
+        if let Strategy::Weighted(weights) = &self.strategy {
+            if weights.len() != self.backends.len() {
+                return Err(ConfigError::new(format!(
+                    "weighted strategy has {} weights for {} backends",
+                    weights.len(),
+                    self.backends.len()
+                )));
+            }
+            if weights.iter().all(|&w| w == 0) {
+                return Err(ConfigError::new(
+                    "weighted strategy needs at least one weight above 0",
+                ));
+            }
+        }
+        if self.strategy == Strategy::Sticky && self.session_key.is_none() {
+            return Err(ConfigError::new(
+                "sticky strategy needs a session key (FailoverBuilder::session_key)",
+            ));
+        }
+        if let Some(hedge) = &self.hedge {
+            hedge.validate()?;
+        }
+        let mut backends = self.backends;
+        for (id, model) in self.model_of {
+            let Some(member) = backends.iter_mut().find(|m| m.id == id) else {
+                return Err(ConfigError::new(format!(
+                    "model mapping for unknown backend {id}"
+                )));
+            };
+            member.model = Some(model);
+        }
+        for (id, probe) in self.probes {
+            probe.validate()?;
+            let Some(member) = backends.iter_mut().find(|m| m.id == id) else {
+                return Err(ConfigError::new(format!(
+                    "throughput probe for unknown backend {id}"
+                )));
+            };
+            member.probe = Some(probe);
+        }
         Ok(Failover {
             inner: Arc::new(Inner {
-                backends: self.backends,
+                backends,
                 retries: self.retries,
                 backoff: self.backoff,
                 context_length: self.context_length,
@@ -257,6 +382,12 @@ impl<Req: 'static, C: 'static> FailoverBuilder<Req, C> {
                 classifier: self.classifier,
                 sink: self.sink,
                 jitter: Jitter::new(),
+                strategy: self.strategy,
+                scoreboard: self.scoreboard.unwrap_or_default(),
+                session_key: self.session_key,
+                turn: AtomicUsize::new(0),
+                hedge_budget: HedgeBudget::new(self.hedge.map_or(0.0, |h| h.budget)),
+                hedge: self.hedge,
             }),
         })
     }

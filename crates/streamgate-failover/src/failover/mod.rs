@@ -24,9 +24,33 @@
 //! tokens; a later failure reaches it as an `Err` item of the
 //! [`FailoverBody`], never as a clean end.
 //!
-//! A backend refused as slow (the minimum-throughput gate) is tried again at
-//! the end, marked as a [`last_resort`](crate::last_resort), so slowness
-//! only deprioritises and never empties the pool.
+//! # Strategies and the scoreboard
+//!
+//! A [`Strategy`] orders the backends for each request (ordered by
+//! default; round-robin, weighted, least time to first content, power of
+//! two choices, sticky per session). The router then reads its
+//! [`Scoreboard`](streamgate_core::scoreboard::Scoreboard): a backend whose
+//! gate is known to refuse is skipped without a call (recorded as a
+//! rejected attempt, with its retry time), and a deprioritised one (late
+//! to first content, or below its minimum throughput) is tried after the
+//! others. Slowness only ever deprioritises, so the pool never empties.
+//!
+//! # Hedging
+//!
+//! With [`hedge`](FailoverBuilder::hedge), a first choice that has produced
+//! no content after a delay (fixed, or a learned percentile of its time to
+//! first content) gets company: the same request starts on the next
+//! available choice, the first to produce content is committed and the
+//! other is dropped (its request cancelled, recorded as cancelled, listed in
+//! the report). A budget caps the share of hedged requests. See [`Hedge`].
+//!
+//! # Throughput probe
+//!
+//! With [`throughput_probe`](FailoverBuilder::throughput_probe), a backend's
+//! stream is held for a few chunks or milliseconds after its first content;
+//! if it decodes slower than a floor and another backend is left, it is
+//! dropped and the router fails over ([`SlowStart`]). See
+//! [`ThroughputProbe`].
 //!
 //! When every backend refused (none was called), the router can wait for
 //! the earliest `retry_after` and try again, up to a total wait
@@ -64,9 +88,18 @@
 mod backoff;
 mod body;
 mod builder;
+mod hedge;
+mod probe;
 mod service;
+mod strategy;
 
 pub use backoff::{Backoff, MAX_BACKOFF_DELAY};
 pub use body::FailoverBody;
 pub use builder::{ContextLengthPolicy, FailoverBuilder};
+pub use hedge::{
+    Hedge, HedgeDelay, DEFAULT_HEDGE_BUDGET, DEFAULT_HEDGE_FLOOR, DEFAULT_HEDGE_MIN_SAMPLES,
+    DEFAULT_HEDGE_PERCENTILE, HEDGE_BURST,
+};
+pub use probe::{SlowStart, ThroughputProbe};
 pub use service::{Failover, FailoverFuture, FailoverReport};
+pub use strategy::Strategy;

@@ -2,24 +2,33 @@
 
 use std::{
     error::Error,
+    future::poll_fn,
     future::Future,
+    pin::pin,
     pin::Pin,
-    sync::Arc,
+    sync::{atomic::AtomicUsize, Arc},
     task::{Context, Poll},
     time::Duration,
 };
 
 use http::Response;
+use streamgate_core::scoreboard::{ScoreView, Scoreboard};
 use streamgate_core::{
     emit, Attempt, BackendId, BoxError, BoxStreamingService, Chunk, Classifier, Commit, ErrorClass,
-    Event, FailoverError, LlmRequest, RejectReason, Rejected, SharedSink, StreamTimeout,
-    TimeoutKind,
+    Event, FailoverError, HedgeStage, LlmRequest, MetricsSink, RejectReason, Rejected, SharedSink,
+    StreamTimeout, TimeoutKind,
 };
+use tokio::time::Instant;
 use tower::ServiceExt;
 use tower_service::Service;
 
-use super::{backoff::Jitter, Backoff, ContextLengthPolicy, FailoverBody, FailoverBuilder};
-use crate::throughput::last_resort;
+use super::{
+    backoff::Jitter,
+    hedge::{Hedge, HedgeBudget},
+    probe::ThroughputProbe,
+    strategy::{Inputs, Strategy},
+    Backoff, ContextLengthPolicy, FailoverBody, FailoverBuilder,
+};
 
 /// The shortest wait between two rounds when every backend refused, so a
 /// gate that says "retry in 0 s" cannot make the router spin.
@@ -31,8 +40,11 @@ const MIN_ROUND_WAIT: Duration = Duration::from_millis(10);
 pub struct FailoverReport {
     /// The backend whose stream this is.
     pub served_by: BackendId,
+    /// The strategy that ordered the backends ([`Strategy::as_str`]).
+    pub strategy: &'static str,
     /// Every attempt that did not commit, in order (empty when the first
-    /// backend served at once).
+    /// backend served at once), with why: the error, the gate that refused,
+    /// or the scoreboard's knowledge of a refusing gate (no call made).
     pub skipped: Vec<Attempt>,
 }
 
@@ -57,7 +69,18 @@ pub(crate) struct Member<Req, C> {
     /// does not race it), with the stack to call for the last remaining
     /// attempt, if it has a longer deadline.
     pub(crate) deadline: Option<Option<BoxStreamingService<Req, C>>>,
+    /// How the backend's stack renames a request's model, so the scoreboard
+    /// is read under the name its layers report.
+    pub(crate) model: Option<ModelOf<Req>>,
+    /// Looks at the decode rate before committing, unless last.
+    pub(crate) probe: Option<ThroughputProbe>,
 }
+
+/// A request's model as one backend's layers see it.
+pub(crate) type ModelOf<Req> = Arc<dyn Fn(&Req) -> String + Send + Sync>;
+
+/// A request's session key, hashed.
+pub(crate) type SessionKey<Req> = Arc<dyn Fn(&Req) -> Option<u64> + Send + Sync>;
 
 pub(crate) struct Inner<Req, C> {
     pub(crate) backends: Vec<Member<Req, C>>,
@@ -70,6 +93,13 @@ pub(crate) struct Inner<Req, C> {
     pub(crate) classifier: Arc<dyn Classifier>,
     pub(crate) sink: SharedSink,
     pub(crate) jitter: Jitter,
+    pub(crate) strategy: Strategy,
+    pub(crate) scoreboard: Scoreboard,
+    pub(crate) session_key: Option<SessionKey<Req>>,
+    /// Round-robin's next start.
+    pub(crate) turn: AtomicUsize,
+    pub(crate) hedge: Option<Hedge>,
+    pub(crate) hedge_budget: HedgeBudget,
 }
 
 impl<Req, C> Clone for Failover<Req, C> {
@@ -97,9 +127,19 @@ impl<Req: 'static, C: 'static> Failover<Req, C> {
 }
 
 impl<Req, C> Failover<Req, C> {
-    /// The backends, in the order they are tried.
+    /// The backends, in the order they were added.
     pub fn backends(&self) -> impl Iterator<Item = &BackendId> {
         self.inner.backends.iter().map(|m| &m.id)
+    }
+
+    /// The strategy ordering each request's backends.
+    pub fn strategy(&self) -> &Strategy {
+        &self.inner.strategy
+    }
+
+    /// The scoreboard the router reads.
+    pub fn scoreboard(&self) -> &Scoreboard {
+        &self.inner.scoreboard
     }
 }
 
@@ -129,8 +169,14 @@ enum Verdict<C> {
     Stop(BoxError),
     /// Move on. `called` is false when a gate refused without calling it.
     Next { called: bool, class: ErrorClass },
-    /// Refused as slow: tried again as a last resort if nothing else works.
-    Slow,
+}
+
+/// One backend in a request's plan.
+enum Step {
+    /// The scoreboard says a gate refuses: skipped without a call.
+    Skip(usize, RejectReason, Option<Duration>),
+    /// Called.
+    Call(usize),
 }
 
 async fn run<Req, C>(
@@ -141,58 +187,85 @@ where
     Req: LlmRequest + Send + Sync + 'static,
     C: Chunk + Send + 'static,
 {
-    let n = inner.backends.len();
     let mut attempts: Vec<Attempt> = Vec::new();
     let mut waited = Duration::ZERO;
+    if inner.hedge.is_some() {
+        inner.hedge_budget.deposit();
+    }
     loop {
         let round_start = attempts.len();
         let mut called_any = false;
-        // Backends refused as slow, retried after all others as a last
-        // resort, so slowness only ever deprioritises.
-        let mut slow: Vec<usize> = Vec::new();
-        for i in 0..n {
-            // Only the last backend can be the last remaining attempt, and
-            // only if no slow backend is waiting for the last-resort pass.
-            let last = i + 1 == n && slow.is_empty();
-            let verdict = try_backend(&inner, i, &request, last, false, &mut attempts).await;
-            let class = match verdict {
-                Verdict::Served(response) => return Ok(report(&inner, i, response, attempts)),
-                Verdict::Stop(error) => return Err(error),
-                Verdict::Next { called, class } => {
-                    called_any |= called;
-                    class
-                }
-                Verdict::Slow => {
-                    slow.push(i);
-                    ErrorClass::Rejected
-                }
+        let plan = plan(&inner, &request);
+        let calls: Vec<usize> = plan
+            .iter()
+            .filter_map(|step| match *step {
+                Step::Call(i) => Some(i),
+                Step::Skip(..) => None,
+            })
+            .collect();
+        // Skipped backends come first in the plan: report them, each
+        // pointing at the next backend of the plan.
+        for (k, step) in plan.iter().enumerate() {
+            let Step::Skip(i, reason, retry_after) = *step else {
+                continue;
             };
-            let to = if i + 1 < n {
-                Some(i + 1)
-            } else {
-                slow.first().copied()
-            };
-            failover_event(&inner, i, to, request.model(), class);
+            // The gate's refusal, known before the call: reported as the
+            // gate would have.
+            emit(&inner.sink, || Event::Rejected {
+                backend: &inner.backends[i].id,
+                model: request.model(),
+                reason,
+                retry_after,
+            });
+            let rejected =
+                Rejected::new(inner.backends[i].id.clone(), reason).with_retry_after(retry_after);
+            attempts.push(Attempt {
+                backend: rejected.backend.clone(),
+                class: ErrorClass::Rejected,
+                rejected: Some(reason),
+                message: rejected.to_string(),
+                retry_after,
+            });
+            let to = plan.get(k + 1).map(|step| match *step {
+                Step::Skip(i, ..) | Step::Call(i) => i,
+            });
+            failover_event(&inner, i, to, request.model(), ErrorClass::Rejected);
         }
-        for (k, &i) in slow.iter().enumerate() {
-            let last = k + 1 == slow.len();
-            match try_backend(&inner, i, &request, last, true, &mut attempts).await {
-                Verdict::Served(response) => return Ok(report(&inner, i, response, attempts)),
-                Verdict::Stop(error) => return Err(error),
-                Verdict::Next { called, class } => {
-                    called_any |= called;
-                    failover_event(&inner, i, slow.get(k + 1).copied(), request.model(), class);
+        let mut c = 0;
+        let mut hedged = false;
+        while c < calls.len() {
+            let i = calls[c];
+            let hedge = match (&inner.hedge, calls.get(c + 1)) {
+                (Some(hedge), Some(&j)) if !hedged => hedge
+                    .delay_for(&inner.scoreboard, &inner.backends[i].id, request.model())
+                    .map(|delay| (j, delay)),
+                _ => None,
+            };
+            let (verdicts, consumed) = match hedge {
+                None => {
+                    let last = c + 1 == calls.len();
+                    (vec![try_backend(&inner, i, &request, last).await], 1)
                 }
-                Verdict::Slow => {
-                    failover_event(
-                        &inner,
-                        i,
-                        slow.get(k + 1).copied(),
-                        request.model(),
-                        ErrorClass::Rejected,
-                    );
+                Some((j, delay)) => {
+                    hedged = true;
+                    let last = c + 2 == calls.len();
+                    hedged_pair(&inner, (i, j), &request, last, delay).await
                 }
+            };
+            for (i, verdict, tried) in verdicts {
+                attempts.extend(tried);
+                let class = match verdict {
+                    Verdict::Served(response) => return Ok(report(&inner, i, response, attempts)),
+                    Verdict::Stop(error) => return Err(error),
+                    Verdict::Next { called, class } => {
+                        called_any |= called;
+                        class
+                    }
+                };
+                let next = calls.get(c + consumed).copied();
+                failover_event(&inner, i, next, request.model(), class);
             }
+            c += consumed;
         }
         let round = &attempts[round_start..];
         let earliest = round
@@ -223,6 +296,47 @@ where
     }
 }
 
+/// The order of one round: the strategy's, then the scoreboard's say. Known
+/// refusals are skipped first (no call), then the available backends are
+/// called, deprioritised ones (late, slow) last.
+fn plan<Req: LlmRequest, C>(inner: &Inner<Req, C>, request: &Req) -> Vec<Step> {
+    let now = Instant::now();
+    let scores: Vec<ScoreView> = inner
+        .backends
+        .iter()
+        .map(|member| match &member.model {
+            Some(model_of) => inner.scoreboard.view(&member.id, &model_of(request), now),
+            None => inner.scoreboard.view(&member.id, request.model(), now),
+        })
+        .collect();
+    let ids: Vec<&BackendId> = inner.backends.iter().map(|m| &m.id).collect();
+    let order = inner.strategy.order(&Inputs {
+        ids: &ids,
+        scores: &scores,
+        turn: &inner.turn,
+        rng: &inner.jitter,
+        session: inner.session_key.as_ref().and_then(|key| key(request)),
+    });
+    let mut plan = Vec::with_capacity(order.len());
+    plan.extend(order.iter().filter_map(|&i| {
+        let score = &scores[i];
+        score
+            .refused_by
+            .map(|reason| Step::Skip(i, reason, score.retry_after(now)))
+    }));
+    for deprioritised in [false, true] {
+        plan.extend(
+            order
+                .iter()
+                .filter(|&&i| {
+                    !scores[i].is_unavailable() && scores[i].is_deprioritised() == deprioritised
+                })
+                .map(|&i| Step::Call(i)),
+        );
+    }
+    plan
+}
+
 fn report<Req, C>(
     inner: &Inner<Req, C>,
     i: usize,
@@ -231,6 +345,7 @@ fn report<Req, C>(
 ) -> Response<FailoverBody<C>> {
     response.extensions_mut().insert(FailoverReport {
         served_by: inner.backends[i].id.clone(),
+        strategy: inner.strategy.as_str(),
         skipped,
     });
     response
@@ -251,13 +366,30 @@ fn failover_event<Req, C>(
     });
 }
 
+/// What trying one backend came to, with the attempts it made.
+type Tried<C> = (usize, Verdict<C>, Vec<Attempt>);
+
 /// Tries backend `i`, with retries, and records every attempt.
 async fn try_backend<Req, C>(
     inner: &Inner<Req, C>,
     i: usize,
     request: &Req,
     last_backend: bool,
-    as_last_resort: bool,
+) -> Tried<C>
+where
+    Req: LlmRequest + Send + Sync + 'static,
+    C: Chunk + Send + 'static,
+{
+    let mut attempts = Vec::new();
+    let verdict = try_backend_into(inner, i, request, last_backend, &mut attempts).await;
+    (i, verdict, attempts)
+}
+
+async fn try_backend_into<Req, C>(
+    inner: &Inner<Req, C>,
+    i: usize,
+    request: &Req,
+    last_backend: bool,
     attempts: &mut Vec<Attempt>,
 ) -> Verdict<C>
 where
@@ -291,8 +423,8 @@ where
                 }),
             ),
         };
-        let error = match attempt(service.clone(), request.clone(), deadline, as_last_resort).await
-        {
+        let probe = member.probe.as_ref().filter(|_| !last_attempt);
+        let error = match attempt(service.clone(), request.clone(), deadline, probe).await {
             Ok(response) => return Verdict::Served(response),
             Err(error) => error,
         };
@@ -304,13 +436,23 @@ where
                 message: rejected.to_string(),
                 retry_after: rejected.retry_after,
             });
-            if rejected.reason == RejectReason::SlowBackend && !as_last_resort {
-                return Verdict::Slow;
-            }
+            // The next request skips it without a call, even when the gate
+            // reports to a sink of its own.
+            inner.scoreboard.record(&Event::Rejected {
+                backend: id,
+                model: request.model(),
+                reason: rejected.reason,
+                retry_after: rejected.retry_after,
+            });
             return Verdict::Next {
                 called: false,
                 class: ErrorClass::Rejected,
             };
+        }
+        if deadline.is_some() && is_first_content_timeout(&*error) {
+            // Cut by this router's own deadline: the layers inside saw a
+            // drop, so the scoreboard hears it from here.
+            inner.scoreboard.mark_late(id, request.model());
         }
         let class = inner.classifier.classify(&*error);
         let retry_after = streamgate_core::retry_after(&*error);
@@ -368,13 +510,101 @@ where
     }
 }
 
+/// Backends `i` then, after `delay` without content from it, `j` as well:
+/// the first to commit wins and the other is dropped. Returns what became
+/// of each backend tried, in the order they finished, and how many of the
+/// two were used (1 when `i` settled before the delay, or the budget had no
+/// hedge left).
+async fn hedged_pair<Req, C>(
+    inner: &Inner<Req, C>,
+    (i, j): (usize, usize),
+    request: &Req,
+    j_is_last: bool,
+    delay: Duration,
+) -> (Vec<Tried<C>>, usize)
+where
+    Req: LlmRequest + Send + Sync + 'static,
+    C: Chunk + Send + 'static,
+{
+    let mut primary = pin!(try_backend(inner, i, request, false));
+    let mut timer = pin!(tokio::time::sleep(delay));
+    let settled = poll_fn(|cx| {
+        if let Poll::Ready(tried) = primary.as_mut().poll(cx) {
+            return Poll::Ready(Some(tried));
+        }
+        timer.as_mut().poll(cx).map(|()| None)
+    })
+    .await;
+    if let Some(tried) = settled {
+        return (vec![tried], 1);
+    }
+    if !inner.hedge_budget.try_take() {
+        return (vec![primary.await], 1);
+    }
+    let (first, second) = (&inner.backends[i].id, &inner.backends[j].id);
+    let hedge_event = |stage| {
+        emit(&inner.sink, || Event::Hedge {
+            primary: first,
+            hedge: second,
+            model: request.model(),
+            stage,
+            after: delay,
+        });
+    };
+    hedge_event(HedgeStage::Started);
+    let mut hedge = pin!(try_backend(inner, j, request, j_is_last));
+    let (winner, other) = poll_fn(|cx| {
+        if let Poll::Ready(tried) = primary.as_mut().poll(cx) {
+            return Poll::Ready((tried, false));
+        }
+        hedge.as_mut().poll(cx).map(|tried| (tried, true))
+    })
+    .await;
+    let (done, hedge_finished) = (winner, other);
+    let cancelled = |k: usize| Attempt {
+        backend: inner.backends[k].id.clone(),
+        class: ErrorClass::Cancelled,
+        rejected: None,
+        message: format!(
+            "{} cancelled: the other hedged attempt produced content first",
+            inner.backends[k].id
+        ),
+        retry_after: None,
+    };
+    match done.1 {
+        // Content first: the other attempt is dropped (with its request)
+        // when this function returns.
+        Verdict::Served(_) => {
+            let loser = if hedge_finished { i } else { j };
+            hedge_event(if hedge_finished {
+                HedgeStage::Won
+            } else {
+                HedgeStage::Lost
+            });
+            let (k, verdict, mut tried) = done;
+            tried.push(cancelled(loser));
+            (vec![(k, verdict, tried)], 2)
+        }
+        Verdict::Stop(_) => (vec![done], 2),
+        // Failed before content: the other one goes on alone.
+        Verdict::Next { .. } => {
+            let rest = if hedge_finished {
+                primary.await
+            } else {
+                hedge.await
+            };
+            (vec![done, rest], 2)
+        }
+    }
+}
+
 /// One call of one backend, up to its commit (first content) or its
 /// first-content deadline.
 async fn attempt<Req, C>(
     mut service: BoxStreamingService<Req, C>,
     request: Req,
     deadline: Option<Duration>,
-    as_last_resort: bool,
+    probe: Option<&ThroughputProbe>,
 ) -> Result<Response<FailoverBody<C>>, BoxError>
 where
     Req: LlmRequest + Send + 'static,
@@ -382,12 +612,11 @@ where
 {
     let committed = async move {
         ServiceExt::<Req>::ready(&mut service).await?;
-        let future = if as_last_resort {
-            last_resort(|| service.call(request))
-        } else {
-            service.call(request)
+        let response = Commit::new(service.call(request)).await?;
+        let response = match probe {
+            Some(probe) => probe.run(response).await?,
+            None => response,
         };
-        let response = Commit::new(future).await?;
         Ok::<_, BoxError>(response.map(FailoverBody::new))
     };
     match deadline {
@@ -415,4 +644,9 @@ fn find<'a, T: Error + 'static>(error: &'a (dyn Error + 'static)) -> Option<&'a 
         current = err.source();
     }
     None
+}
+
+/// Whether `error` is a first-content timeout.
+fn is_first_content_timeout(error: &(dyn Error + 'static)) -> bool {
+    find::<StreamTimeout>(error).is_some_and(|timeout| timeout.kind == TimeoutKind::FirstContent)
 }

@@ -17,13 +17,12 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use super::layer::Shared;
-use crate::{meter::Reservation, throughput::should_refuse_as_slow, ThroughputTracker};
+use crate::meter::Reservation;
 
-/// The TPM gates around one backend's service. Made by
+/// The TPM budget gate around one backend's service. Made by
 /// [`TpmLayer`](super::TpmLayer).
 ///
-/// `call` checks the minimum-throughput gate, then reserves the request's
-/// estimate against the budget; a refusal resolves at once to
+/// `call` reserves the request's estimate against the budget; a refusal resolves at once to
 /// [`Rejected`] without calling the inner service. With a shared budget
 /// ([`TpmLayerBuilder::shared`](super::TpmLayerBuilder::shared)), what the
 /// local meter admitted is then reserved in the shared state, whose answer
@@ -57,9 +56,6 @@ where
     fn call(&mut self, request: Req) -> Self::Future {
         let shared = &*self.shared;
         let now = Instant::now();
-        if should_refuse_as_slow(&shared.throughput, shared.group.as_ref(), now) {
-            return reject(shared, request.model(), RejectReason::SlowBackend, None);
-        }
         let estimate = request.estimated_tokens();
         let meter = shared.meters.meter(request.model());
         let reservation = match meter.try_reserve_owned(now, estimate, shared.max_tokens_per_minute)
@@ -122,8 +118,6 @@ where
             usage: None,
             streamed: 0,
             responded: false,
-            first_content: None,
-            throughput: Arc::clone(&shared.throughput),
         };
         TpmFuture::call_when_confirmed(&mut self.inner, request, observer, confirm)
     }
@@ -185,10 +179,6 @@ pub type TpmFuture<F> = Gated<F, TpmObserver>;
 ///   request is not billed);
 /// - at least the estimate if the caller dropped the request (the provider
 ///   has likely billed the prompt already).
-///
-/// A stream that completes also gives the backend a throughput sample:
-/// output tokens (reported, else streamed) over the time from the first
-/// content chunk to the end.
 #[derive(Debug)]
 pub struct TpmObserver {
     reservation: Option<Reservation>,
@@ -197,8 +187,6 @@ pub struct TpmObserver {
     usage: Option<Usage>,
     streamed: u64,
     responded: bool,
-    first_content: Option<Instant>,
-    throughput: Arc<ThroughputTracker>,
 }
 
 impl TpmObserver {
@@ -206,13 +194,6 @@ impl TpmObserver {
         match self.usage {
             Some(usage) if usage.total() > 0 => usage.total(),
             _ => self.estimate.saturating_add(self.streamed),
-        }
-    }
-
-    fn output_tokens(&self) -> u64 {
-        match self.usage {
-            Some(usage) if usage.output_tokens > 0 => usage.output_tokens,
-            _ => self.streamed,
         }
     }
 }
@@ -229,9 +210,6 @@ impl<C: Chunk> StreamObserver<C> for TpmObserver {
             // counts as one, the usual size of a streamed delta.
             let tokens = chunk.output_tokens().unwrap_or(1);
             self.streamed = self.streamed.saturating_add(tokens);
-            if self.first_content.is_none() {
-                self.first_content = Some(Instant::now());
-            }
         } else if let Some(tokens) = chunk.output_tokens() {
             self.streamed = self.streamed.saturating_add(tokens);
         }
@@ -252,13 +230,6 @@ impl EndObserver for TpmObserver {
         if let Some(shared) = self.shared.take() {
             let key = StateKey::new(&shared.backend, &shared.model);
             shared.state.reconcile(key, shared.grant, used);
-        }
-        if let (StreamEnd::Complete, Some(first)) = (end, self.first_content) {
-            self.throughput.record(
-                now,
-                self.output_tokens(),
-                now.saturating_duration_since(first),
-            );
         }
     }
 }

@@ -4,7 +4,10 @@
 use std::{
     future::Future,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -21,6 +24,11 @@ use tower::Service;
 /// What the tests look at in the events.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Seen {
+    Hedge {
+        primary: String,
+        hedge: String,
+        stage: streamgate_core::HedgeStage,
+    },
     Failover {
         from: String,
         to: Option<String>,
@@ -67,6 +75,16 @@ impl MetricsSink for Collect {
             } => Seen::Rejected {
                 backend: backend.to_string(),
                 reason: *reason,
+            },
+            Event::Hedge {
+                primary,
+                hedge,
+                stage,
+                ..
+            } => Seen::Hedge {
+                primary: primary.to_string(),
+                hedge: hedge.to_string(),
+                stage: *stage,
             },
             _ => Seen::Other,
         };
@@ -120,6 +138,8 @@ pub struct RefuseUntil {
     pub reason: RejectReason,
     pub until: Option<Instant>,
     pub inner: ScriptedService,
+    /// How many calls it refused.
+    pub refusals: Arc<AtomicUsize>,
 }
 
 impl RefuseUntil {
@@ -130,7 +150,26 @@ impl RefuseUntil {
             reason,
             until: None,
             inner,
+            refusals: Arc::default(),
         }
+    }
+
+    /// Refuses until `until`, with the time left as `retry_after`.
+    pub fn until(
+        backend: &str,
+        reason: RejectReason,
+        until: Instant,
+        inner: ScriptedService,
+    ) -> Self {
+        Self {
+            until: Some(until),
+            ..Self::always(backend, reason, inner)
+        }
+    }
+
+    /// How many calls it refused.
+    pub fn refusals(&self) -> usize {
+        self.refusals.load(Ordering::Relaxed)
     }
 }
 
@@ -151,6 +190,7 @@ impl<Req> Service<Req> for RefuseUntil {
                 Some(until) => Some(until - now),
                 None => Some(Duration::from_secs(12)),
             };
+            self.refusals.fetch_add(1, Ordering::Relaxed);
             let error =
                 Rejected::new(self.backend.clone(), self.reason).with_retry_after(retry_after);
             return Box::pin(async move { Err(error.into()) });

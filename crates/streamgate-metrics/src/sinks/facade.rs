@@ -299,6 +299,19 @@ impl MetricsSink for MetricsFacadeSink {
                 )
                 .increment(1);
             }
+            Event::Hedge {
+                hedge,
+                model,
+                stage,
+                ..
+            } => {
+                let key = self.key(hedge, model);
+                metrics::counter!(
+                    names::HEDGES,
+                    key.with([Label::from_static_parts(names::HEDGE_STAGE, stage.as_str())])
+                )
+                .increment(1);
+            }
             _ => {}
         }
     }

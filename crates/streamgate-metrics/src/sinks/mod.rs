@@ -47,15 +47,14 @@ pub(crate) fn outcome_slot(outcome: Outcome) -> Option<usize> {
 
 /// Distinct rejection reasons the sinks keep apart (unknown ones share the
 /// last slot).
-pub(crate) const REJECT_SLOTS: usize = 5;
+pub(crate) const REJECT_SLOTS: usize = 4;
 
 pub(crate) fn reject_slot(reason: RejectReason) -> usize {
     match reason {
         RejectReason::CircuitOpen => 0,
         RejectReason::QuotaExhausted => 1,
         RejectReason::TpmBudget => 2,
-        RejectReason::SlowBackend => 3,
-        _ => 4,
+        _ => 3,
     }
 }
 

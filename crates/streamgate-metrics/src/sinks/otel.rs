@@ -36,6 +36,7 @@ struct Instruments {
     rejections: Counter<u64>,
     breaker_transitions: Counter<u64>,
     failovers: Counter<u64>,
+    hedges: Counter<u64>,
     throttle_wait: Histogram<f64>,
     quota_requests: Gauge<u64>,
     quota_tokens: Gauge<u64>,
@@ -121,6 +122,10 @@ impl OpenTelemetrySink {
                 failovers: meter
                     .u64_counter(names::FAILOVERS)
                     .with_unit("{failover}")
+                    .build(),
+                hedges: meter
+                    .u64_counter(names::HEDGES)
+                    .with_unit("{hedge}")
                     .build(),
                 throttle_wait: seconds(
                     names::THROTTLE_WAIT,
@@ -247,6 +252,18 @@ impl MetricsSink for OpenTelemetrySink {
                         KeyValue::new(names::ERROR_TYPE, reason.as_str()),
                         KeyValue::new(names::FAILOVER_TO, to),
                     ],
+                );
+            }
+            Event::Hedge {
+                hedge,
+                model,
+                stage,
+                ..
+            } => {
+                let [a, b, c] = self.key(hedge, model).base.clone();
+                i.hedges.add(
+                    1,
+                    &[a, b, c, KeyValue::new(names::HEDGE_STAGE, stage.as_str())],
                 );
             }
             _ => {}

@@ -143,6 +143,15 @@ impl MetricsSink for TracingSink {
             Event::SharedStateRestored { store, after } => {
                 tracing::info!(target: TARGET, store = *store, after_ms = ms(*after), "shared state restored");
             }
+            Event::Hedge {
+                primary,
+                hedge,
+                model,
+                stage,
+                after,
+            } => {
+                tracing::debug!(target: TARGET, primary = primary.as_str(), hedge = hedge.as_str(), model, stage = stage.as_str(), after_ms = ms(*after), "hedge");
+            }
             _ => {}
         }
     }

@@ -16,14 +16,14 @@ use std::{
     time::Duration,
 };
 
-use streamgate_core::{BackendId, BreakerState, Event, MetricsSink};
+use streamgate_core::{BackendId, BreakerState, Event, HedgeStage, MetricsSink};
 use tokio::time::Instant;
 
 pub use recommend::{Candidate, Evidence, NotEnoughSamples, Recommendation};
 pub use size::{InputSize, INPUT_SIZE_BOUNDARIES};
 pub use snapshot::{
-    BreakerSnapshot, CategorySnapshot, KeySnapshot, Percentiles, QuotaSnapshot, SessionSnapshot,
-    TimeoutCounts, TrackerSnapshot,
+    BreakerSnapshot, CategorySnapshot, HedgeCounts, KeySnapshot, Percentiles, QuotaSnapshot,
+    SessionSnapshot, TimeoutCounts, TrackerSnapshot,
 };
 
 use streamgate_core::keyed::KeyedMap;
@@ -105,6 +105,7 @@ struct Session {
     rejections: AtomicU64,
     throttled: AtomicU64,
     throttle_wait_nanos: AtomicU64,
+    hedges: [AtomicU64; 3],
 }
 
 /// One backend × model: the statistics behind their short lock, and the
@@ -262,6 +263,11 @@ impl PerformanceTracker {
                 throttled: load(&s.throttled),
                 throttle_wait_secs: Duration::from_nanos(load(&s.throttle_wait_nanos))
                     .as_secs_f64(),
+                hedges: HedgeCounts {
+                    started: load(&s.hedges[0]),
+                    won: load(&s.hedges[1]),
+                    lost: load(&s.hedges[2]),
+                },
             },
             keys,
             breakers,
@@ -434,6 +440,14 @@ impl MetricsSink for PerformanceTracker {
             }
             Event::Failover { from, model, .. } => {
                 self.with_key(from, model, |k| k.failovers += 1);
+            }
+            Event::Hedge { stage, .. } => {
+                let slot = match stage {
+                    HedgeStage::Started => 0,
+                    HedgeStage::Won => 1,
+                    _ => 2,
+                };
+                self.session.hedges[slot].fetch_add(1, Ordering::Relaxed);
             }
             // First chunk and first content are part of the completed record.
             _ => {}

@@ -163,6 +163,19 @@ pub struct SessionSnapshot {
     pub throttled: u64,
     /// Total time waited, in seconds.
     pub throttle_wait_secs: f64,
+    /// Hedged requests: started, and which attempt produced content first.
+    pub hedges: HedgeCounts,
+}
+
+/// How many requests the router hedged, and how the hedges went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct HedgeCounts {
+    /// Hedges started.
+    pub started: u64,
+    /// The hedge produced content first.
+    pub won: u64,
+    /// The first choice produced content first.
+    pub lost: u64,
 }
 
 /// A point-in-time copy of a [`PerformanceTracker`](super::PerformanceTracker).
