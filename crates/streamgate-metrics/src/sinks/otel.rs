@@ -223,6 +223,7 @@ impl MetricsSink for OpenTelemetrySink {
                 model,
                 from,
                 to,
+                ..
             } => {
                 let mut attributes = vec![
                     KeyValue::new(names::PROVIDER_NAME, StringValue::from(backend.to_string())),
