@@ -73,6 +73,8 @@ pub use streamgate_core as core;
 
 #[cfg(feature = "breaker")]
 pub use streamgate_breaker as breaker;
+#[cfg(feature = "config")]
+pub mod config;
 #[cfg(feature = "failover")]
 pub use streamgate_failover as failover;
 #[cfg(feature = "metrics")]
@@ -140,7 +142,14 @@ pub mod prelude {
 }
 
 /// The README's code blocks, compiled and run as doc tests so they cannot
-/// go stale (with the `bedrock` and `redis` features too: blocks use them).
-#[cfg(all(doctest, feature = "default", feature = "bedrock", feature = "redis"))]
+/// go stale (with the `bedrock`, `config` and `redis` features too: blocks
+/// use them).
+#[cfg(all(
+    doctest,
+    feature = "default",
+    feature = "bedrock",
+    feature = "config",
+    feature = "redis"
+))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
