@@ -7,6 +7,7 @@ use futures::StreamExt;
 use streamgate::core::keyed::DEFAULT_MODEL_CAP;
 use streamgate::core::scoreboard::Scoreboard;
 use streamgate::core::BreakerState;
+use streamgate::failover::FailoverBuilder;
 use streamgate::mock::{expected_text, MockConfig, MockServer, Plan};
 use streamgate::prelude::*;
 use streamgate::providers::{anthropic::Anthropic, openai::OpenAiChat, ChatRequest};
@@ -201,4 +202,83 @@ async fn over_http_round_robin_spreads_and_least_ttfc_avoids_the_slow_backend() 
         read_all(router.clone()).await;
     }
     assert_eq!((servers[0].served(), servers[1].served()), (1, 5));
+}
+
+#[tokio::test]
+async fn over_http_weighted_p2c_and_sticky_choose_as_documented() {
+    let start = || MockServer::start_with_plan(Plan::new().with_output_tokens(2));
+    let client = |server: &MockServer| {
+        OpenAiChat::builder()
+            .base_url(format!("{}/v1", server.url()))
+            .build()
+            .unwrap()
+    };
+    let served_by = |router: Failover<ChatRequest, streamgate::providers::ChatChunk>,
+                     model: &'static str| async move {
+        let response = router
+            .oneshot(ChatRequest::new(model).with_user("hello"))
+            .await
+            .unwrap();
+        let by = response
+            .extensions()
+            .get::<FailoverReport>()
+            .unwrap()
+            .served_by
+            .clone();
+        let mut body = response.into_body();
+        while let Some(chunk) = body.next().await {
+            chunk.unwrap();
+        }
+        by
+    };
+    let three = || async {
+        [
+            start().await.unwrap(),
+            start().await.unwrap(),
+            start().await.unwrap(),
+        ]
+    };
+    let router_over =
+        |servers: &[MockServer; 3],
+         configure: fn(
+            FailoverBuilder<ChatRequest, streamgate::providers::ChatChunk>,
+        )
+            -> FailoverBuilder<ChatRequest, streamgate::providers::ChatChunk>| {
+            Backends::new()
+                .backend(Backend::new("a", client(&servers[0])))
+                .backend(Backend::new("b", client(&servers[1])))
+                .backend(Backend::new("c", client(&servers[2])))
+                .failover(configure)
+                .build()
+                .unwrap()
+        };
+
+    // Weighted: a weight of 0 is never the first choice.
+    let servers = three().await;
+    let router = router_over(&servers, |f| f.strategy(Strategy::Weighted(vec![1, 1, 0])));
+    for _ in 0..12 {
+        served_by(router.clone(), "mock-model").await;
+    }
+    assert_eq!(servers[2].served(), 0);
+    assert_eq!(servers[0].served() + servers[1].served(), 12);
+
+    // Power of two choices: every request is served, by one of the three.
+    let servers = three().await;
+    let router = router_over(&servers, |f| f.strategy(Strategy::PowerOfTwoChoices));
+    for _ in 0..12 {
+        served_by(router.clone(), "mock-model").await;
+    }
+    assert_eq!(servers.iter().map(MockServer::served).sum::<u64>(), 12);
+
+    // Sticky on the model name: one session, one backend.
+    let servers = three().await;
+    let router = router_over(&servers, |f| {
+        f.strategy(Strategy::Sticky)
+            .session_key(|request: &ChatRequest| Some(request.model.clone()))
+    });
+    let home = served_by(router.clone(), "session-7").await;
+    for _ in 0..5 {
+        assert_eq!(served_by(router.clone(), "session-7").await, home);
+    }
+    assert_eq!(servers.iter().filter(|s| s.served() > 0).count(), 1);
 }
