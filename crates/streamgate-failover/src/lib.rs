@@ -71,8 +71,9 @@ mod error;
 
 pub use error::ConfigError;
 pub use failover::{
-    Backoff, ContextLengthPolicy, Failover, FailoverBody, FailoverBuilder, FailoverReport, Hedge,
-    HedgeDelay, SlowStart, Strategy, ThroughputProbe, MAX_BACKOFF_DELAY,
+    Abandoned, Backoff, ContextLengthPolicy, Continuation, ContinuationLog, Continued, Failover,
+    FailoverBody, FailoverBuilder, FailoverReport, Hedge, HedgeDelay, SlowStart, Strategy,
+    ThroughputProbe, MAX_BACKOFF_DELAY,
 };
 pub use meter::{BudgetExceeded, Reservation, TpmMeter, TpmRegistry, TpmSnapshot};
 pub use tpm::{Tpm, TpmLayer, TpmLayerBuilder};

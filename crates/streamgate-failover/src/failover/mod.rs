@@ -20,9 +20,9 @@
 //! - context length: the next backend or stop, per [`ContextLengthPolicy`];
 //! - anything else: the next backend, without retrying.
 //!
-//! **After commit there is no failover.** The caller may already have shown
-//! tokens; a later failure reaches it as an `Err` item of the
-//! [`FailoverBody`], never as a clean end.
+//! **After commit there is no failover**, unless continuation is on (below).
+//! The caller may already have shown tokens; a later failure reaches it as
+//! an `Err` item of the [`FailoverBody`], never as a clean end.
 //!
 //! # Strategies and the scoreboard
 //!
@@ -88,6 +88,7 @@
 mod backoff;
 mod body;
 mod builder;
+mod continuation;
 mod hedge;
 mod probe;
 mod service;
@@ -96,6 +97,9 @@ mod strategy;
 pub use backoff::{Backoff, MAX_BACKOFF_DELAY};
 pub use body::FailoverBody;
 pub use builder::{ContextLengthPolicy, FailoverBuilder};
+pub use continuation::{
+    Abandoned, Continuation, ContinuationLog, Continued, MAX_CONTINUATIONS, MAX_PREFILL_BYTES,
+};
 pub use hedge::{
     Hedge, HedgeDelay, DEFAULT_HEDGE_BUDGET, DEFAULT_HEDGE_FLOOR, DEFAULT_HEDGE_MIN_SAMPLES,
     DEFAULT_HEDGE_PERCENTILE, HEDGE_BURST,

@@ -14,9 +14,9 @@ use std::{
 use http::Response;
 use streamgate_core::scoreboard::{ScoreView, Scoreboard};
 use streamgate_core::{
-    emit, Attempt, BackendId, BoxError, BoxStreamingService, Chunk, Classifier, Commit, ErrorClass,
-    Event, FailoverError, HedgeStage, LlmRequest, MetricsSink, RejectReason, Rejected, SharedSink,
-    StreamTimeout, TimeoutKind,
+    emit, Attempt, BackendId, BoxBody, BoxError, BoxStreamingService, Chunk, Classifier, Commit,
+    ErrorClass, Event, FailoverError, HedgeStage, LlmRequest, MetricsSink, Prefill, RejectReason,
+    Rejected, Replay, SharedSink, StreamTimeout, TimeoutKind,
 };
 use tokio::time::Instant;
 use tower::ServiceExt;
@@ -24,6 +24,7 @@ use tower_service::Service;
 
 use super::{
     backoff::Jitter,
+    continuation::{Continues, Splice},
     hedge::{Hedge, HedgeBudget},
     probe::ThroughputProbe,
     strategy::{Inputs, Strategy},
@@ -74,6 +75,8 @@ pub(crate) struct Member<Req, C> {
     pub(crate) model: Option<ModelOf<Req>>,
     /// Looks at the decode rate before committing, unless last.
     pub(crate) probe: Option<ThroughputProbe>,
+    /// How it continues another backend's failed stream, if it can.
+    pub(crate) continues: Option<Prefill>,
 }
 
 /// A request's model as one backend's layers see it.
@@ -100,6 +103,7 @@ pub(crate) struct Inner<Req, C> {
     pub(crate) turn: AtomicUsize,
     pub(crate) hedge: Option<Hedge>,
     pub(crate) hedge_budget: HedgeBudget,
+    pub(crate) continuation: Option<Continues<Req>>,
 }
 
 impl<Req, C> Clone for Failover<Req, C> {
@@ -172,7 +176,7 @@ enum Verdict<C> {
 }
 
 /// One backend in a request's plan.
-enum Step {
+pub(crate) enum Step {
     /// The scoreboard says a gate refuses: skipped without a call.
     Skip(usize, RejectReason, Option<Duration>),
     /// Called.
@@ -187,6 +191,7 @@ where
     Req: LlmRequest + Send + Sync + 'static,
     C: Chunk + Send + 'static,
 {
+    let started = Instant::now();
     let mut attempts: Vec<Attempt> = Vec::new();
     let mut waited = Duration::ZERO;
     if inner.hedge.is_some() {
@@ -255,7 +260,10 @@ where
             for (i, verdict, tried) in verdicts {
                 attempts.extend(tried);
                 let class = match verdict {
-                    Verdict::Served(response) => return Ok(report(&inner, i, response, attempts)),
+                    Verdict::Served(response) => {
+                        let response = report(&inner, i, response, attempts);
+                        return Ok(continuable(&inner, &request, i, started, response));
+                    }
                     Verdict::Stop(error) => return Err(error),
                     Verdict::Next { called, class } => {
                         called_any |= called;
@@ -299,7 +307,7 @@ where
 /// The order of one round: the strategy's, then the scoreboard's say. Known
 /// refusals are skipped first (no call), then the available backends are
 /// called, deprioritised ones (late, slow) last.
-fn plan<Req: LlmRequest, C>(inner: &Inner<Req, C>, request: &Req) -> Vec<Step> {
+pub(crate) fn plan<Req: LlmRequest, C>(inner: &Inner<Req, C>, request: &Req) -> Vec<Step> {
     let now = Instant::now();
     let scores: Vec<ScoreView> = inner
         .backends
@@ -348,6 +356,26 @@ fn report<Req, C>(
         strategy: inner.strategy.as_str(),
         skipped,
     });
+    response
+}
+
+/// With continuation on, the body splices a continuation when the stream
+/// fails after content, and the response carries its log.
+fn continuable<Req, C>(
+    inner: &Arc<Inner<Req, C>>,
+    request: &Req,
+    i: usize,
+    started: Instant,
+    mut response: Response<FailoverBody<C>>,
+) -> Response<FailoverBody<C>>
+where
+    Req: LlmRequest + Send + Sync + 'static,
+    C: Chunk + Send + 'static,
+{
+    if let Some((splice, log)) = Splice::new(inner, request, i, started) {
+        response.extensions_mut().insert(log);
+        response = response.map(|body| body.splicing(Box::new(splice)));
+    }
     response
 }
 
@@ -601,7 +629,7 @@ where
 /// One call of one backend, up to its commit (first content) or its
 /// first-content deadline.
 async fn attempt<Req, C>(
-    mut service: BoxStreamingService<Req, C>,
+    service: BoxStreamingService<Req, C>,
     request: Req,
     deadline: Option<Duration>,
     probe: Option<&ThroughputProbe>,
@@ -610,14 +638,28 @@ where
     Req: LlmRequest + Send + 'static,
     C: Chunk + Send + 'static,
 {
+    let response = commit(service, request, deadline, probe).await?;
+    Ok(response.map(FailoverBody::new))
+}
+
+/// [`attempt`]'s commit, for a continuation too.
+pub(crate) async fn commit<Req, C>(
+    mut service: BoxStreamingService<Req, C>,
+    request: Req,
+    deadline: Option<Duration>,
+    probe: Option<&ThroughputProbe>,
+) -> Result<Response<Replay<BoxBody<C>, C>>, BoxError>
+where
+    Req: LlmRequest + Send + 'static,
+    C: Chunk + Send + 'static,
+{
     let committed = async move {
         ServiceExt::<Req>::ready(&mut service).await?;
         let response = Commit::new(service.call(request)).await?;
-        let response = match probe {
-            Some(probe) => probe.run(response).await?,
-            None => response,
-        };
-        Ok::<_, BoxError>(response.map(FailoverBody::new))
+        match probe {
+            Some(probe) => probe.run(response).await,
+            None => Ok(response),
+        }
     };
     match deadline {
         None => committed.await,

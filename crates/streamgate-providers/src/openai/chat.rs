@@ -8,14 +8,14 @@ use std::{
 use http::{HeaderName, HeaderValue, Response};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use streamgate_core::{BoxError, ProviderError, Usage};
+use streamgate_core::{BoxError, Prefill, ProviderError, Usage};
 use tower_service::Service;
 
 use crate::{
     chunk::{ChatChunk, ChunkKind, ToolCallDelta},
     client::{bearer, ClientBuilder, ConfigError, Endpoint, Provider, ResponseFuture},
     errors::{error_details, in_band_error, malformed},
-    request::ChatRequest,
+    request::{ChatRequest, Role},
     sse::SseEvent,
     stream::{EventParser, ProviderStream, Step},
 };
@@ -76,10 +76,20 @@ impl OpenAiChat {
 
     /// The request body this client sends for `request`.
     pub fn body(&self, request: &ChatRequest) -> Value {
+        let last = request.messages.len().saturating_sub(1);
+        let prefix = request.prefill == Some(Prefill::AssistantPrefix);
         let messages: Vec<Value> = request
             .messages
             .iter()
-            .map(|m| json!({"role": m.role.as_str(), "content": m.content}))
+            .enumerate()
+            .map(|(i, m)| {
+                // Prefix completion: the model continues this message.
+                if prefix && i == last && m.role == Role::Assistant {
+                    json!({"role": m.role.as_str(), "content": m.content, "prefix": true})
+                } else {
+                    json!({"role": m.role.as_str(), "content": m.content})
+                }
+            })
             .collect();
         let mut body = Map::new();
         body.insert("model".into(), Value::from(request.model.as_str()));
