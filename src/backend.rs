@@ -7,7 +7,8 @@ use futures_core::Stream;
 use http::Response;
 use streamgate_breaker::{Breaker, BreakerBuilder, CircuitBreakerLayer};
 use streamgate_core::{
-    boxed, BackendId, BoxError, BoxStreamingService, Chunk, LlmRequest, MetricsSink, SharedSink,
+    boxed, BackendId, BoxError, BoxStreamingService, Chunk, LlmRequest, MetricsSink, Prefill,
+    SharedSink,
 };
 use streamgate_core::scoreboard::Scoreboard;
 use streamgate_failover::{ThroughputProbe, TpmLayer};
@@ -90,6 +91,7 @@ pub struct Backend<S, Req> {
     min_throughput: Option<u64>,
     scoreboard: Option<Scoreboard>,
     probe: Option<ThroughputProbe>,
+    continues: Option<Prefill>,
     sink: SharedSink,
     map_request: Option<MapRequest<Req>>,
     _request: PhantomData<fn(Req)>,
@@ -130,6 +132,7 @@ impl<S, Req> Backend<S, Req> {
             min_throughput: None,
             scoreboard: None,
             probe: None,
+            continues: None,
             sink: None,
             map_request: None,
             _request: PhantomData,
@@ -246,6 +249,22 @@ impl<S, Req> Backend<S, Req> {
     /// The throughput probe, for the router.
     pub(crate) fn probe(&self) -> Option<ThroughputProbe> {
         self.probe
+    }
+
+    /// Behind a router ([`Backends`](crate::Backends)) with
+    /// [continuation](streamgate_failover::Continuation) on, this backend
+    /// may continue another backend's stream that failed after content,
+    /// sent the text so far as a prefill per `how` (e.g.
+    /// [`Prefill::FinalAssistant`] for Anthropic). Without it, the backend
+    /// is never chosen to continue.
+    pub fn continuation(mut self, how: Prefill) -> Self {
+        self.continues = Some(how);
+        self
+    }
+
+    /// How it continues, for the router.
+    pub(crate) fn continues(&self) -> Option<Prefill> {
+        self.continues
     }
 
     /// Publishes this backend's events (requests, first content, outcomes,

@@ -9,7 +9,7 @@ use streamgate::core::scoreboard::Scoreboard;
 use streamgate::core::BreakerState;
 use streamgate::mock::{expected_text, MockConfig, MockServer, Plan};
 use streamgate::prelude::*;
-use streamgate::providers::{anthropic::Anthropic, openai::OpenAiChat, ChatRequest};
+use streamgate::providers::{anthropic::Anthropic, openai::OpenAiChat, ChatChunk, ChatRequest};
 use tower::ServiceExt;
 
 #[tokio::test]
@@ -140,4 +140,104 @@ async fn over_http_the_routers_deadline_opens_the_breaker_of_a_silent_backend() 
     // skipped the silent backend without calling it.
     assert_eq!(breaker.state(), BreakerState::Open);
     assert_eq!(silent.served(), 3);
+}
+
+/// Backends `cut` (OpenAI Chat, its stream cut after 3 of 8 tokens) and
+/// `second` (able to continue per `how`, its server `whole`): the caller's
+/// text, the continuation log, and the body `whole` received.
+async fn continued_over_http<S, B, E>(
+    second: Backend<S, ChatRequest>,
+    how: Prefill,
+    whole: &MockServer,
+) -> (String, Option<ContinuationLog>, serde_json::Value)
+where
+    S: tower::Service<ChatRequest, Response = http::Response<B>> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    B: futures::Stream<Item = Result<ChatChunk, E>> + Unpin + Send + 'static,
+    E: Into<BoxError> + 'static,
+{
+    let cut = MockServer::start_with_plan(Plan::new().with_output_tokens(8).disconnect_after(3))
+        .await
+        .unwrap();
+    let first = Backend::new(
+        "cut",
+        OpenAiChat::builder()
+            .base_url(format!("{}/v1", cut.url()))
+            .build()
+            .unwrap(),
+    );
+    let router = Backends::new()
+        .backend(first.first_content_timeout(Duration::from_secs(10)))
+        .backend(
+            second
+                .first_content_timeout(Duration::from_secs(10))
+                .continuation(how),
+        )
+        .failover(|f| f.continuation(Continuation::new()))
+        .build()
+        .unwrap();
+    let request = ChatRequest::new("mock-model").with_user("hello");
+    let response = router.oneshot(request).await.unwrap();
+    let log = response.extensions().get::<ContinuationLog>().cloned();
+    let mut text = String::new();
+    let mut body = response.into_body();
+    while let Some(chunk) = body.next().await {
+        text.push_str(&chunk.unwrap().text);
+    }
+    let sent = whole.wait_for_request(0).await.request.body;
+    (text, log, sent)
+}
+
+#[tokio::test]
+async fn a_cut_stream_continues_on_anthropic_with_a_final_assistant_prefill() {
+    // The mock answers from the start whatever the prefill: the repeat is
+    // dropped.
+    let whole = MockServer::start_with_plan(Plan::new().with_output_tokens(8))
+        .await
+        .unwrap();
+    let anthropic = Anthropic::builder()
+        .base_url(format!("{}/v1", whole.url()))
+        .api_key("test")
+        .build()
+        .unwrap();
+    let (text, log, sent) = continued_over_http(
+        Backend::new("whole", anthropic),
+        Prefill::FinalAssistant,
+        &whole,
+    )
+    .await;
+    assert_eq!(text, expected_text(8));
+    let log = log.unwrap();
+    assert_eq!(log.continued().len(), 1);
+    assert_eq!(log.continued()[0].dropped_bytes, expected_text(3).len());
+    // Trailing whitespace left out, as Anthropic requires.
+    let messages = sent["messages"].as_array().unwrap();
+    assert_eq!(
+        messages.last().unwrap(),
+        &serde_json::json!({"role": "assistant", "content": expected_text(3).trim_end()})
+    );
+}
+
+#[tokio::test]
+async fn a_cut_stream_continues_on_an_openai_compatible_server_with_a_prefix_message() {
+    let whole = MockServer::start_with_plan(Plan::new().with_output_tokens(8))
+        .await
+        .unwrap();
+    let openai = OpenAiChat::builder()
+        .base_url(format!("{}/v1", whole.url()))
+        .build()
+        .unwrap();
+    let (text, _, sent) = continued_over_http(
+        Backend::new("whole", openai),
+        Prefill::AssistantPrefix,
+        &whole,
+    )
+    .await;
+    assert_eq!(text, expected_text(8));
+    let messages = sent["messages"].as_array().unwrap();
+    assert_eq!(
+        messages.last().unwrap(),
+        &serde_json::json!({"role": "assistant", "content": expected_text(3), "prefix": true})
+    );
 }
