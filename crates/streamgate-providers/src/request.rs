@@ -241,6 +241,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_continuation_extends_a_final_assistant_message_or_adds_one() {
+        let request = ChatRequest::new("m").with_user("hi");
+        let continued = request
+            .continued("Hello ", Prefill::FinalAssistant)
+            .unwrap();
+        // Anthropic refuses a final assistant message ending in whitespace.
+        assert_eq!(
+            continued.messages[1],
+            Message::new(Role::Assistant, "Hello")
+        );
+        assert_eq!(continued.prefill, Some(Prefill::FinalAssistant));
+        let again = continued.continued(" world", Prefill::ModelTurn).unwrap();
+        assert_eq!(again.messages.len(), 2);
+        assert_eq!(again.messages[1].content, "Hello world");
+        // Nothing to prefill: the request as it was.
+        assert_eq!(
+            request.continued("  ", Prefill::FinalAssistant),
+            Some(request)
+        );
+    }
+
+    #[test]
     fn estimate_counts_text_framing_tools_and_max_tokens() {
         let request = ChatRequest::new("m")
             .with_system("12345678")

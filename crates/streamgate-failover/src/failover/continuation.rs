@@ -12,18 +12,21 @@
 //!    answered from the start. *R* is dropped from *N*; the rest goes on.
 //! 2. *N* is still a prefix of *R*: undecided, read more (the continuing
 //!    stream ending here is undecidable).
-//! 3. *N* and *R* differ at their first character: the backend continued.
+//! 3. *N* and *R* differ within *R*'s first word (up to and including its
+//!    first character that is not alphanumeric): the backend continued.
 //!    *N* goes on as it is, less the whitespace left out of the prefill
 //!    when *N* starts with it ([`Prefill::text`]: Anthropic refuses a
 //!    prefill that ends in whitespace).
-//! 4. Otherwise (*N* repeats part of *R*, then differs): the overlap cannot
-//!    be established. The continuation is abandoned and the caller gets the
-//!    original error item.
+//! 4. Otherwise (*N* repeats at least *R*'s first word, then differs): the
+//!    overlap cannot be established. The continuation is abandoned and the
+//!    caller gets the original error item.
 //!
 //! The rule favours never showing text twice over continuing: an honoured
-//! prefill whose continuation happens to begin like the answer began is
-//! abandoned (rule 4) or, if it begins with the whole received text, taken
-//! as a repeat (rule 1).
+//! prefill whose continuation happens to begin with the answer's first
+//! word is abandoned (rule 4) or, if it begins with the whole received
+//! text, taken as a repeat (rule 1). Text without separators (CJK) is one
+//! word: a regenerated answer that shares a first part of it and then
+//! differs is taken as a continuation.
 
 use std::{
     fmt,
@@ -512,7 +515,19 @@ fn overlap(received: &str, tail: usize, new: &str, ended: bool) -> Overlap {
             (true, false) => Overlap::Unknown,
         };
     }
-    if received.chars().next() != new.chars().next() {
+    // The first word of the received text: up to its first character that
+    // is not alphanumeric, that character included.
+    let first_word = received
+        .char_indices()
+        .find(|(_, c)| !c.is_alphanumeric())
+        .map_or(received.len(), |(i, c)| i + c.len_utf8());
+    let common: usize = received
+        .chars()
+        .zip(new.chars())
+        .take_while(|(a, b)| a == b)
+        .map(|(a, _)| a.len_utf8())
+        .sum();
+    if common < first_word {
         let left_out = received.get(received.len() - tail..).unwrap_or("");
         let drop = if !left_out.is_empty() && new.starts_with(left_out) {
             left_out.len()
@@ -682,6 +697,12 @@ mod tests {
     fn whitespace_left_out_of_the_prefill_is_not_repeated() {
         assert_eq!(overlap("Hello ", 1, " world", false), Overlap::Drop(1));
         assert_eq!(overlap("Hello ", 1, "world", false), Overlap::Drop(0));
+    }
+
+    #[test]
+    fn a_continuation_that_shares_only_part_of_the_first_word_continues() {
+        assert_eq!(overlap("tok0 tok1 ", 0, "tok2 ", false), Overlap::Drop(0));
+        assert_eq!(overlap("tok0 tok1 ", 1, " tok2", false), Overlap::Drop(1));
     }
 
     #[test]

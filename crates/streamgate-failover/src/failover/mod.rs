@@ -52,6 +52,32 @@
 //! dropped and the router fails over ([`SlowStart`]). See
 //! [`ThroughputProbe`].
 //!
+//! # Mid-stream continuation
+//!
+//! With [`continuation`](FailoverBuilder::continuation) (opt in), a
+//! committed stream that fails with a retryable class is continued: the
+//! same request, the text received so far as an assistant prefill
+//! ([`Continuable`](streamgate_core::Continuable)), goes to the
+//! strategy's next available backend that declares a
+//! [`Prefill`](streamgate_core::Prefill) mechanism
+//! ([`continues_with`](FailoverBuilder::continues_with)), within its
+//! first-content deadline, and its stream is spliced onto the caller's
+//! [`FailoverBody`]. Text the new backend repeats is dropped by an overlap
+//! rule; when the overlap cannot be established, or the stream carried a
+//! tool call, the original error item stands. Emits `Continuation { from,
+//! to, model, tokens_before }`; the response carries a [`ContinuationLog`].
+//! See [`Continuation`].
+//!
+//! The overlap rule: let *R* be the text the caller received and *N* the
+//! continuing stream's text so far, held back until the rule decides.
+//! *N* starting with the whole of *R* is a repeat (the prefill was
+//! ignored): *R* is dropped from it. *N* still a prefix of *R*: read more.
+//! *N* differing from *R* within *R*'s first word (up to its first
+//! character that is not alphanumeric): a continuation, passed on (less
+//! the whitespace left out of an Anthropic prefill, when *N* starts with
+//! it). Otherwise (*N* repeats at least *R*'s first word, then differs):
+//! unknown, abandoned.
+//!
 //! When every backend refused (none was called), the router can wait for
 //! the earliest `retry_after` and try again, up to a total wait
 //! ([`wait_when_unavailable`](FailoverBuilder::wait_when_unavailable),

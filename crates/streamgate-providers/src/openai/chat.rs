@@ -524,6 +524,36 @@ mod tests {
     }
 
     #[test]
+    fn a_prefix_continuation_marks_only_the_final_assistant_message() {
+        use streamgate_core::Continuable;
+        let client = OpenAiChat::builder().api_key("sk-secret").build().unwrap();
+        let request = ChatRequest::new("deepseek-chat").with_user("hi");
+        let body = client.body(
+            &request
+                .continued("Hello ", Prefill::AssistantPrefix)
+                .unwrap(),
+        );
+        assert_eq!(
+            body["messages"],
+            json!([
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "Hello ", "prefix": true}
+            ])
+        );
+        let vllm = client.body(
+            &request
+                .continued("Hello ", Prefill::ContinueFinalMessage)
+                .unwrap(),
+        );
+        assert_eq!(
+            vllm["messages"][1],
+            json!({"role": "assistant", "content": "Hello "})
+        );
+        assert_eq!(vllm["continue_final_message"], json!(true));
+        assert_eq!(vllm["add_generation_prompt"], json!(false));
+    }
+
+    #[test]
     fn body_sets_stream_and_usage_options_and_passes_extras_through() {
         let client = OpenAiChat::builder().api_key("sk-secret").build().unwrap();
         let request = ChatRequest::new("gpt-4o-mini")
