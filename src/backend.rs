@@ -5,7 +5,7 @@ use std::{fmt, marker::PhantomData, sync::Arc, time::Duration};
 
 use futures_core::Stream;
 use http::Response;
-use streamgate_breaker::{Breaker, BreakerBuilder, CircuitBreakerLayer};
+use streamgate_breaker::{Breaker, BreakerBuilder, BreakerRegistry, CircuitBreakerLayer};
 use streamgate_core::{
     boxed, BackendId, BoxError, BoxStreamingService, Chunk, LlmRequest, MetricsSink, Prefill,
     SharedSink,
@@ -27,6 +27,7 @@ enum BreakerChoice {
     Default,
     Off,
     Handle(Breaker),
+    PerModel(BreakerRegistry),
     Configure(Configure<BreakerBuilder>),
 }
 
@@ -171,6 +172,15 @@ impl<S, Req> Backend<S, Req> {
     /// Its settings and sink are its own.
     pub fn circuit_breaker(mut self, breaker: Breaker) -> Self {
         self.breaker = BreakerChoice::Handle(breaker);
+        self
+    }
+
+    /// One breaker per model from `registry` (built with
+    /// [`BreakerBuilder::build_registry`], which caps the models that get
+    /// their own, [`BreakerBuilder::model_cap`]) instead of one for the
+    /// backend. Its settings and sink are its own.
+    pub fn circuit_breaker_per_model(mut self, registry: BreakerRegistry) -> Self {
+        self.breaker = BreakerChoice::PerModel(registry);
         self
     }
 
@@ -409,19 +419,19 @@ impl<S, Req> Backend<S, Req> {
         };
         let breaker = match self.breaker {
             BreakerChoice::Off => None,
-            BreakerChoice::Handle(breaker) => Some(breaker),
-            BreakerChoice::Default => Some(
+            BreakerChoice::PerModel(registry) => Some(CircuitBreakerLayer::per_model(registry)),
+            BreakerChoice::Handle(breaker) => Some(CircuitBreakerLayer::new(breaker)),
+            BreakerChoice::Default => Some(CircuitBreakerLayer::new(
                 with_sink(Breaker::builder(id.clone()))
                     .build()
                     .map_err(breaker_error)?,
-            ),
-            BreakerChoice::Configure(configure) => Some(
+            )),
+            BreakerChoice::Configure(configure) => Some(CircuitBreakerLayer::new(
                 configure(with_sink(Breaker::builder(id.clone())))
                     .build()
                     .map_err(breaker_error)?,
-            ),
-        }
-        .map(CircuitBreakerLayer::new);
+            )),
+        };
 
         let quota_error = |source| BuildError::Quota {
             backend: id.clone(),

@@ -204,3 +204,25 @@ impl<Req: 'static, C: 'static> Backends<Req, C> {
             .map_err(|source| BuildError::Failover { source })
     }
 }
+
+#[cfg(feature = "config")]
+impl Backends<streamgate_providers::ChatRequest, streamgate_providers::ChatChunk> {
+    /// The builder chain `config` describes: each backend's client and
+    /// layers, the sinks and the router, as the methods of the same names
+    /// would set them (see [`config`](crate::config)). Keys are read from
+    /// the environment now; `build()` then cannot fail on a setting, since
+    /// the configuration was checked by the same builders when loaded.
+    pub fn from_config(config: &crate::config::Config) -> Result<Self, crate::config::ConfigError> {
+        let runtime = crate::config::Runtime::new(config)?;
+        Self::from_config_with(config, &runtime)
+    }
+
+    /// [`from_config`](Self::from_config) with the sinks, trackers and key
+    /// lookup of `runtime`, which the program keeps to read them.
+    pub fn from_config_with(
+        config: &crate::config::Config,
+        runtime: &crate::config::Runtime,
+    ) -> Result<Self, crate::config::ConfigError> {
+        crate::config::assemble(config, runtime)
+    }
+}

@@ -70,6 +70,8 @@ pub use streamgate_core as core;
 
 #[cfg(feature = "breaker")]
 pub use streamgate_breaker as breaker;
+#[cfg(feature = "config")]
+pub mod config;
 #[cfg(feature = "failover")]
 pub use streamgate_failover as failover;
 #[cfg(feature = "metrics")]
@@ -136,7 +138,7 @@ pub mod prelude {
 }
 
 /// The README's code blocks, compiled and run as doc tests so they cannot
-/// go stale (with the `bedrock` feature too: one block uses it).
-#[cfg(all(doctest, feature = "default", feature = "bedrock"))]
+/// go stale (with the `bedrock` and `config` features too: blocks use them).
+#[cfg(all(doctest, feature = "default", feature = "bedrock", feature = "config"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

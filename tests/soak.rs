@@ -4,7 +4,12 @@
 //!
 //! It checks what must hold under any interleaving: exact accounting per
 //! backend, no stream that ends cleanly with a short text, nothing left in
-//! flight, and every breaker closing again once the faults stop.
+//! flight (no request, no half-open probe, no quota or TPM reservation),
+//! every breaker closing again once the faults stop, the runtime's task
+//! count back where it started after every round of callers (exactly: the
+//! clients keep no idle connection), and the process's resident memory flat
+//! across the second half of the rounds (Linux only; a slack far below what
+//! a few KiB kept per request would add).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,6 +18,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use streamgate::breaker::OpenWait;
+use streamgate::core::BackendId;
 use streamgate::core::BreakerState;
 use streamgate::mock::{expected_text, KeepAlive, MockConfig, MockServer, Plan};
 use streamgate::prelude::*;
@@ -25,8 +31,14 @@ use tower::ServiceExt;
 /// Output tokens of every plan: a clean end must carry exactly this text.
 const TOKENS: u64 = 8;
 const CALLERS: usize = 32;
-/// How long the faults last.
-const CHAOS: Duration = Duration::from_secs(4);
+/// The faults last this many rounds of callers; after each round, once at
+/// rest, the task count must be back where it started, and memory must not
+/// grow across the second half.
+const ROUNDS: u32 = 6;
+/// How long the callers of one round go on.
+const ROUND: Duration = Duration::from_secs(3);
+/// The longest the tasks of ended calls may take to wind down.
+const SETTLE: Duration = Duration::from_secs(10);
 /// The longest the breakers may take to close once the faults stop.
 const RECOVERY: Duration = Duration::from_secs(20);
 
@@ -45,8 +57,9 @@ fn healthy() -> Plan {
 /// Every fault the mock can inject, and healthy variants, by `roll`.
 fn chaos_plan(roll: u64) -> Plan {
     let ms = Duration::from_millis;
-    // Half the requests meet a fault.
-    match roll % 32 {
+    // A quarter of the requests meet a fault: enough to keep the breakers
+    // opening, few enough that most calls are served.
+    match roll % 56 {
         0 => Plan::new().fail_with_status(500),
         1 => Plan::new().fail_with_status(503),
         2 => Plan::new().fail_with_status(529),
@@ -73,15 +86,29 @@ fn chaos_plan(roll: u64) -> Plan {
 
 async fn mock(seed: u64, faults: &Arc<AtomicBool>) -> MockServer {
     let faults = Arc::clone(faults);
-    MockServer::start(MockConfig::new().with_script(move |request| {
-        if faults.load(Ordering::SeqCst) {
-            chaos_plan(mix(seed ^ request.index))
-        } else {
-            healthy()
-        }
-    }))
+    // A short request log: the soak measures the library, not the mock.
+    MockServer::start(
+        MockConfig::new()
+            .with_request_log_capacity(16)
+            .with_script(move |request| {
+                if faults.load(Ordering::SeqCst) {
+                    chaos_plan(mix(seed ^ request.index))
+                } else {
+                    healthy()
+                }
+            }),
+    )
     .await
     .unwrap()
+}
+
+/// A client that keeps no idle connection, so that once every call has
+/// ended no connection task is left: the task count at rest is exact.
+fn unpooled() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
 }
 
 fn clients(
@@ -94,6 +121,7 @@ fn clients(
                 OpenAiChat::builder()
                     .base_url(format!("{}/v1", servers[0].url()))
                     .api_key("k")
+                    .http_client(unpooled())
                     .build()
                     .unwrap(),
             ),
@@ -104,6 +132,7 @@ fn clients(
                 Anthropic::builder()
                     .base_url(format!("{}/v1", servers[1].url()))
                     .api_key("k")
+                    .http_client(unpooled())
                     .build()
                     .unwrap(),
             ),
@@ -114,6 +143,7 @@ fn clients(
                 Gemini::builder()
                     .base_url(format!("{}/v1beta", servers[2].url()))
                     .api_key("k")
+                    .http_client(unpooled())
                     .build()
                     .unwrap(),
             ),
@@ -121,16 +151,47 @@ fn clients(
     ]
 }
 
+/// The state each backend's stack keeps, shared by its router stack and
+/// its direct one, read at the end for leaks.
+struct Gates {
+    breaker: Breaker,
+    quota: QuotaTracker,
+    /// Innermost, around the client: it reserves every request's estimate
+    /// (the budget never refuses) and must give each reservation back,
+    /// however the request ends.
+    tpm: TpmLayer,
+}
+
 fn stack(
     id: &'static str,
     client: BoxStreamingService<ChatRequest, ChatChunk>,
-    breaker: &Breaker,
+    gates: &Gates,
 ) -> Backend<BoxStreamingService<ChatRequest, ChatChunk>, ChatRequest> {
-    Backend::new(id, client)
+    Backend::new(id, boxed(tower::Layer::layer(&gates.tpm, client)))
         .first_content_timeout(Duration::from_millis(400))
         .idle_timeout(Duration::from_millis(300))
         .total_timeout(Duration::from_secs(5))
-        .circuit_breaker(breaker.clone())
+        .circuit_breaker(gates.breaker.clone())
+        .quota(gates.quota.clone())
+}
+
+/// Tasks alive in the runtime (tokio's stable runtime metrics).
+fn alive_tasks() -> usize {
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
+}
+
+/// The process's resident memory in KiB, where the platform says (Linux).
+fn resident_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Requests the mock servers answered so far.
+fn served(servers: &[MockServer]) -> u64 {
+    servers.iter().map(MockServer::served).sum()
 }
 
 /// What the callers saw.
@@ -212,20 +273,30 @@ async fn chaos_keeps_exact_accounting_and_every_breaker_recovers() {
         servers.push(mock(seed, &faults).await);
     }
     let tracker = Arc::new(PerformanceTracker::new());
-    let breakers: Vec<Breaker> = ["openai", "anthropic", "gemini"]
+    let quota = QuotaTracker::builder()
+        .sink(tracker.clone())
+        .build()
+        .unwrap();
+    let gates: Vec<Gates> = ["openai", "anthropic", "gemini"]
         .into_iter()
-        .map(|id| {
-            Breaker::builder(id)
+        .map(|id| Gates {
+            breaker: Breaker::builder(id)
                 .failures_within(4, Duration::from_millis(500))
                 .open_wait(OpenWait::Fixed(Duration::from_millis(250)))
                 .sink(tracker.clone())
                 .build()
-                .unwrap()
+                .unwrap(),
+            quota: quota.clone(),
+            tpm: TpmLayer::builder(id)
+                .max_tokens_per_minute(u64::MAX / 4)
+                .build()
+                .unwrap(),
         })
         .collect();
+    let breakers: Vec<Breaker> = gates.iter().map(|g| g.breaker.clone()).collect();
     let mut backends = Backends::new();
-    for ((id, client), breaker) in clients(&servers).into_iter().zip(&breakers) {
-        backends = backends.backend(stack(id, client, breaker));
+    for ((id, client), gates) in clients(&servers).into_iter().zip(&gates) {
+        backends = backends.backend(stack(id, client, gates));
     }
     let router = backends
         .metrics(tracker.clone())
@@ -234,12 +305,51 @@ async fn chaos_keeps_exact_accounting_and_every_breaker_recovers() {
         .unwrap();
 
     let seen = Arc::new(Seen::default());
-    let until = Instant::now() + CHAOS;
-    let tasks: Vec<_> = (0..CALLERS as u64)
-        .map(|i| tokio::spawn(caller(router.clone(), mix(i + 1), until, Arc::clone(&seen))))
-        .collect();
-    for task in tasks {
-        task.await.unwrap();
+    let at_rest = alive_tasks();
+    let mut rss = Vec::new();
+    for round in 0..ROUNDS {
+        let until = Instant::now() + ROUND;
+        let tasks: Vec<_> = (0..CALLERS as u64)
+            .map(|i| {
+                let seed = mix(u64::from(round) << 32 | (i + 1));
+                tokio::spawn(caller(router.clone(), seed, until, Arc::clone(&seen)))
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        // Connections close a moment after their calls end: wait for the
+        // tasks to wind down (bounded, so a leak fails instead of hanging).
+        let mut waited = Duration::ZERO;
+        while alive_tasks() > at_rest && waited < SETTLE {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            waited += Duration::from_millis(10);
+        }
+        assert_eq!(
+            alive_tasks(),
+            at_rest,
+            "tasks left alive after round {round} ({} requests served)",
+            served(&servers)
+        );
+        rss.push((resident_kib(), served(&servers)));
+    }
+    // Memory across the second half: from the end of the middle round to
+    // the end of the last, at rest both times.
+    let half = ROUNDS as usize / 2 - 1;
+    if let ((Some(before), served_before), (Some(after), served_after)) =
+        (rss[half], rss[ROUNDS as usize - 1])
+    {
+        let requests = served_after - served_before;
+        // 4 MiB, some ten times what the allocator's own drift has been:
+        // keeping ~10 KiB per request would exceed it.
+        assert!(
+            requests > 300,
+            "too few requests ({requests}) to see a leak"
+        );
+        assert!(
+            after <= before + 4 * 1024,
+            "resident memory grew from {before} KiB to {after} KiB over {requests} requests"
+        );
     }
 
     // Faults stop. Each breaker is driven by calls through its own backend
@@ -247,8 +357,8 @@ async fn chaos_keeps_exact_accounting_and_every_breaker_recovers() {
     faults.store(false, Ordering::SeqCst);
     let direct: Vec<_> = clients(&servers)
         .into_iter()
-        .zip(&breakers)
-        .map(|((id, client), breaker)| stack(id, client, breaker).build().unwrap())
+        .zip(&gates)
+        .map(|((id, client), gates)| stack(id, client, gates).build().unwrap())
         .collect();
     let deadline = Instant::now() + RECOVERY;
     while breakers.iter().any(|b| b.state() != BreakerState::Closed) {
@@ -310,13 +420,26 @@ async fn chaos_keeps_exact_accounting_and_every_breaker_recovers() {
     for breaker in &snapshot.breakers {
         assert_eq!(breaker.state, BreakerState::Closed, "{breaker:?}");
     }
+    // Nothing held: no probe, no quota admission, no TPM reservation.
+    let now = Instant::now();
+    for gates in &gates {
+        let id = gates.breaker.backend().clone();
+        assert_eq!(gates.breaker.snapshot().probes_in_flight, 0, "{id}");
+        assert_eq!(
+            gates.quota.in_flight(&BackendId::clone(&id), "mock-model"),
+            (0, 0),
+            "{id}"
+        );
+        let tpm = gates.tpm.snapshot("mock-model", now);
+        assert_eq!(tpm.reserved, 0, "{id}: {tpm:?}");
+        assert!(tpm.requests_per_minute > 0, "{id}: {tpm:?}");
+    }
     // The faults were really exercised, and seen by the callers.
     assert!(timeouts > 0 && truncations > 0 && failed > 0 && cancellations > 0);
     assert!(seen.clean.load(Ordering::Relaxed) > 0);
     assert!(seen.failed.load(Ordering::Relaxed) > 0);
     assert!(seen.cancelled.load(Ordering::Relaxed) > 0);
-    let served: u64 = servers.iter().map(MockServer::served).sum();
-    assert!(served > CALLERS as u64);
+    assert!(served(&servers) > CALLERS as u64);
     for server in servers {
         server.shutdown().await;
     }

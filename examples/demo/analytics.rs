@@ -1,9 +1,8 @@
 //! `--store`, `--dashboard` and `--report`: the run's requests kept in
 //! SQLite, a live dashboard page, and the same page as a static file.
 
-use std::{path::Path, sync::Arc};
+use std::sync::Arc;
 
-use streamgate::metrics::Fanout;
 use streamgate::prelude::*;
 use streamgate::store::{
     dashboard::{self, Dashboard, Params},
@@ -17,23 +16,10 @@ pub struct Analytics {
 }
 
 impl Analytics {
-    /// Opens the store at `path`, naming each backend's provider.
-    pub fn open(path: &Path, tracker: Arc<PerformanceTracker>) -> Result<Self, BoxError> {
-        let store = Store::builder(path)
-            .provider("fast", "openai")
-            .provider("bursty", "anthropic")
-            .provider("steady", "gemini")
-            .build()?;
-        Ok(Self { store, tracker })
-    }
-
-    /// The sink the stack reports to: the tracker and the store.
-    pub fn sink(&self) -> Arc<dyn MetricsSink> {
-        Arc::new(
-            Fanout::new()
-                .with(self.tracker.clone())
-                .with(Arc::new(self.store.clone())),
-        )
+    /// The store the configuration opened (the backends report to it and
+    /// to the tracker).
+    pub fn new(store: Store, tracker: Arc<PerformanceTracker>) -> Self {
+        Self { store, tracker }
     }
 
     fn dashboard(&self) -> Dashboard {

@@ -5,27 +5,34 @@
 //! cargo run --release --example demo
 //! cargo run --release --example demo -- --duration 8 --concurrency 24 --json demo.json
 //! cargo run --release --example demo -- --store demo.db --dashboard 127.0.0.1:8080 --report report.html
+//! cargo run --release --example demo -- --config my-gateway.toml --print-config
 //! ```
 //!
 //! Nothing to set up: the providers are mock servers on loopback, speaking
-//! the real OpenAI, Anthropic and Gemini streaming formats over HTTP.
+//! the real OpenAI, Anthropic and Gemini streaming formats over HTTP. The
+//! three backends come from `examples/demo.toml`; `--config FILE` runs your
+//! own file instead, against the same mocks: each backend's `base_url` is
+//! replaced by a mock's (the first backend gets the fast mock, the second
+//! the bursty one, the third the steady one, then round again), and every
+//! key variable is answered with a dummy key, so no real provider is called.
 
 mod analytics;
 mod personalities;
 mod report;
 mod workload;
 
-use std::{process::ExitCode, sync::Arc, time::Duration};
+use std::{process::ExitCode, time::Duration};
 
-use streamgate::breaker::OpenWait;
+use streamgate::config::{Config, ProviderKind, Runtime, StoreConfig, Toggle};
+use streamgate::mock::MockServer;
 use streamgate::prelude::*;
-use streamgate::providers::{
-    anthropic::Anthropic, gemini::Gemini, openai::OpenAiChat, ChatRequest,
-};
 
-/// Output tokens per minute of streaming time below which a backend is
-/// "slow" and used only when the others are not available.
-const MIN_THROUGHPUT: u64 = 3_000;
+/// The demo's three backends, shipped beside it.
+const DEMO_CONFIG: &str = include_str!("../demo.toml");
+
+/// The variable every backend's key is read from when run against the
+/// mocks; the demo answers it with a dummy key.
+const MOCK_KEY_VARIABLE: &str = "STREAMGATE_DEMO_KEY";
 
 /// The command line.
 #[derive(Debug)]
@@ -36,10 +43,13 @@ struct Args {
     store: Option<String>,
     dashboard: Option<String>,
     report: Option<String>,
+    config: Option<String>,
+    print_config: bool,
 }
 
 const USAGE: &str = "usage: demo [--duration SECS] [--concurrency N] [--json PATH]
             [--store PATH] [--dashboard ADDR] [--report PATH]
+            [--config FILE] [--print-config]
 
   --duration SECS    how long callers keep sending (default 20)
   --concurrency N    callers sending at once (default 16)
@@ -47,7 +57,11 @@ const USAGE: &str = "usage: demo [--duration SECS] [--concurrency N] [--json PAT
   --store PATH       keep every request in the SQLite file PATH
   --dashboard ADDR   serve the dashboard on ADDR (e.g. 127.0.0.1:8080) and
                      keep serving after the run until Ctrl-C (needs --store)
-  --report PATH      write the dashboard as a static HTML file (needs --store)";
+  --report PATH      write the dashboard as a static HTML file (needs --store)
+  --config FILE      run the backends of FILE (.toml, .yaml or .json) against
+                     the mocks instead of examples/demo.toml
+  --print-config     print the configuration that runs, every default
+                     filled in, and exit";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -57,6 +71,8 @@ fn parse_args() -> Result<Args, String> {
         store: None,
         dashboard: None,
         report: None,
+        config: None,
+        print_config: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -82,6 +98,8 @@ fn parse_args() -> Result<Args, String> {
             "--store" => args.store = Some(value()?),
             "--dashboard" => args.dashboard = Some(value()?),
             "--report" => args.report = Some(value()?),
+            "--config" => args.config = Some(value()?),
+            "--print-config" => args.print_config = true,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n\n{USAGE}")),
         }
@@ -90,15 +108,6 @@ fn parse_args() -> Result<Args, String> {
         return Err("--dashboard and --report need --store PATH".into());
     }
     Ok(args)
-}
-
-/// Gives a request this provider's model name: callers ask for one logical
-/// model, each provider serves its own.
-fn model(name: &'static str) -> impl Fn(ChatRequest) -> ChatRequest + Send + Sync + 'static {
-    move |mut request: ChatRequest| {
-        request.model = name.to_owned();
-        request
-    }
 }
 
 #[tokio::main]
@@ -119,89 +128,71 @@ async fn main() -> ExitCode {
     }
 }
 
+/// The base URL at which `mock` serves `provider`'s API, or why it
+/// cannot.
+fn mock_base_url(provider: ProviderKind, mock: &MockServer) -> Result<String, String> {
+    let url = mock.url();
+    Ok(match provider {
+        ProviderKind::OpenAi | ProviderKind::OpenAiCompatible | ProviderKind::Anthropic => {
+            format!("{url}/v1")
+        }
+        ProviderKind::Gemini => format!("{url}/v1beta"),
+        ProviderKind::Azure
+        | ProviderKind::Vertex
+        | ProviderKind::Ollama
+        | ProviderKind::Bedrock => url,
+        other => return Err(format!("the mock does not speak the {other} api")),
+    })
+}
+
+/// The configuration to run: the shipped one or the user's, pointed at the
+/// mocks, with the tracker on (the report reads it) and the store if asked.
+fn load_config(args: &Args, mocks: &[&MockServer; 3]) -> Result<Config, BoxError> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_path(path)?,
+        None => Config::from_toml_str(DEMO_CONFIG)?,
+    };
+    for (i, backend) in config.backends.iter_mut().enumerate() {
+        let mock = mocks[i % mocks.len()];
+        backend.base_url = Some(
+            mock_base_url(backend.provider, mock)
+                .map_err(|why| format!("backend {}: {why}", backend.name))?,
+        );
+        backend.api_key_env = Some(Toggle::On(MOCK_KEY_VARIABLE.to_owned()));
+        if backend.provider == ProviderKind::Bedrock && backend.region.is_none() {
+            backend.region = Some("us-east-1".to_owned());
+        }
+    }
+    config.metrics.tracker = Some(true);
+    if let Some(path) = &args.store {
+        config.store = Some(StoreConfig::new(path));
+    }
+    config.validate()?;
+    Ok(config)
+}
+
 async fn run(args: Args) -> Result<(), BoxError> {
     let fast = personalities::fast().await?;
     let bursty = personalities::bursty().await?;
     let steady = personalities::steady().await?;
 
-    let tracker = Arc::new(PerformanceTracker::new());
-    let analytics = match &args.store {
-        Some(path) => Some(analytics::Analytics::open(path.as_ref(), tracker.clone())?),
-        None => None,
-    };
-    let sink = analytics
-        .as_ref()
-        .map_or_else(|| -> Arc<dyn MetricsSink> { tracker.clone() }, |a| a.sink());
+    let config = load_config(&args, &[&fast, &bursty, &steady])?;
+    if args.print_config {
+        print!("{config}");
+        return Ok(());
+    }
+    let runtime = Runtime::new(&config)?.secrets(|_| Some("demo".to_owned()));
+    let tracker = runtime
+        .tracker()
+        .cloned()
+        .ok_or("the demo's configuration turns the tracker on")?;
+    let analytics = runtime
+        .store()
+        .map(|store| analytics::Analytics::new(store.clone(), tracker.clone()));
     if let (Some(analytics), Some(addr)) = (&analytics, &args.dashboard) {
         println!("dashboard: {}", analytics.serve(addr).await?);
     }
-    // One quota tracker for all three backends (keyed by backend and model),
-    // kept here to show its state at the end.
-    let quota = QuotaTracker::builder().sink(sink.clone()).build()?;
-    // A budget of tokens per minute for the bursty provider, sized to run
-    // out about two thirds into the run (the window is a minute long).
-    let bursty_budget = (args.duration.as_secs_f64() * 15_000.0) as u64;
-    let router = Backends::new()
-        // 1st choice: quick, but its quota runs out. The quota gate reads
-        // its rate-limit headers and stops calling it once they say the
-        // minute's requests are spent.
-        .backend(
-            Backend::new(
-                "fast",
-                OpenAiChat::builder()
-                    .base_url(format!("{}/v1", fast.url()))
-                    .build()?,
-            )
-            .map_request(model("gpt-4o-mini"))
-            .first_content_timeout(Duration::from_secs(2))
-            .idle_timeout(Duration::from_secs(5))
-            .quota(quota.clone())
-            .min_throughput(MIN_THROUGHPUT),
-        )
-        // 2nd: overloaded in bursts. Three failures in a row open its
-        // breaker for 1 s; a single probe then decides. Its TPM budget
-        // refuses what would exceed it.
-        .backend(
-            Backend::new(
-                "bursty",
-                Anthropic::builder()
-                    .base_url(format!("{}/v1", bursty.url()))
-                    .api_key("demo")
-                    .build()?,
-            )
-            .map_request(model("claude-haiku-4-5"))
-            .first_content_timeout(Duration::from_millis(1_500))
-            .idle_timeout(Duration::from_secs(5))
-            .circuit_breaker_with(|b| {
-                b.without_failures_within()
-                    .consecutive_failures(3)
-                    .open_wait(OpenWait::Fixed(Duration::from_secs(1)))
-            })
-            .quota(quota.clone())
-            .tpm_budget(bursty_budget)
-            .min_throughput(MIN_THROUGHPUT),
-        )
-        // Last: slow but steady, paced to 360 requests a minute (6 at once,
-        // then one every 167 ms).
-        .backend(
-            Backend::new(
-                "steady",
-                Gemini::builder()
-                    .base_url(format!("{}/v1beta", steady.url()))
-                    .api_key("demo")
-                    .build()?,
-            )
-            .map_request(model("gemini-2.5-flash"))
-            .first_content_timeout(Duration::from_secs(10))
-            .idle_timeout(Duration::from_secs(10))
-            .quota(quota.clone())
-            .pacing(|p| p.requests_per_minute(360).request_burst(6))
-            .min_throughput(MIN_THROUGHPUT),
-        )
-        .metrics(sink)
-        // If every backend refuses at once, wait for the first to come back.
-        .failover(|f| f.wait_when_unavailable(Duration::from_secs(15)))
-        .build()?;
+    let router = Backends::from_config_with(&config, &runtime)?.build()?;
 
     eprintln!(
         "streamgate demo: {} concurrent callers for {:.0} s against three mock providers \
@@ -215,8 +206,22 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let callers = workload::run(router, args.concurrency, args.duration).await;
 
     let snapshot = tracker.snapshot();
-    let quota = quota.snapshot(tokio::time::Instant::now());
-    let report = report::Report::new(&args, &snapshot, &quota, &tracker, &callers);
+    let now = tokio::time::Instant::now();
+    let quota: Vec<_> = runtime
+        .quota_trackers()
+        .flat_map(|(_, tracker)| tracker.snapshot(now))
+        .collect();
+    let backends: Vec<report::BackendRow> = config
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| report::BackendRow {
+            name: b.name.clone(),
+            provider: b.provider.to_string(),
+            personality: personalities::DESCRIPTIONS[i % personalities::DESCRIPTIONS.len()],
+        })
+        .collect();
+    let report = report::Report::new(&args, &backends, &snapshot, &quota, &tracker, &callers);
     println!("{report}");
     if let Some(path) = &args.json {
         std::fs::write(path, report.json()?)?;

@@ -5,6 +5,13 @@ use std::time::Duration;
 use streamgate::mock::{KeepAlive, MockConfig, MockServer, Plan, RequestInfo};
 use tokio::time::Instant;
 
+/// What each mock stands for, in the order the backends get them.
+pub const DESCRIPTIONS: [&str; 3] = [
+    "fast, rate-limited",
+    "overloaded in bursts",
+    "slow but steady",
+];
+
 /// Requests per minute the fast provider allows (its headers say so).
 pub const FAST_RPM: u64 = 150;
 /// Tokens per minute the fast provider allows.

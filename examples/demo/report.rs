@@ -11,16 +11,20 @@ use streamgate::quota::KeySnapshot as QuotaKey;
 
 use crate::{workload::Callers, Args};
 
-/// The backends in failover order, with what they stand for.
-const BACKENDS: [(&str, &str, &str); 3] = [
-    ("fast", "openai", "fast, rate-limited"),
-    ("bursty", "anthropic", "overloaded in bursts"),
-    ("steady", "gemini", "slow but steady"),
-];
+/// A backend in failover order, with what its mock stands for.
+pub struct BackendRow {
+    /// Its name.
+    pub name: String,
+    /// Its provider.
+    pub provider: String,
+    /// The personality of the mock it is pointed at.
+    pub personality: &'static str,
+}
 
 /// Everything printed at the end.
 pub struct Report<'a> {
     args: &'a Args,
+    backends: &'a [BackendRow],
     snapshot: &'a TrackerSnapshot,
     quota: &'a [QuotaKey],
     callers: &'a Callers,
@@ -149,6 +153,7 @@ impl<'a> Report<'a> {
     /// Gathers the report.
     pub fn new(
         args: &'a Args,
+        backends: &'a [BackendRow],
         snapshot: &'a TrackerSnapshot,
         quota: &'a [QuotaKey],
         tracker: &PerformanceTracker,
@@ -160,6 +165,7 @@ impl<'a> Report<'a> {
             .collect();
         Self {
             args,
+            backends,
             snapshot,
             quota,
             callers,
@@ -223,7 +229,8 @@ impl fmt::Display for Report<'_> {
         ]
         .map(String::from)
         .to_vec()];
-        for (name, provider, personality) in BACKENDS {
+        for backend in self.backends {
+            let name = backend.name.as_str();
             let keys: Vec<&KeySnapshot> = s
                 .keys
                 .iter()
@@ -245,8 +252,8 @@ impl fmt::Display for Report<'_> {
                 );
             rows.push(vec![
                 name.into(),
-                provider.into(),
-                personality.into(),
+                backend.provider.clone(),
+                backend.personality.into(),
                 thousands(r.requests),
                 thousands(r.successes),
                 breakdown(&r.failures),

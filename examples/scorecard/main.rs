@@ -381,9 +381,15 @@ async fn spread(n: usize) -> Result<String, BoxError> {
                 .backend(Backend::new("c", client(&servers[2])?))
                 .failover(move |f| f.strategy(strategy))
                 .build()?;
-            for _ in 0..n {
-                let _ = call(router.clone(), cap).await;
-            }
+            // Eight callers at once, as P2C's in-flight term expects.
+            futures::stream::iter(0..n)
+                .for_each_concurrent(8, |_| {
+                    let router = router.clone();
+                    async move {
+                        let _ = call(router, cap).await;
+                    }
+                })
+                .await;
             let shares: Vec<String> = servers
                 .iter()
                 .map(|s| format!("{:.0} %", s.served() as f64 * 100.0 / n as f64))
@@ -478,9 +484,8 @@ async fn main_async(
     if let Some(path) = write {
         let n = if quick { 50 } else { 200 };
         let hedge = hedging(&scale, n).await.map_err(|e| e.to_string())?;
-        let spread = spread(if quick { 60 } else { 300 })
-            .await
-            .map_err(|e| e.to_string())?;
+        let n_spread = if quick { 60 } else { 300 };
+        let spread = spread(n_spread).await.map_err(|e| e.to_string())?;
         let doc = format!(
             "# Fault scorecard\n\n\
              Written by `cargo xtask scorecard` (`cargo run --release --example scorecard -- --write SCORECARD.md`); \
@@ -493,7 +498,8 @@ async fn main_async(
              committed, and there is no continuation yet.\n\n\
              ## Hedging a heavy-tailed primary\n\n{hedge}\n\
              ## Load spread\n\n{spread}\n\
-             Sequential requests; the shares are of requests served.\n"
+             {n_spread} requests from eight concurrent callers; the shares are of requests served \
+             (a backend's first requests explore it while it has no sample).\n"
         );
         std::fs::write(&path, doc).map_err(|e| format!("{path}: {e}"))?;
         eprintln!("wrote {path}");

@@ -61,6 +61,9 @@ pub struct Snapshot {
     pub opens: u32,
     /// While open: how long until probes are let through.
     pub open_for: Option<Duration>,
+    /// While open: the wait a provider asked for was longer than
+    /// [`max_wait`](crate::BreakerBuilder::max_wait) and was cut to it.
+    pub wait_capped: bool,
     /// While half-open: probes admitted and not yet ended.
     pub probes_in_flight: u32,
     /// Calls rejected since the breaker was built.
@@ -148,6 +151,7 @@ impl Breaker {
             consecutive_failures: s.consecutive_failures,
             opens: s.opens,
             open_for: s.open_for,
+            wait_capped: s.wait_capped,
             probes_in_flight: s.probes_in_flight,
             rejected: s.rejected,
         }
@@ -220,12 +224,18 @@ impl Breaker {
     }
 
     fn report(&self, transition: Option<Transition>) {
-        if let Some(Transition { from, to }) = transition {
+        if let Some(Transition {
+            from,
+            to,
+            wait_capped,
+        }) = transition
+        {
             emit(&self.inner.settings.sink, || Event::BreakerTransition {
                 backend: &self.inner.backend,
                 model: self.model(),
                 from,
                 to,
+                wait_capped,
             });
         }
     }

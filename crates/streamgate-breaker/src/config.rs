@@ -219,6 +219,9 @@ impl fmt::Debug for Settings {
 ///   the breaker ([`honor_retry_after`](Self::honor_retry_after));
 /// - no open shorter than 1 s ([`minimum_open`](Self::minimum_open)), so a
 ///   provider's `Retry-After: 0` cannot open the breaker for no time;
+/// - no provider-supplied wait honoured for longer than 1 hour
+///   ([`max_wait`](Self::max_wait)), so one `Retry-After: 999999999` cannot
+///   take the backend out for decades;
 /// - half-open for at most 120 s without a verdict
 ///   ([`half_open_max_wait`](Self::half_open_max_wait)), so a probe that
 ///   hangs cannot hold the breaker half-open;
@@ -240,8 +243,13 @@ pub struct BreakerBuilder {
     probes: u32,
     half_open_max_wait: Option<Duration>,
     minimum_open: Duration,
+    max_wait: Duration,
     model_cap: usize,
 }
+
+/// The default [`BreakerBuilder::max_wait`]: 1 hour, as for the quota
+/// tracker. No per-minute or per-hour limit needs a longer wait.
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(3600);
 
 /// The default [`BreakerBuilder::minimum_open`].
 pub const DEFAULT_MINIMUM_OPEN: Duration = Duration::from_secs(1);
@@ -264,6 +272,7 @@ impl fmt::Debug for BreakerBuilder {
             .field("probes", &self.probes)
             .field("half_open_max_wait", &self.half_open_max_wait)
             .field("minimum_open", &self.minimum_open)
+            .field("max_wait", &self.max_wait)
             .field("model_cap", &self.model_cap)
             .finish_non_exhaustive()
     }
@@ -287,6 +296,7 @@ impl BreakerBuilder {
             probes: 1,
             half_open_max_wait: Some(DEFAULT_HALF_OPEN_MAX_WAIT),
             minimum_open: DEFAULT_MINIMUM_OPEN,
+            max_wait: DEFAULT_MAX_WAIT,
             model_cap: streamgate_core::keyed::DEFAULT_MODEL_CAP,
         }
     }
@@ -397,6 +407,20 @@ impl BreakerBuilder {
     /// opens for this long instead of not at all.
     pub fn minimum_open(mut self, wait: Duration) -> Self {
         self.minimum_open = wait;
+        self
+    }
+
+    /// The longest wait a provider may impose (a tripping error's
+    /// `Retry-After`, a 429's reset): a longer one opens the breaker for
+    /// this long instead, and the [`BreakerTransition`] event and the
+    /// [`Snapshot`](crate::Snapshot) say so (`wait_capped`). Default
+    /// [`DEFAULT_MAX_WAIT`] (1 hour); must not be below the
+    /// [`minimum_open`](Self::minimum_open). The configured
+    /// [`open_wait`](Self::open_wait) is not cut.
+    ///
+    /// [`BreakerTransition`]: streamgate_core::Event::BreakerTransition
+    pub fn max_wait(mut self, max: Duration) -> Self {
+        self.max_wait = max;
         self
     }
 
@@ -527,6 +551,12 @@ impl BreakerBuilder {
         if self.minimum_open.is_zero() {
             return Err(ConfigError::new("minimum_open", "must be longer than zero"));
         }
+        if self.max_wait < self.minimum_open {
+            return Err(ConfigError::new(
+                "max_wait",
+                "must not be shorter than the minimum open",
+            ));
+        }
         if self.half_open_max_wait.is_some_and(|w| w.is_zero()) {
             return Err(ConfigError::new(
                 "half_open_max_wait",
@@ -553,6 +583,7 @@ impl BreakerBuilder {
             probes: self.probes,
             half_open_max_wait: self.half_open_max_wait,
             minimum_open: self.minimum_open,
+            max_wait: self.max_wait,
             slow_probe_fails: slow_threshold.is_some(),
         };
         let settings = Settings {

@@ -15,7 +15,7 @@
 //!   replaces), consecutive failures, failure rate and slow-call rate over a
 //!   count window (last N calls) or a time window (N one-second buckets).
 //! - Open for a fixed or growing [`OpenWait`], or exactly until the reset a
-//!   rate-limit error carries.
+//!   rate-limit error carries, up to [`BreakerBuilder::max_wait`] (1 hour).
 //! - Half-open lets exactly the permitted probes through, even under
 //!   contention; any failing probe reopens; a probe that is dropped or
 //!   rejected by another gate frees its place and records nothing.
@@ -69,7 +69,8 @@ mod service;
 
 pub use breaker::{Breaker, Permit, Snapshot};
 pub use config::{
-    BreakerBuilder, ConfigError, OpenWait, DEFAULT_HALF_OPEN_MAX_WAIT, DEFAULT_MINIMUM_OPEN,
+    BreakerBuilder, ConfigError, OpenWait, DEFAULT_HALF_OPEN_MAX_WAIT, DEFAULT_MAX_WAIT,
+    DEFAULT_MINIMUM_OPEN,
 };
 pub use future::{ResponseBody, ResponseFuture};
 pub use layer::CircuitBreakerLayer;

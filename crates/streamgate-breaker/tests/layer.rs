@@ -316,6 +316,8 @@ async fn a_rate_limit_with_a_reset_opens_exactly_until_then() {
         .layer(failing_with(|| rate_limited(Some(Duration::from_secs(17)))));
     assert!(run(&mut service, request()).await.is_err());
     assert_eq!(breaker.state(), BreakerState::Open);
+    // Within the maximum wait: honoured as asked, and not flagged.
+    assert!(!breaker.snapshot().wait_capped);
     advance(Duration::from_millis(16_999)).await;
     let err = run(&mut service, request()).await.unwrap_err();
     assert_eq!(rejection(&err).retry_after, Some(MS));
@@ -667,4 +669,84 @@ async fn hostile_model_names_share_one_breaker_past_the_cap() {
     // Known models keep their own breaker.
     assert_eq!(registry.get("model-2").model(), Some("model-2"));
     assert_eq!(registry.get("model-999").model(), Some("_OTHER"));
+}
+
+/// Keeps whether each opening transition said its wait was capped.
+#[derive(Default)]
+struct CappedOpens(std::sync::Mutex<Vec<bool>>);
+
+impl streamgate_core::MetricsSink for CappedOpens {
+    fn record(&self, event: &streamgate_core::Event<'_>) {
+        if let streamgate_core::Event::BreakerTransition {
+            to: BreakerState::Open,
+            wait_capped,
+            ..
+        } = event
+        {
+            self.0.lock().unwrap().push(*wait_capped);
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rate_limit_reset_of_decades_opens_for_the_max_wait_and_says_so() {
+    let opens = std::sync::Arc::new(CappedOpens::default());
+    let breaker = Breaker::builder("b").sink(opens.clone()).build().unwrap();
+    // 999999999 s: a hostile or broken `retry-after`.
+    let mut service = breaker.layer().layer(failing_with(|| {
+        rate_limited(Some(Duration::from_secs(999_999_999)))
+    }));
+    run(&mut service, request()).await.unwrap_err();
+    let snapshot = breaker.snapshot();
+    assert_eq!(
+        snapshot.open_for,
+        Some(streamgate_breaker::DEFAULT_MAX_WAIT)
+    );
+    assert!(snapshot.wait_capped);
+    let err = run(&mut service, request()).await.unwrap_err();
+    assert_eq!(
+        rejection(&err).retry_after,
+        Some(streamgate_breaker::DEFAULT_MAX_WAIT)
+    );
+    assert_eq!(*opens.0.lock().unwrap(), [true]);
+    // An hour later the backend gets its probe.
+    advance(streamgate_breaker::DEFAULT_MAX_WAIT).await;
+    assert_eq!(breaker.state(), BreakerState::HalfOpen);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tripping_error_with_a_huge_retry_after_is_capped_at_the_configured_max() {
+    let opens = std::sync::Arc::new(CappedOpens::default());
+    let inner = ScriptedService::new(healthy()).then(
+        Script::new()
+            .fail_call(ErrorClass::Server)
+            .retry_after(Duration::from_secs(u64::MAX)),
+    );
+    let breaker = Breaker::builder("b")
+        .consecutive_failures(1)
+        .max_wait(Duration::from_secs(90))
+        .open_wait(OpenWait::Fixed(Duration::from_secs(5)))
+        .sink(opens.clone())
+        .build()
+        .unwrap();
+    let mut service = breaker.layer().layer(inner.clone());
+    run(&mut service, request()).await.unwrap_err();
+    assert_eq!(breaker.snapshot().open_for, Some(Duration::from_secs(90)));
+    assert!(breaker.snapshot().wait_capped);
+    advance(Duration::from_secs(90)).await;
+    // The probe succeeds and closes it; the flag goes with the open.
+    assert_eq!(run(&mut service, request()).await.unwrap(), 4);
+    assert_eq!(breaker.state(), BreakerState::Closed);
+    assert!(!breaker.snapshot().wait_capped);
+    assert_eq!(*opens.0.lock().unwrap(), [true]);
+}
+
+#[test]
+fn a_max_wait_below_the_minimum_open_is_refused() {
+    let err = Breaker::builder("b")
+        .minimum_open(Duration::from_secs(2))
+        .max_wait(Duration::from_secs(1))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.setting(), "max_wait");
 }

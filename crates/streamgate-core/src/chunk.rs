@@ -54,6 +54,16 @@ pub trait Chunk {
         let _ = bytes;
         false
     }
+
+    /// The output tokens every layer counts for this chunk, so that the TPM
+    /// budget, metrics and the throughput probe agree: its
+    /// [`output_tokens`](Self::output_tokens) when it says, otherwise one
+    /// for a content chunk (the usual size of a streamed delta) and none for
+    /// anything else.
+    fn counted_output_tokens(&self) -> u64 {
+        self.output_tokens()
+            .unwrap_or_else(|| u64::from(self.is_content()))
+    }
 }
 
 impl<C: Chunk + ?Sized> Chunk for Box<C> {
@@ -140,4 +150,32 @@ pub trait Continuable: LlmRequest {
     /// that continues per `how`; `None` when it cannot be expressed (the
     /// router then does not continue on that backend).
     fn continued(&self, partial: &str, how: Prefill) -> Option<Self>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Plain(bool);
+    impl Chunk for Plain {
+        fn is_content(&self) -> bool {
+            self.0
+        }
+    }
+
+    struct Counted(u64);
+    impl Chunk for Counted {
+        fn output_tokens(&self) -> Option<u64> {
+            Some(self.0)
+        }
+    }
+
+    #[test]
+    fn a_content_chunk_without_a_count_counts_as_one_token_and_anything_else_as_none() {
+        assert_eq!(Plain(true).counted_output_tokens(), 1);
+        assert_eq!(Plain(false).counted_output_tokens(), 0);
+        // A count wins, content or not.
+        assert_eq!(Counted(7).counted_output_tokens(), 7);
+        assert_eq!(Box::new(Plain(true)).counted_output_tokens(), 1);
+    }
 }

@@ -22,6 +22,13 @@ use crate::{BoxError, Chunk};
 
 /// Resolves with the response once the stream is committed.
 ///
+/// [`Commit`] drives a response future, then polls the body until the first
+/// content chunk (or the end of the stream) before it resolves. Chunks that
+/// come before the content (role-only chunks, pings, `message_start`) are
+/// held and replayed by [`Replay`], so the caller loses nothing. An error
+/// before the first content becomes the future's `Err`, which is what lets a
+/// failover layer retry elsewhere before the caller has seen a single token.
+///
 /// Created with [`Commit::new`]. The body must be `Unpin` because it is handed
 /// over inside the response (box a `!Unpin` body with `Box::pin`).
 ///

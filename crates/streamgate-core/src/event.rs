@@ -279,6 +279,10 @@ pub enum Event<'a> {
         from: BreakerState,
         /// The state after.
         to: BreakerState,
+        /// The breaker opened for less than a provider asked (a
+        /// `Retry-After` or reset beyond the breaker's maximum wait, cut to
+        /// it). Always false for other transitions.
+        wait_capped: bool,
     },
     /// A quota tracker learned something that changed a key's state or counts.
     QuotaUpdate {

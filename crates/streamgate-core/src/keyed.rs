@@ -1,6 +1,7 @@
 //! The one bounded map of per-(backend, model) state, used by every
-//! structure that keys by model: the metrics sinks, the in-memory tracker
-//! and the per-model breaker registry.
+//! structure that keys by model: the metrics sinks, the in-memory tracker,
+//! the per-model breaker registry, the TPM registry, the quota tracker and
+//! pacing's learned limits.
 //!
 //! Model names come from callers and are untrusted, so the number of
 //! distinct models kept per backend has a cap ([`DEFAULT_MODEL_CAP`] unless
@@ -97,8 +98,50 @@ impl<V: Send + Sync + 'static> KeyedMap<V> {
         model: &str,
         make: impl FnOnce(&BackendId, &Arc<str>) -> V,
     ) -> Arc<V> {
-        let slot = (self.id % CACHE_SLOTS as u64) as usize;
-        let hit = CACHE
+        if let Some(entry) = self.cached(backend, model) {
+            return entry;
+        }
+        let (key, entry) = self.lookup(backend, model, make);
+        if *key == *model {
+            // Only after the lookup: `make` may record into another map.
+            self.remember(backend, key, &entry);
+        }
+        entry
+    }
+
+    /// The entry [`get_or_insert_with`](Self::get_or_insert_with) would hand
+    /// out for `backend` × `model`, without making one: the model's own, or,
+    /// for a model that would fold into it, the shared [`OTHER_MODEL`]
+    /// entry. `None` when neither exists yet. A read lock (or none, when the
+    /// same thread asked last) and no allocation.
+    pub fn find(&self, backend: &BackendId, model: &str) -> Option<Arc<V>> {
+        if let Some(entry) = self.cached(backend, model) {
+            return Some(entry);
+        }
+        let (key, entry) = {
+            let map = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+            let models = map.get(backend)?;
+            match models.get_key_value(model) {
+                Some((key, entry)) => (key.clone(), entry.clone()),
+                None if real_models(models) >= self.cap => {
+                    return models.get(OTHER_MODEL).cloned();
+                }
+                None => return None,
+            }
+        };
+        self.remember(backend, key, &entry);
+        Some(entry)
+    }
+
+    fn cache_slot(&self) -> usize {
+        (self.id % CACHE_SLOTS as u64) as usize
+    }
+
+    /// This thread's most recent entry of this map, if it is `backend` ×
+    /// `model`'s own.
+    fn cached(&self, backend: &BackendId, model: &str) -> Option<Arc<V>> {
+        let slot = self.cache_slot();
+        CACHE
             .try_with(|cache| {
                 // `try_`: dropping an evicted entry must never panic here.
                 let cache = cache.try_borrow().ok()?;
@@ -110,25 +153,22 @@ impl<V: Send + Sync + 'static> KeyedMap<V> {
                 }
             })
             .ok()
-            .flatten();
-        if let Some(entry) = hit {
-            return entry;
-        }
-        let (key, entry) = self.lookup(backend, model, make);
-        if *key == *model {
-            // Only after the lookup: `make` may record into another map.
-            let _ = CACHE.try_with(|cache| {
-                if let Ok(mut cache) = cache.try_borrow_mut() {
-                    cache[slot] = Some(Cached {
-                        map: self.id,
-                        backend: backend.clone(),
-                        model: key,
-                        entry: entry.clone(),
-                    });
-                }
-            });
-        }
-        entry
+            .flatten()
+    }
+
+    /// Keeps `entry`, stored under `model`, as this thread's most recent.
+    fn remember(&self, backend: &BackendId, model: Arc<str>, entry: &Arc<V>) {
+        let slot = self.cache_slot();
+        let _ = CACHE.try_with(|cache| {
+            if let Ok(mut cache) = cache.try_borrow_mut() {
+                cache[slot] = Some(Cached {
+                    map: self.id,
+                    backend: backend.clone(),
+                    model,
+                    entry: entry.clone(),
+                });
+            }
+        });
     }
 
     /// The entry and the model it is stored under, from the map.
@@ -251,6 +291,28 @@ mod tests {
         assert_eq!(*map.get_or_insert_with(&c, "m3", make), "m3");
         let names: Vec<_> = map.entries().iter().map(|e| e.1.to_string()).collect();
         assert_eq!(names, ["_OTHER", "m1", "m2", "m3"]);
+    }
+
+    #[test]
+    fn find_hands_out_what_a_lookup_would_without_making_an_entry() {
+        let map = KeyedMap::<String>::new(1);
+        let b = BackendId::new("b");
+        let make = |_: &BackendId, m: &Arc<str>| m.to_string();
+        assert!(map.find(&b, "m1").is_none());
+        map.get_or_insert_with(&b, "m1", make);
+        assert_eq!(
+            map.find(&b, "m1").as_deref().map(String::as_str),
+            Some("m1")
+        );
+        // At the cap, before the overflow entry exists: nothing.
+        assert!(map.find(&b, "m2").is_none());
+        map.get_or_insert_with(&b, "m2", make);
+        assert_eq!(
+            map.find(&b, "m3").as_deref().map(String::as_str),
+            Some(OTHER_MODEL)
+        );
+        assert_eq!(map.len(), 2);
+        assert!(map.find(&BackendId::new("c"), "m1").is_none());
     }
 
     #[test]

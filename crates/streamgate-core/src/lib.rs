@@ -52,11 +52,11 @@
 mod backend;
 mod chunk;
 mod classify;
-pub mod commit;
+mod commit;
 mod error;
 mod event;
 pub mod keyed;
-pub mod observe;
+mod observe;
 pub mod redact;
 pub mod scoreboard;
 mod service;

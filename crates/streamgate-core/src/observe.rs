@@ -46,6 +46,11 @@ pub trait StreamObserver<C>: EndObserver {
 }
 
 /// A response future whose outcome is reported to an observer.
+///
+///
+/// [`Observed`] wraps a response future; when it resolves, its body is
+/// wrapped in an [`ObservedBody`]. The [`StreamObserver`] sees the response
+/// head, every chunk, and exactly one end: complete, failed, or dropped.
 #[pin_project(PinnedDrop)]
 #[must_use = "futures do nothing unless polled"]
 pub struct Observed<F, O: EndObserver> {

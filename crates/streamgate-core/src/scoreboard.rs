@@ -229,6 +229,17 @@ impl Scoreboard {
         self.inner.late_for
     }
 
+    /// How many backend × model entries the board holds, shared `_OTHER`
+    /// ones included: at most the model cap plus one per backend.
+    pub fn len(&self) -> usize {
+        self.inner.scores.len()
+    }
+
+    /// Whether the board holds no entry yet.
+    pub fn is_empty(&self) -> bool {
+        self.inner.scores.is_empty()
+    }
+
     /// Sets `backend`'s minimum decode throughput in output tokens per
     /// minute of streaming time: below it (over at least
     /// [`MIN_THROUGHPUT_SAMPLES`] recent streams) the backend is slow and

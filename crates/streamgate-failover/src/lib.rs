@@ -3,7 +3,7 @@
 //!
 //! - [`TpmMeter`]: tokens and requests per minute over a sliding 60 s window
 //!   of one-second buckets, with reservations for requests in flight
-//!   ([`meter`] documents the exact window).
+//!   ([`TpmMeter`] documents the exact window).
 //! - [`TpmLayer`]: per backend, a *budget* gate (a maximum TPM: reserve the
 //!   estimate at admission, reconcile with real usage at the end).
 //! - [`Failover`]: backends ordered by a [`Strategy`] and the scoreboard,
@@ -63,17 +63,21 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
-pub mod failover;
-pub mod meter;
-pub mod tpm;
+mod failover;
+mod meter;
+mod tpm;
 
 mod error;
 
 pub use error::ConfigError;
 pub use failover::{
     Abandoned, Backoff, ContextLengthPolicy, Continuation, ContinuationLog, Continued, Failover,
-    FailoverBody, FailoverBuilder, FailoverReport, Hedge, HedgeDelay, SlowStart, Strategy,
-    ThroughputProbe, MAX_BACKOFF_DELAY,
+    FailoverBody, FailoverBuilder, FailoverFuture, FailoverReport, Hedge, HedgeDelay, SlowStart,
+    Strategy, ThroughputProbe, DEFAULT_HEDGE_BUDGET, DEFAULT_HEDGE_FLOOR,
+    DEFAULT_HEDGE_MIN_SAMPLES, DEFAULT_HEDGE_PERCENTILE, HEDGE_BURST, MAX_BACKOFF_DELAY,
+    MAX_CONTINUATIONS, MAX_PREFILL_BYTES,
 };
-pub use meter::{BudgetExceeded, Reservation, TpmMeter, TpmRegistry, TpmSnapshot};
-pub use tpm::{Tpm, TpmLayer, TpmLayerBuilder};
+pub use meter::{
+    BudgetExceeded, Reservation, TpmMeter, TpmRegistry, TpmSnapshot, MAX_MODELS, WINDOW,
+};
+pub use tpm::{Tpm, TpmFuture, TpmLayer, TpmLayerBuilder, TpmObserver};

@@ -1,20 +1,4 @@
 //! The sliding tokens-per-minute window: pure, with the clock as a parameter.
-//!
-//! # Window semantics
-//!
-//! Time is cut into whole seconds counted from the first instant the meter
-//! sees (its *origin*), not from the wall clock's minutes, so the window
-//! slides by one second at a time and never resets at a minute boundary.
-//! Tokens recorded during second `s` count while the current second `n`
-//! satisfies `n - s <= 60`: the window is the current, partial second plus
-//! the 60 whole seconds before it. So a recorded token is counted for at
-//! least 60 s and less than 61 s. The meter never under-counts the last
-//! 60 s; it over-counts by at most what was recorded in the one second just
-//! before them, which for a budget gate is the safe side.
-//!
-//! The ring holds 61 one-second buckets and running totals: recording and
-//! reading are O(1) (moving forward clears at most 61 buckets once), memory
-//! is constant, and each operation is one short critical section.
 
 use std::{
     sync::{Arc, Mutex, MutexGuard, PoisonError},
@@ -126,7 +110,23 @@ impl Ring {
 }
 
 /// Tokens and requests per minute over a sliding window, with reservations
-/// for requests in flight. See the [module docs](self) for the exact window.
+/// for requests in flight.
+///
+/// # Window semantics
+///
+/// Time is cut into whole seconds counted from the first instant the meter
+/// sees (its *origin*), not from the wall clock's minutes, so the window
+/// slides by one second at a time and never resets at a minute boundary.
+/// Tokens recorded during second `s` count while the current second `n`
+/// satisfies `n - s <= 60`: the window is the current, partial second plus
+/// the 60 whole seconds before it. So a recorded token is counted for at
+/// least 60 s and less than 61 s. The meter never under-counts the last
+/// 60 s; it over-counts by at most what was recorded in the one second just
+/// before them, which for a budget gate is the safe side.
+///
+/// The ring holds 61 one-second buckets and running totals: recording and
+/// reading are O(1) (moving forward clears at most 61 buckets once), memory
+/// is constant, and each operation is one short critical section.
 ///
 /// Every method takes `now`, so the arithmetic is tested on any clock.
 /// Thread-safe: each call is one short critical section, and

@@ -70,6 +70,7 @@ fn facade_sink_records_gen_ai_names_labels_and_folds_models() {
             model: None,
             from: BreakerState::Closed,
             to: BreakerState::Open,
+            wait_capped: false,
         });
         sink.record(&Event::Failover {
             from: &backend,

@@ -195,12 +195,14 @@ async fn throttling_breaker_quota_and_failover_events_are_kept() {
         model: None,
         from: BreakerState::Closed,
         to: BreakerState::Open,
+        wait_capped: false,
     });
     tracker.record(&Event::BreakerTransition {
         backend: &a,
         model: None,
         from: BreakerState::Open,
         to: BreakerState::HalfOpen,
+        wait_capped: false,
     });
     tracker.record(&Event::QuotaUpdate {
         backend: &a,

@@ -39,13 +39,19 @@
 //!   those servers are dropped. Use [`crate::openai::OpenAiChat`] for them.
 //! - **Errors.** HTTP errors, in-band `data: {"error": …}` events and
 //!   transport failures become [`ProviderError`]s classified by the same
-//!   rules as this crate's own clients ([`crate::errors`]).
+//!   rules as this crate's own clients ([`crate::errors`]). The client's
+//!   credentials (the values of its config's `authorization`, `api-key`,
+//!   `x-api-key` and `x-goog-api-key` headers) and the usual credential
+//!   patterns are [redacted](streamgate_core::redact) from every error: its
+//!   message, code, body excerpt and the text of its causes (async-openai's
+//!   own errors are kept as that text only).
 //!
 //! Dropping the response future cancels the request; dropping the body
 //! closes the connection (async-openai's reader task sees the receiver go
 //! away and drops the response).
 
 use std::{
+    error::Error,
     fmt,
     future::Future,
     pin::Pin,
@@ -66,7 +72,9 @@ use ::async_openai::{
 use futures_core::Stream;
 use http::{HeaderMap, Response, StatusCode};
 use serde_json::{json, Map, Value};
-use streamgate_core::{classify, BoxError, Chunk, ErrorClass, LlmRequest, ProviderError, Usage};
+use streamgate_core::{
+    classify, redact::redact_owned, BoxError, Chunk, ErrorClass, LlmRequest, ProviderError, Usage,
+};
 use tower_service::Service;
 
 use crate::{
@@ -169,6 +177,8 @@ pub struct AsyncOpenAiChat<C: Config> {
     /// Set when the bridge owns the transport: each call then sends through a
     /// service that records the status and headers.
     http: Option<reqwest::Client>,
+    /// The config's credentials, removed from every error.
+    secrets: Secrets,
     include_usage: bool,
     require_finish_reason: bool,
 }
@@ -178,6 +188,7 @@ impl<C: Config + Clone> Clone for AsyncOpenAiChat<C> {
         Self {
             client: self.client.clone(),
             http: self.http.clone(),
+            secrets: self.secrets.clone(),
             include_usage: self.include_usage,
             require_finish_reason: self.require_finish_reason,
         }
@@ -202,6 +213,7 @@ impl<C: Config + Clone> AsyncOpenAiChat<C> {
     /// expose them).
     pub fn new(client: Client<C>) -> Self {
         Self {
+            secrets: Secrets::of(client.config()),
             client,
             http: None,
             include_usage: true,
@@ -221,6 +233,7 @@ impl<C: Config + Clone> AsyncOpenAiChat<C> {
     /// Like [`with_config`](Self::with_config), sending through `http`.
     pub fn with_http_client(config: C, http: reqwest::Client) -> Self {
         Self {
+            secrets: Secrets::of(&config),
             client: Client::build(http.clone(), config),
             http: Some(http),
             include_usage: true,
@@ -284,6 +297,7 @@ where
             None => (self.client.clone(), None),
         };
         let require_finish_reason = self.require_finish_reason;
+        let secrets = self.secrets.clone();
         Box::pin(async move {
             let result = client.chat().create_stream(request).await;
             let seen = seen.as_deref().and_then(OnceLock::get);
@@ -291,6 +305,7 @@ where
                 Ok(stream) => {
                     let mut response = Response::new(AsyncOpenAiStream {
                         inner: Some(stream),
+                        secrets,
                         require_finish_reason,
                         finished: false,
                         model_seen: false,
@@ -301,7 +316,7 @@ where
                     }
                     Ok(response)
                 }
-                Err(error) => Err(request_error(error, seen).into()),
+                Err(error) => Err(request_error(error, seen, &secrets.refs()).into()),
             }
         })
     }
@@ -385,28 +400,96 @@ impl Service<HttpRequestFactory> for Recording {
     }
 }
 
+/// The credentials of an async-openai config: the values of the headers it
+/// sends them in (the token after the scheme of `authorization`). Shared by
+/// every clone of the bridge and its streams.
+#[derive(Clone, Default)]
+struct Secrets(Arc<[Box<str>]>);
+
+impl Secrets {
+    fn of<C: Config>(config: &C) -> Self {
+        let headers = config.headers();
+        let secrets: Vec<Box<str>> = headers
+            .iter()
+            .filter_map(|(name, value)| {
+                let value = value.to_str().ok()?;
+                let secret = match name.as_str() {
+                    "authorization" | "proxy-authorization" => {
+                        value.split_once(' ').map_or(value, |(_, token)| token)
+                    }
+                    "api-key" | "x-api-key" | "x-goog-api-key" => value,
+                    _ => return None,
+                }
+                .trim();
+                (!secret.is_empty()).then(|| secret.into())
+            })
+            .collect();
+        Self(secrets.into())
+    }
+
+    fn refs(&self) -> Vec<&str> {
+        self.0.iter().map(AsRef::as_ref).collect()
+    }
+}
+
+/// The text of an error from async-openai or below it, and of its causes,
+/// with the credentials removed: what is shown is all that is kept.
+struct Cause(String);
+
+impl Cause {
+    fn of(error: &(dyn Error + 'static), secrets: &[&str]) -> BoxError {
+        let mut text = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        Box::new(Self(redact_owned(text, secrets)))
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Cause").field(&self.0).finish()
+    }
+}
+
+impl Error for Cause {}
+
 /// The error of the response future: before any chunk.
-fn request_error(error: OpenAIError, seen: Option<&(StatusCode, HeaderMap)>) -> ProviderError {
+fn request_error(
+    error: OpenAIError,
+    seen: Option<&(StatusCode, HeaderMap)>,
+    secrets: &[&str],
+) -> ProviderError {
     let headers = || seen.map(|(_, headers)| headers.clone()).unwrap_or_default();
-    match error {
-        OpenAIError::ApiError(response) => api_error(response, headers()),
+    let error = match error {
+        OpenAIError::ApiError(response) => api_error(response, headers(), secrets),
         // async-openai could not read an error body as OpenAI's error JSON;
         // only the recorded status says what it was.
         OpenAIError::JSONDeserialize(source, body) => match seen {
             Some((status, headers)) if !status.is_success() => {
-                http_error(*status, headers.clone(), body.as_bytes(), &[])
+                http_error(*status, headers.clone(), body.as_bytes(), secrets)
             }
             _ => ProviderError::new(ErrorClass::Other, "unreadable error response")
-                .with_body_excerpt(body.as_bytes())
-                .with_source(source),
+                .with_redacted_body_excerpt(body.as_bytes(), secrets)
+                .with_source(Cause::of(&source, secrets)),
         },
-        other => common_error(other),
-    }
+        other => common_error(other, secrets),
+    };
+    error.redact_known(secrets)
 }
 
 /// An HTTP error status, mapped by this crate's rules from the body
 /// async-openai read.
-fn api_error(response: ApiErrorResponse, headers: HeaderMap) -> ProviderError {
+fn api_error(response: ApiErrorResponse, headers: HeaderMap, secrets: &[&str]) -> ProviderError {
     let ApiErrorResponse {
         status_code,
         api_error,
@@ -421,13 +504,12 @@ fn api_error(response: ApiErrorResponse, headers: HeaderMap) -> ProviderError {
     } else {
         serde_json::to_vec(&WrappedError { error: api_error }).unwrap_or_default()
     };
-    // The key lives inside async-openai's config: the patterns still apply.
-    http_error(status_code, headers, &body, &[])
+    http_error(status_code, headers, &body, secrets)
 }
 
 /// An error item of the stream.
-fn stream_error(error: OpenAIError) -> ProviderError {
-    match error {
+fn stream_error(error: OpenAIError, secrets: &[&str]) -> ProviderError {
+    let error = match error {
         // async-openai reads `data: {"error": …}` as a chunk that failed to
         // deserialize: look at the payload before calling it malformed.
         OpenAIError::JSONDeserialize(source, payload) => {
@@ -435,38 +517,40 @@ fn stream_error(error: OpenAIError) -> ProviderError {
                 Ok(value) if value.get("error").is_some_and(|e| !e.is_null()) => {
                     in_band_error(error_details(&value).unwrap_or_default())
                 }
-                _ => malformed("chat completion chunk", source),
+                _ => malformed("chat completion chunk", Cause::of(&source, secrets)),
             }
         }
-        other => common_error(other),
-    }
+        other => common_error(other, secrets),
+    };
+    error.redact_known(secrets)
 }
 
-fn common_error(error: OpenAIError) -> ProviderError {
+fn common_error(error: OpenAIError, secrets: &[&str]) -> ProviderError {
     match error {
+        // Without its URL (see `transport_error`), and kept as a `reqwest`
+        // error so timeouts stay timeouts.
         OpenAIError::Reqwest(source) => transport_error(Box::new(source)),
-        OpenAIError::ApiError(response) => api_error(response, HeaderMap::new()),
+        OpenAIError::ApiError(response) => api_error(response, HeaderMap::new(), secrets),
         OpenAIError::StreamError(ref stream) => match &**stream {
             // eventsource-stream's transport errors arrive as text
-            // ("Transport error: …"); UTF-8 and parse errors are the
-            // provider's fault.
+            // ("Transport error: …", which may name the URL); UTF-8 and
+            // parse errors are the provider's fault.
             StreamError::EventStream(text)
                 if !text.starts_with("UTF8 error") && !text.starts_with("Parse error") =>
             {
-                transport_error(Box::new(error))
+                transport_error(Cause::of(&error, secrets))
             }
-            _ => malformed("event stream", error),
+            _ => malformed("event stream", Cause::of(&error, secrets)),
         },
         OpenAIError::InvalidArgument(message) => {
             ProviderError::new(ErrorClass::Client, message.to_ascii_lowercase())
         }
         OpenAIError::Boxed(source) => {
             ProviderError::new(classify(&*source), "async-openai middleware failed")
-                .with_source(source)
+                .with_source(Cause::of(&*source, secrets))
         }
-        other => {
-            ProviderError::new(ErrorClass::Other, "async-openai request failed").with_source(other)
-        }
+        other => ProviderError::new(ErrorClass::Other, "async-openai request failed")
+            .with_source(Cause::of(&other, secrets)),
     }
 }
 
@@ -478,6 +562,7 @@ fn common_error(error: OpenAIError) -> ProviderError {
 /// [module docs](self)). `Unpin` and `Send`.
 pub struct AsyncOpenAiStream {
     inner: Option<ChatCompletionResponseStream>,
+    secrets: Secrets,
     require_finish_reason: bool,
     finished: bool,
     model_seen: bool,
@@ -557,7 +642,7 @@ impl Stream for AsyncOpenAiStream {
                 // Dropping the receiver makes async-openai's reader task drop
                 // the connection.
                 this.inner = None;
-                Some(Err(stream_error(error)))
+                Some(Err(stream_error(error, &this.secrets.refs())))
             }
             None => {
                 this.inner = None;
@@ -616,6 +701,7 @@ mod tests {
     fn run(items: Vec<Item>) -> Vec<Result<ChatChunk, ProviderError>> {
         let body = AsyncOpenAiStream {
             inner: Some(Box::pin(stream::iter(items))),
+            secrets: Secrets::default(),
             require_finish_reason: true,
             finished: false,
             model_seen: false,
@@ -709,6 +795,7 @@ mod tests {
 
         let body = AsyncOpenAiStream {
             inner: Some(Box::pin(stream::iter(vec![content()]))),
+            secrets: Secrets::default(),
             require_finish_reason: false,
             finished: false,
             model_seen: false,
@@ -736,7 +823,7 @@ mod tests {
 
     #[test]
     fn chunk_of_the_wrong_shape_is_malformed() {
-        let error = stream_error(deserialize_error(r#"{"choices": 3}"#));
+        let error = stream_error(deserialize_error(r#"{"choices": 3}"#), &[]);
         assert_eq!(error.class(), ErrorClass::Server);
         assert!(error.message().contains("malformed"));
     }
@@ -746,10 +833,10 @@ mod tests {
         let stream_failure = |text: &str| {
             OpenAIError::StreamError(Box::new(StreamError::EventStream(text.to_owned())))
         };
-        let error = stream_error(stream_failure("Transport error: connection reset"));
+        let error = stream_error(stream_failure("Transport error: connection reset"), &[]);
         assert_eq!(error.class(), ErrorClass::Network);
         assert!(std::error::Error::source(&error).is_some());
-        let error = stream_error(stream_failure("UTF8 error: invalid utf-8 sequence"));
+        let error = stream_error(stream_failure("UTF8 error: invalid utf-8 sequence"), &[]);
         assert_eq!(error.class(), ErrorClass::Server);
         assert!(error.message().contains("malformed"));
     }
@@ -762,7 +849,7 @@ mod tests {
                 "type": "insufficient_quota", "param": null, "code": "insufficient_quota"}))
             .unwrap(),
         };
-        let error = request_error(OpenAIError::ApiError(quota), None);
+        let error = request_error(OpenAIError::ApiError(quota), None, &[]);
         assert_eq!(error.class(), ErrorClass::Client, "quota is not retryable");
         assert_eq!(error.status(), Some(StatusCode::TOO_MANY_REQUESTS));
 
@@ -774,7 +861,7 @@ mod tests {
             }))
             .unwrap(),
         };
-        let error = request_error(OpenAIError::ApiError(overloaded), None);
+        let error = request_error(OpenAIError::ApiError(overloaded), None, &[]);
         assert_eq!(error.class(), ErrorClass::Overloaded);
         assert_eq!(error.code(), Some("engine_overloaded"));
     }
@@ -786,9 +873,99 @@ mod tests {
         let error = request_error(
             OpenAIError::JSONDeserialize(source, "<html>".into()),
             Some(&seen),
+            &[],
         );
         assert_eq!(error.class(), ErrorClass::RateLimited);
         assert_eq!(error.body_excerpt(), Some("<html>"));
+    }
+
+    /// Every rendering of an error and of each of its causes.
+    fn renderings(error: &ProviderError) -> Vec<String> {
+        let mut out = vec![
+            error.message().to_owned(),
+            error.code().unwrap_or_default().to_owned(),
+            error.body_excerpt().unwrap_or_default().to_owned(),
+        ];
+        let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(err) = current {
+            out.push(err.to_string());
+            out.push(format!("{err:?}"));
+            current = err.source();
+        }
+        out
+    }
+
+    #[test]
+    fn the_configs_key_never_reaches_an_error_of_any_path() {
+        use ::async_openai::config::{AzureConfig, OpenAIConfig};
+        // Not a pattern the redactor knows: only knowing the key removes it.
+        const KEY: &str = "plainkey0123456789abcdef";
+        let openai = Secrets::of(&OpenAIConfig::new().with_api_key(KEY));
+        let azure = Secrets::of(&AzureConfig::new().with_api_key(KEY));
+        for secrets in [openai, azure] {
+            let secrets = secrets.refs();
+            assert_eq!(secrets, [KEY]);
+            let echo = format!("invalid key {KEY}");
+            let api = |status| ApiErrorResponse {
+                status_code: status,
+                api_error: serde_json::from_value(
+                    json!({"message": echo, "type": "invalid_request_error", "code": KEY}),
+                )
+                .unwrap(),
+            };
+            let unreadable = || {
+                let source = serde_json::from_str::<Value>(&format!("\"{KEY}"))
+                    .err()
+                    .unwrap();
+                OpenAIError::JSONDeserialize(source, format!("<html>{KEY}</html>"))
+            };
+            let seen = (StatusCode::UNAUTHORIZED, HeaderMap::new());
+            let stream_failure =
+                |text: String| OpenAIError::StreamError(Box::new(StreamError::EventStream(text)));
+            let errors = [
+                request_error(
+                    OpenAIError::ApiError(api(StatusCode::UNAUTHORIZED)),
+                    None,
+                    &secrets,
+                ),
+                request_error(
+                    OpenAIError::ApiError(api(StatusCode::BAD_GATEWAY)),
+                    None,
+                    &secrets,
+                ),
+                request_error(unreadable(), Some(&seen), &secrets),
+                request_error(unreadable(), None, &secrets),
+                request_error(OpenAIError::InvalidArgument(echo.clone()), None, &secrets),
+                request_error(OpenAIError::Boxed(echo.clone().into()), None, &secrets),
+                request_error(OpenAIError::FileSaveError(echo.clone()), None, &secrets),
+                stream_error(
+                    deserialize_error(&format!(r#"{{"choices": "{KEY}"}}"#)),
+                    &secrets,
+                ),
+                stream_error(
+                    deserialize_error(&format!(
+                        r#"{{"error": {{"message": "{echo}", "code": "{KEY}"}}}}"#
+                    )),
+                    &secrets,
+                ),
+                stream_error(
+                    stream_failure(format!("Transport error: for url (https://h/?k={KEY})")),
+                    &secrets,
+                ),
+                stream_error(stream_failure(format!("Parse error: {KEY}")), &secrets),
+            ];
+            for error in &errors {
+                let seen = renderings(error);
+                assert!(
+                    seen.iter()
+                        .any(|text| text.contains(streamgate_core::redact::REDACTED)),
+                    "{seen:?}"
+                );
+                for text in seen {
+                    assert!(!text.contains(KEY), "leaked the key: {text}");
+                }
+            }
+        }
     }
 
     #[test]

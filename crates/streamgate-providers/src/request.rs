@@ -243,16 +243,18 @@ mod tests {
     #[test]
     fn a_continuation_extends_a_final_assistant_message_or_adds_one() {
         let request = ChatRequest::new("m").with_user("hi");
-        let continued = request
-            .continued("Hello ", Prefill::FinalAssistant)
-            .unwrap();
+        let Some(continued) = request.continued("Hello ", Prefill::FinalAssistant) else {
+            panic!("a chat request always continues");
+        };
         // Anthropic refuses a final assistant message ending in whitespace.
         assert_eq!(
             continued.messages[1],
             Message::new(Role::Assistant, "Hello")
         );
         assert_eq!(continued.prefill, Some(Prefill::FinalAssistant));
-        let again = continued.continued(" world", Prefill::ModelTurn).unwrap();
+        let Some(again) = continued.continued(" world", Prefill::ModelTurn) else {
+            panic!("a chat request always continues");
+        };
         assert_eq!(again.messages.len(), 2);
         assert_eq!(again.messages[1].content, "Hello world");
         // Nothing to prefill: the request as it was.

@@ -312,3 +312,63 @@ fn debug_output_hides_the_key() {
     assert!(!shown.contains("secret-key"), "{shown}");
     assert!(shown.contains("api.openai.com"), "{shown}");
 }
+
+/// Every rendering of an error: itself and each cause, shown and debugged,
+/// and the message, code and body excerpt of any provider error.
+fn renderings(error: &BoxError) -> Vec<String> {
+    let mut out = vec![format!("{error}"), format!("{error:?}")];
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(&**error);
+    while let Some(err) = current {
+        out.push(err.to_string());
+        out.push(format!("{err:?}"));
+        if let Some(provider) = err.downcast_ref::<ProviderError>() {
+            out.push(provider.message().to_owned());
+            out.push(provider.code().unwrap_or_default().to_owned());
+            out.push(provider.body_excerpt().unwrap_or_default().to_owned());
+        }
+        current = err.source();
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_key_echoed_in_an_error_body_never_reaches_an_error() {
+    // Not a pattern the redactor knows by itself: only the bridge knows it.
+    const KEY: &str = "secret-key-9";
+    let echo = serde_json::json!({
+        "error": {
+            "message": format!("Incorrect API key provided: {KEY}"),
+            "type": "invalid_request_error",
+            "code": KEY,
+        },
+        "echo": format!("{KEY}"),
+    });
+    // 401: async-openai reads the JSON; 502: it keeps the raw body.
+    for status in [401, 502] {
+        for owns_transport in [true, false] {
+            let server = start(
+                Plan::new()
+                    .fail_with_status(status)
+                    .with_error_body(echo.clone()),
+            )
+            .await;
+            let service = if owns_transport {
+                owned(&server)
+            } else {
+                wrapped(&server)
+            };
+            let error = service.oneshot(openai_request()).await.unwrap_err();
+            let seen = renderings(&error);
+            assert!(
+                seen.iter().any(|text| text.contains("<redacted>")),
+                "{status} {owns_transport}: {seen:?}"
+            );
+            for text in &seen {
+                assert!(
+                    !text.contains(KEY),
+                    "{status} {owns_transport}: leaked the key: {text}"
+                );
+            }
+        }
+    }
+}

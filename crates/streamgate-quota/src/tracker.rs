@@ -7,7 +7,7 @@
 //!
 //! # States
 //!
-//! - **Available**: nothing is known (never observed, or evicted).
+//! - **Available**: nothing is known (never observed).
 //! - **Tracking**: limits or remaining counts are known and none is at zero.
 //! - **Exhausted { until, reason }**: calls are refused until `until`.
 //!
@@ -56,13 +56,18 @@
 //!
 //! # Memory
 //!
-//! At most [`max_keys`](QuotaTrackerBuilder::max_keys) keys are kept. When a
-//! new key would exceed the cap, one key is evicted: the least recently
-//! observed key that is not exhausted, or, when every key is exhausted, the
-//! one whose exhaustion ends first. An evicted key is Available again.
+//! Keys live in core's bounded [`KeyedMap`]: at most
+//! [`model_cap`](QuotaTrackerBuilder::model_cap) models per backend
+//! (default [`DEFAULT_MODEL_CAP`], 32) get a key of their own; every model
+//! first seen past the cap shares one key, reported under the model
+//! [`OTHER_MODEL`](streamgate_core::keyed::OTHER_MODEL). Model names come
+//! from callers, so made-up names cannot grow memory, and a new key costs
+//! O(1): nothing is ever evicted or scanned. What one overflow model learns
+//! (a 429, a depleted limit) gates every overflow model of that backend:
+//! sharing errs on the side of not sending. Each key has its own lock, so
+//! requests for different keys never wait for each other.
 
 use std::{
-    collections::HashMap,
     error::Error,
     fmt,
     sync::{
@@ -73,7 +78,11 @@ use std::{
 };
 
 use serde::Serialize;
-use streamgate_core::{emit, BackendId, Event, QuotaState, SharedSink};
+use streamgate_core::{
+    emit,
+    keyed::{KeyedMap, DEFAULT_MODEL_CAP},
+    BackendId, Event, QuotaState, SharedSink,
+};
 use tokio::time::Instant;
 
 use crate::parse::{Limit, LimitKind, QuotaInfo};
@@ -315,18 +324,16 @@ struct Entry {
     /// the parser's fixed table, so this holds at most a few dozen.
     windows: Vec<(LimitKind, &'static str, Bucket)>,
     exhausted: Option<(Instant, ExhaustReason)>,
-    last_seen: Instant,
     known: bool,
     pending: Arc<Pending>,
 }
 
 impl Entry {
-    fn new(now: Instant) -> Self {
+    fn new() -> Self {
         Self {
             buckets: [Bucket::default(); 4],
             windows: Vec::new(),
             exhausted: None,
-            last_seen: now,
             known: false,
             pending: Arc::default(),
         }
@@ -401,7 +408,7 @@ struct Config {
     zero_allowance_cooldown: Duration,
     max_wait: Duration,
     freshness: Duration,
-    max_keys: usize,
+    model_cap: usize,
     predictive: bool,
 }
 
@@ -423,7 +430,7 @@ const DEFAULT_CONFIG: Config = Config {
     zero_allowance_cooldown: Duration::from_secs(3600),
     max_wait: Duration::from_secs(3600),
     freshness: Duration::from_secs(60),
-    max_keys: 4096,
+    model_cap: DEFAULT_MODEL_CAP,
     predictive: false,
 };
 
@@ -485,10 +492,16 @@ impl QuotaTrackerBuilder {
         self
     }
 
-    /// The most (backend, model) keys kept. Default 4096.
+    /// The most models per backend that get a key of their own (default
+    /// [`DEFAULT_MODEL_CAP`], 32, as for the breaker registry and the
+    /// metrics tracker; at least 1); every further model of that backend
+    /// shares one key, reported under the model `_OTHER`. Model names come
+    /// from callers, so made-up names cannot grow memory, and a new key
+    /// costs O(1) (nothing is evicted). What one model past the cap learns
+    /// (a 429, a depleted limit) gates every model past it on that backend.
     #[must_use]
-    pub fn max_keys(mut self, max: usize) -> Self {
-        self.config.max_keys = max;
+    pub fn model_cap(mut self, cap: usize) -> Self {
+        self.config.model_cap = cap;
         self
     }
 
@@ -514,8 +527,8 @@ impl QuotaTrackerBuilder {
     /// minimum cooldown.
     pub fn build(self) -> Result<QuotaTracker, ConfigError> {
         let c = self.config;
-        if c.max_keys == 0 {
-            return Err(ConfigError("max keys must be at least 1"));
+        if c.model_cap == 0 {
+            return Err(ConfigError("model cap must be at least 1"));
         }
         if c.min_cooldown.is_zero() {
             return Err(ConfigError("minimum cooldown must not be zero"));
@@ -560,64 +573,30 @@ impl QuotaTrackerBuilder {
     }
 }
 
-#[derive(Debug, Default)]
-struct Keys {
-    map: HashMap<BackendId, HashMap<Box<str>, Entry>>,
-    len: usize,
+/// One key: the model it is stored under, and its state.
+struct Slot {
+    /// The model, or `_OTHER` for the key shared past the cap.
+    model: Arc<str>,
+    entry: RwLock<Entry>,
 }
 
-impl Keys {
-    fn get(&self, backend: &BackendId, model: &str) -> Option<&Entry> {
-        self.map.get(backend)?.get(model)
+impl Slot {
+    fn read(&self) -> RwLockReadGuard<'_, Entry> {
+        // Nothing under the lock can leave it inconsistent: recover from poison.
+        self.entry.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn get_mut(&mut self, backend: &BackendId, model: &str) -> Option<&mut Entry> {
-        self.map.get_mut(backend)?.get_mut(model)
-    }
-
-    fn evict_one(&mut self, now: Instant) {
-        let victim = self
-            .map
-            .iter()
-            .flat_map(|(b, models)| models.iter().map(move |(m, e)| (b, m, e)))
-            .min_by_key(|(_, _, e)| match e.exhausted {
-                Some((until, _)) if now < until => (1, until),
-                _ => (0, e.last_seen),
-            })
-            .map(|(b, m, _)| (b.clone(), m.clone()));
-        if let Some((backend, model)) = victim {
-            if let Some(models) = self.map.get_mut(&backend) {
-                models.remove(&model);
-                self.len -= 1;
-                if models.is_empty() {
-                    self.map.remove(&backend);
-                }
-            }
-        }
-    }
-
-    fn entry(&mut self, backend: &BackendId, model: &str, now: Instant, cap: usize) -> &mut Entry {
-        if self.get(backend, model).is_none() {
-            while self.len >= cap {
-                self.evict_one(now);
-            }
-            self.len += 1;
-        }
-        self.map
-            .entry(backend.clone())
-            .or_default()
-            .entry(Box::from(model))
-            .or_insert_with(|| Entry::new(now))
+    fn write(&self) -> RwLockWriteGuard<'_, Entry> {
+        self.entry.write().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 struct Inner {
     config: Config,
     sink: SharedSink,
-    keys: RwLock<Keys>,
-    /// Set once the first key is created (keys are only ever replaced, never
-    /// all removed), so that checks against a tracker that has learned
-    /// nothing skip the lock and the lookups.
+    keys: KeyedMap<Slot>,
+    /// Set once the first key is created (keys are never removed), so that
+    /// checks against a tracker that has learned nothing skip the lookups.
     populated: AtomicBool,
 }
 
@@ -666,7 +645,7 @@ impl QuotaTracker {
             inner: Arc::new(Inner {
                 config,
                 sink,
-                keys: RwLock::new(Keys::default()),
+                keys: KeyedMap::new(config.model_cap),
                 populated: AtomicBool::new(false),
             }),
         }
@@ -677,17 +656,14 @@ impl QuotaTracker {
         QuotaTrackerBuilder::default()
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, Keys> {
-        self.inner.keys.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn write(&self) -> RwLockWriteGuard<'_, Keys> {
-        self.inner.keys.write().unwrap_or_else(|e| e.into_inner())
+    /// The key `backend` × `model` is kept under, if there is one yet.
+    fn find(&self, backend: &BackendId, model: &str) -> Option<Arc<Slot>> {
+        self.inner.keys.find(backend, model)
     }
 
     /// Whether a request for `model` with `estimated_tokens` may be sent to
     /// `backend` now, counting the requests in flight but without adding
-    /// this one (see [`admit`](Self::admit)). A read lock and no allocation
+    /// this one (see [`admit`](Self::admit)). Read locks and no allocation
     /// for a known key.
     pub fn check(
         &self,
@@ -706,7 +682,8 @@ impl QuotaTracker {
     /// returned guard is dropped: drop it once the response's headers have
     /// been observed, or when the request ends without them. A read lock,
     /// a few atomic operations and no allocation for a known key; a key
-    /// never observed admits everything uncounted.
+    /// never observed admits everything uncounted. A model past the
+    /// [cap](QuotaTrackerBuilder::model_cap) is judged by the shared key.
     pub fn admit(
         &self,
         backend: &BackendId,
@@ -717,11 +694,11 @@ impl QuotaTracker {
         if !self.inner.populated.load(Ordering::Acquire) {
             return Ok(InFlight::untracked());
         }
+        let Some(slot) = self.find(backend, model) else {
+            return Ok(InFlight::untracked());
+        };
         let (admitted, expired) = {
-            let keys = self.read();
-            let Some(entry) = keys.get(backend, model) else {
-                return Ok(InFlight::untracked());
-            };
+            let entry = slot.read();
             if let Some((until, reason)) = entry.exhausted {
                 if now < until {
                     return Err(Refusal {
@@ -731,12 +708,12 @@ impl QuotaTracker {
                 }
             }
             (
-                self.reserve(entry, estimated_tokens, now)?,
+                self.reserve(&entry, estimated_tokens, now)?,
                 entry.exhausted.is_some(),
             )
         };
         if expired {
-            self.expire(backend, model, now);
+            self.expire(backend, &slot, now);
         }
         Ok(admitted)
     }
@@ -788,22 +765,19 @@ impl QuotaTracker {
     }
 
     /// Clears an exhaustion that has run out, and reports it.
-    fn expire(&self, backend: &BackendId, model: &str, now: Instant) {
+    fn expire(&self, backend: &BackendId, slot: &Slot, now: Instant) {
         let update = {
-            let mut keys = self.write();
-            let Some(entry) = keys.get_mut(backend, model) else {
-                return;
-            };
+            let mut entry = slot.write();
             match entry.exhausted {
                 Some((until, _)) if now >= until => {
                     entry.exhausted = None;
-                    Some(self.update_of(entry, now, false))
+                    Some(self.update_of(&entry, now, false))
                 }
                 _ => None,
             }
         };
         if let Some(update) = update {
-            self.report(backend, model, update);
+            self.report(backend, &slot.model, update);
         }
     }
 
@@ -855,14 +829,20 @@ impl QuotaTracker {
                 d
             }
         };
+        let slot = self
+            .inner
+            .keys
+            .get_or_insert_with(backend, model, |_, key| Slot {
+                model: key.clone(),
+                entry: RwLock::new(Entry::new()),
+            });
+        if !self.inner.populated.load(Ordering::Relaxed) {
+            self.inner.populated.store(true, Ordering::Release);
+        }
         let (status, update) = {
-            let mut keys = self.write();
-            let entry = keys.entry(backend, model, now, c.max_keys);
-            if !self.inner.populated.load(Ordering::Relaxed) {
-                self.inner.populated.store(true, Ordering::Release);
-            }
+            let mut guard = slot.write();
+            let entry = &mut *guard;
             let before = self.update_of(entry, now, false);
-            entry.last_seen = now;
             entry.known |= has_limits;
 
             // The latest reset among fresh depleted limits of this response,
@@ -944,7 +924,7 @@ impl QuotaTracker {
             (entry.status(now), changed.then_some(after))
         };
         if let Some(update) = update {
-            self.report(backend, model, update);
+            self.report(backend, &slot.model, update);
         }
         status
     }
@@ -972,28 +952,28 @@ impl QuotaTracker {
         });
     }
 
-    /// The state of one key.
+    /// The state of one key (for a model past the cap, of the shared key).
     pub fn status(&self, backend: &BackendId, model: &str, now: Instant) -> QuotaStatus {
-        self.read()
-            .get(backend, model)
-            .map_or(QuotaStatus::Available, |e| e.status(now))
+        self.find(backend, model)
+            .map_or(QuotaStatus::Available, |slot| slot.read().status(now))
     }
 
     /// How many requests of one key are admitted and not yet answered, and
     /// their token estimates.
     pub fn in_flight(&self, backend: &BackendId, model: &str) -> (u64, u64) {
-        self.read()
-            .get(backend, model)
-            .map_or((0, 0), |e| (e.pending.requests(), e.pending.tokens()))
+        self.find(backend, model).map_or((0, 0), |slot| {
+            let entry = slot.read();
+            (entry.pending.requests(), entry.pending.tokens())
+        })
     }
 
     /// Limits learned from headers for one key, with their windows, for
     /// pacing. Only limits whose window the scheme states are returned.
     pub fn learned_limits(&self, backend: &BackendId, model: &str) -> LearnedLimits {
-        let keys = self.read();
-        let Some(entry) = keys.get(backend, model) else {
+        let Some(slot) = self.find(backend, model) else {
             return LearnedLimits::default();
         };
+        let entry = slot.read();
         let of = |b: &Bucket| Some((b.limit?, b.window?));
         LearnedLimits {
             requests: of(&entry.buckets[REQUESTS]),
@@ -1003,15 +983,16 @@ impl QuotaTracker {
 
     /// Every key's state, for display, sorted by backend then model.
     pub fn snapshot(&self, now: Instant) -> Vec<KeySnapshot> {
-        let keys = self.read();
-        let mut out: Vec<KeySnapshot> = keys
-            .map
-            .iter()
-            .flat_map(|(b, models)| models.iter().map(move |(m, e)| (b, m, e)))
-            .map(|(backend, model, entry)| {
+        // `entries` comes sorted by backend then model.
+        self.inner
+            .keys
+            .entries()
+            .into_iter()
+            .map(|(backend, model, slot)| {
+                let entry = slot.read();
                 let status = entry.status(now);
                 KeySnapshot {
-                    backend: backend.clone(),
+                    backend,
                     model: model.to_string(),
                     state: status.state(),
                     reason: match status {
@@ -1025,14 +1006,19 @@ impl QuotaTracker {
                     limit_tokens: entry.buckets[index_of(LimitKind::Tokens)].limit,
                 }
             })
-            .collect();
-        out.sort_by(|a, b| (&a.backend, &a.model).cmp(&(&b.backend, &b.model)));
-        out
+            .collect()
     }
 
-    /// How many keys are tracked.
+    /// The most models per backend with a key of their own
+    /// ([`QuotaTrackerBuilder::model_cap`]).
+    pub fn model_cap(&self) -> usize {
+        self.inner.config.model_cap
+    }
+
+    /// How many keys are tracked, shared `_OTHER` keys included: at most
+    /// the [model cap](QuotaTrackerBuilder::model_cap) plus one per backend.
     pub fn len(&self) -> usize {
-        self.read().len
+        self.inner.keys.len()
     }
 
     /// Whether no key is tracked.

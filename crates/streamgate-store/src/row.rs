@@ -254,6 +254,8 @@ impl EventRow {
                 model,
                 from,
                 to,
+                // Not stored yet, as for quota updates.
+                wait_capped: _,
             } => Self {
                 at_ms,
                 kind: kind::BREAKER,

@@ -66,6 +66,7 @@ fn scrape() -> String {
                 model: None,
                 from: BreakerState::Closed,
                 to: BreakerState::Open,
+                wait_capped: false,
             },
             Event::QuotaUpdate {
                 backend: &a,

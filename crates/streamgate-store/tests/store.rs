@@ -242,6 +242,7 @@ async fn gates_and_trackers_are_stored_as_events() {
         model: None,
         from: BreakerState::Closed,
         to: BreakerState::Open,
+        wait_capped: false,
     });
     store.record(&Event::QuotaUpdate {
         backend: &a,

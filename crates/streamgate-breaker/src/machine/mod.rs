@@ -41,6 +41,9 @@ pub(crate) struct MachineConfig {
     /// The shortest open: no wait, not even a provider's `Retry-After: 0`,
     /// opens for less.
     pub(crate) minimum_open: Duration,
+    /// The longest provider-supplied wait honoured; a longer one is cut to
+    /// this.
+    pub(crate) max_wait: Duration,
     /// A slow probe reopens (only when slow calls are tracked).
     pub(crate) slow_probe_fails: bool,
 }
@@ -98,6 +101,9 @@ pub(crate) enum Admission {
 pub(crate) struct Transition {
     pub(crate) from: BreakerState,
     pub(crate) to: BreakerState,
+    /// The transition opened the circuit for less than the provider asked
+    /// (cut to the maximum wait).
+    pub(crate) wait_capped: bool,
 }
 
 /// What the machine holds right now.
@@ -109,6 +115,7 @@ pub(crate) struct MachineSnapshot {
     pub(crate) consecutive_failures: u32,
     pub(crate) opens: u32,
     pub(crate) open_for: Option<Duration>,
+    pub(crate) wait_capped: bool,
     pub(crate) probes_in_flight: u32,
     pub(crate) rejected: u64,
     pub(crate) minimum_calls: u32,
@@ -173,6 +180,8 @@ struct Guarded {
     half_open_since: Instant,
     /// The last K failures' times, for "K failures within a window".
     recent_failures: VecDeque<Instant>,
+    /// The current open's wait is a provider's, cut to the maximum wait.
+    wait_capped: bool,
 }
 
 /// The circuit breaker state machine.
@@ -214,6 +223,7 @@ impl Machine {
                 probe_successes: 0,
                 half_open_since: now,
                 recent_failures: VecDeque::with_capacity(capacity),
+                wait_capped: false,
             }),
             config,
         }
@@ -533,11 +543,13 @@ impl Machine {
         Transition {
             from: Tag::of(word).state(),
             to: tag.state(),
+            wait_capped: false,
         }
     }
 
-    /// Opens for the configured wait, or exactly `until` when given; never
-    /// for less than the minimum open.
+    /// Opens for the configured wait, or exactly `until` (a provider's
+    /// wait) when given, cut to the maximum wait; never for less than the
+    /// minimum open.
     fn open(
         &self,
         guarded: &mut Guarded,
@@ -545,14 +557,23 @@ impl Machine {
         until: Option<Duration>,
     ) -> (Transition, Duration) {
         guarded.opens = guarded.opens.saturating_add(1);
-        let wait = until
-            .unwrap_or_else(|| self.config.open_wait.wait(guarded.opens))
-            .max(self.config.minimum_open);
+        let max = self.config.max_wait;
+        let (wait, capped) = match until {
+            Some(asked) if asked > max => (max, true),
+            Some(asked) => (asked, false),
+            None => (self.config.open_wait.wait(guarded.opens), false),
+        };
+        let wait = wait.max(self.config.minimum_open);
+        guarded.wait_capped = capped;
         let at = self
             .nanos(now)
             .saturating_add(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX));
         self.open_until.store(at, Ordering::Release);
-        (self.set_tag(Tag::Open), wait)
+        let transition = Transition {
+            wait_capped: capped,
+            ..self.set_tag(Tag::Open)
+        };
+        (transition, wait)
     }
 
     fn clear(&self, guarded: &mut Guarded) {
@@ -562,6 +583,7 @@ impl Machine {
         self.consecutive.store(0, Ordering::Release);
         self.warming.store(false, Ordering::Relaxed);
         guarded.recent_failures.clear();
+        guarded.wait_capped = false;
         guarded.opens = 0;
         guarded.probes_in_flight = 0;
         guarded.probe_successes = 0;
@@ -580,7 +602,11 @@ impl Machine {
         let next = ((generation(word) + 1) << GEN_SHIFT) | bit | tag as u64;
         self.state.store(next, Ordering::Release);
         let (from, to) = (reported(word), reported(next));
-        (from != to).then_some(Transition { from, to })
+        (from != to).then_some(Transition {
+            from,
+            to,
+            wait_capped: false,
+        })
     }
 
     /// Holds the breaker open until [`reset`](Self::reset): it never turns
@@ -613,6 +639,7 @@ impl Machine {
                 Some(Transition {
                     from: tag.state(),
                     to: BreakerState::MetricsOnly,
+                    wait_capped: false,
                 })
             }
             _ => None,
@@ -646,6 +673,7 @@ impl Machine {
             consecutive_failures: self.consecutive.load(Ordering::Acquire),
             opens: guarded.opens,
             open_for,
+            wait_capped: tag == Tag::Open && guarded.wait_capped,
             probes_in_flight: if tag == Tag::HalfOpen {
                 guarded.probes_in_flight
             } else {

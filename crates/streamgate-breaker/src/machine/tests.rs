@@ -22,6 +22,7 @@ fn config() -> MachineConfig {
         probes: 1,
         half_open_max_wait: None,
         minimum_open: Duration::from_millis(1),
+        max_wait: Duration::from_secs(3600),
         slow_probe_fails: false,
     }
 }
@@ -87,11 +88,16 @@ fn opened() -> Option<Transition> {
     Some(Transition {
         from: BreakerState::Closed,
         to: BreakerState::Open,
+        wait_capped: false,
     })
 }
 
 fn moved(from: BreakerState, to: BreakerState) -> Option<Transition> {
-    Some(Transition { from, to })
+    Some(Transition {
+        from,
+        to,
+        wait_capped: false,
+    })
 }
 
 /// Opens a fresh machine (consecutive-failure trigger of 1) at `ms`.
@@ -642,4 +648,46 @@ fn state_reads_half_open_once_the_open_wait_has_ended() {
     // A forced-open breaker never reads half-open.
     t.m.force_open();
     assert_eq!(t.m.state_at(t.at(90_000)), BreakerState::ForcedOpen);
+}
+
+#[test]
+fn a_provider_wait_beyond_the_max_wait_is_cut_to_it_and_flagged() {
+    let t = Test::new(MachineConfig {
+        consecutive_failures: Some(1),
+        max_wait: Duration::from_secs(60),
+        ..config()
+    });
+    let decades = Duration::from_secs(999_999_999);
+    assert_eq!(
+        t.call(0, Verdict::OpenUntil(decades), false),
+        Some(Transition {
+            from: BreakerState::Closed,
+            to: BreakerState::Open,
+            wait_capped: true,
+        })
+    );
+    assert_eq!(t.open_for(0), Some(Duration::from_secs(60)));
+    assert!(t.m.snapshot(t.at(0)).wait_capped);
+    // The probe fails with a wait within the cap: honoured, not flagged.
+    let probe = t.admit(60_000);
+    let reopened = t.m.record(
+        probe,
+        Verdict::Failure {
+            retry_after: Some(Duration::from_secs(5)),
+        },
+        false,
+        t.at(60_000),
+    );
+    assert_eq!(reopened, moved(BreakerState::HalfOpen, BreakerState::Open));
+    assert_eq!(t.open_for(60_000), Some(Duration::from_secs(5)));
+    assert!(!t.m.snapshot(t.at(60_000)).wait_capped);
+    // A configured open wait is the user's: never cut.
+    let long = Test::new(MachineConfig {
+        consecutive_failures: Some(1),
+        open_wait: OpenWait::Fixed(Duration::from_secs(7200)),
+        max_wait: Duration::from_secs(60),
+        ..config()
+    });
+    assert_eq!(long.fail(0), opened());
+    assert_eq!(long.open_for(0), Some(Duration::from_secs(7200)));
 }

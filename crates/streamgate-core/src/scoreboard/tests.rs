@@ -77,6 +77,7 @@ async fn each_gate_refuses_until_its_own_time() {
         model: None,
         from: BreakerState::HalfOpen,
         to: BreakerState::Closed,
+        wait_capped: false,
     });
     let score = board.view(&b, "m", now);
     assert_eq!(score.refused_by, Some(RejectReason::TpmBudget));

@@ -64,8 +64,8 @@ pub const MAX_PREFILL_BYTES: usize = 1 << 20;
 /// declares a [`Prefill`] mechanism
 /// ([`continues_with`](super::FailoverBuilder::continues_with)), within that
 /// backend's first-content deadline, and splices its stream onto the
-/// caller's: one stream, no gap, no text twice (see the overlap rule in the
-/// [module docs](super)).
+/// caller's: one stream, no gap, no text twice (see the overlap rule on
+/// [`Failover`](crate::Failover)).
 ///
 /// Never continued: a stream that carried a tool call or reasoning (no
 /// provider resumes partial tool arguments from a prefill), one that failed
@@ -493,7 +493,7 @@ where
     }
 }
 
-/// What the overlap rule says (see the module docs).
+/// What the overlap rule says (see the module docs above).
 #[derive(Debug, PartialEq, Eq)]
 enum Overlap {
     Undecided,

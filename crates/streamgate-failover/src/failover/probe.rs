@@ -93,7 +93,7 @@ impl ThroughputProbe {
                     if chunk.is_content() {
                         if seen_first {
                             content += 1;
-                            tokens = tokens.saturating_add(chunk.output_tokens().unwrap_or(1));
+                            tokens = tokens.saturating_add(chunk.counted_output_tokens());
                         }
                         seen_first = true;
                     }

@@ -12,7 +12,22 @@ use crate::{
     ConfigError,
 };
 
-/// Applies [`Tpm`]: the TPM budget gate of one backend. Build it with [`TpmLayer::builder`]; clones share the meters.
+/// Applies [`Tpm`]: the TPM budget gate of one backend. Build it with
+/// [`TpmLayer::builder`]; clones share the meters.
+///
+/// [`TpmLayer`] wraps a backend's service in [`Tpm`]. On `call`, the
+/// request's estimate is reserved in the backend's (or model's)
+/// [`TpmMeter`](crate::TpmMeter) if the window's usage plus the
+/// reservations plus the estimate stay within the maximum, in one critical
+/// section, so concurrent requests cannot all slip under it. Otherwise it is
+/// refused with [`RejectReason::TpmBudget`](streamgate_core::RejectReason)
+/// and the time when the window will have room.
+///
+/// (A minimum *throughput* is not a gate: it is an ordering rule of the
+/// router's scoreboard, see `streamgate_core::scoreboard`.)
+///
+/// When the stream ends the reservation is replaced by the real usage (see
+/// [`TpmObserver`](crate::TpmObserver)).
 #[derive(Clone, Debug)]
 pub struct TpmLayer {
     pub(crate) shared: Arc<Shared>,
@@ -77,6 +92,17 @@ impl TpmLayer {
                 .get(model)
                 .map(|meter| meter.snapshot(now))
                 .unwrap_or_default(),
+        }
+    }
+
+    /// How many TPM meters the layer keeps: 1 for the backend, or, with
+    /// [`per_model`](TpmLayerBuilder::per_model), one per model up to
+    /// [`MAX_MODELS`](crate::meter::MAX_MODELS) plus the shared overflow
+    /// meter.
+    pub fn meters(&self) -> usize {
+        match &self.shared.meters {
+            Meters::Backend(_) => 1,
+            Meters::PerModel(registry) => registry.len(),
         }
     }
 }

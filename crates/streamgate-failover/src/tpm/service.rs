@@ -132,14 +132,7 @@ impl<C: Chunk> StreamObserver<C> for TpmObserver {
 
     fn on_chunk(&mut self, chunk: &C) {
         Usage::merge_option(&mut self.usage, chunk.usage());
-        if chunk.is_content() {
-            // A content delta that does not say how many tokens it holds
-            // counts as one, the usual size of a streamed delta.
-            let tokens = chunk.output_tokens().unwrap_or(1);
-            self.streamed = self.streamed.saturating_add(tokens);
-        } else if let Some(tokens) = chunk.output_tokens() {
-            self.streamed = self.streamed.saturating_add(tokens);
-        }
+        self.streamed = self.streamed.saturating_add(chunk.counted_output_tokens());
     }
 }
 

@@ -175,7 +175,7 @@ impl<C: Chunk> StreamObserver<C> for MetricsObserver {
             Instant::now(),
             chunk.is_content(),
             chunk.usage(),
-            chunk.output_tokens(),
+            Some(chunk.counted_output_tokens()),
         );
         if let Some(after) = firsts.chunk {
             self.shared.sink.record(&Event::FirstChunk {

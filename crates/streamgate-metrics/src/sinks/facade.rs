@@ -270,6 +270,7 @@ impl MetricsSink for MetricsFacadeSink {
                 model,
                 from,
                 to,
+                ..
             } => {
                 let mut labels = vec![
                     Label::new(names::PROVIDER_NAME, backend.to_string()),

@@ -228,6 +228,7 @@ impl MetricsSink for OpenTelemetrySink {
                 model,
                 from,
                 to,
+                ..
             } => {
                 let mut attributes = vec![
                     KeyValue::new(names::PROVIDER_NAME, StringValue::from(backend.to_string())),

@@ -108,8 +108,9 @@ impl MetricsSink for TracingSink {
                 model,
                 from,
                 to,
+                wait_capped,
             } => {
-                tracing::warn!(target: TARGET, backend = backend.as_str(), model = *model, from = from.as_str(), to = to.as_str(), "breaker transition");
+                tracing::warn!(target: TARGET, backend = backend.as_str(), model = *model, from = from.as_str(), to = to.as_str(), wait_capped, "breaker transition");
             }
             Event::QuotaUpdate {
                 backend,

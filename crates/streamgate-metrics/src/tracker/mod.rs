@@ -223,6 +223,18 @@ impl PerformanceTracker {
         f(&mut stats);
     }
 
+    /// How many (backend, model) keys the tracker holds, shared `_OTHER`
+    /// ones included: at most the [model cap](PerformanceTrackerBuilder::model_cap)
+    /// plus one per backend.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether the tracker has seen no key yet.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
     /// A copy of everything, now.
     pub fn snapshot(&self) -> TrackerSnapshot {
         let now = Instant::now();
@@ -346,7 +358,7 @@ impl PerformanceTracker {
                 .iter()
                 .filter(|b| b.backend == *backend && b.model.is_some())
                 .count();
-            if per_backend >= names::DEFAULT_MODEL_CAP {
+            if per_backend >= self.keys.cap() {
                 Arc::from(names::OTHER_MODEL)
             } else {
                 Arc::from(m)

@@ -19,7 +19,10 @@
 //! `x-ratelimit-limit-tokens`, per minute) are paced on per model, together
 //! with the configured ones: the stricter of the two wins. Limits whose
 //! window is unknown or longer than an hour (Groq's per-day request limit)
-//! are not adopted.
+//! are not adopted. The limiters built from learned limits are kept per
+//! model with the tracker's [model cap](crate::QuotaTrackerBuilder::model_cap):
+//! a model past it paces on the tracker's shared `_OTHER` key
+//! ([`PacingLayer::learned_models`]).
 
 mod clock;
 mod future;
@@ -63,6 +66,13 @@ impl PacingLayer {
             tracker: None,
             sink: None,
         }
+    }
+
+    /// How many models pace on limiters built from learned limits, shared
+    /// `_OTHER` ones included: at most the tracker's model cap plus one per
+    /// backend, whatever model names arrive.
+    pub fn learned_models(&self) -> usize {
+        self.pacer.learned_len()
     }
 }
 

@@ -10,7 +10,6 @@
 //! bound becomes `2L`.
 
 use std::{
-    collections::HashMap,
     num::NonZeroU32,
     sync::{Arc, RwLock},
     time::Duration,
@@ -20,7 +19,7 @@ use governor::{
     clock::Clock, middleware::NoOpMiddleware, state::InMemoryState, state::NotKeyed, Quota,
     RateLimiter,
 };
-use streamgate_core::BackendId;
+use streamgate_core::{keyed::KeyedMap, BackendId};
 
 use super::clock::{TokioClock, TokioInstant};
 use crate::{tracker::ConfigError, LearnedLimits, QuotaTracker};
@@ -30,9 +29,6 @@ type Gcra = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Toki
 /// Learned limits with a window longer than this are not paced on (a
 /// per-day request limit says nothing about the next minute).
 const LONGEST_PACED_WINDOW: Duration = Duration::from_secs(3600);
-
-/// Models with learned limits kept per backend before the cache is reset.
-const MAX_LEARNED_MODELS: usize = 1024;
 
 /// One paced limit: `limit` per `window`, at most `burst` at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,8 +158,8 @@ impl Limiters {
     }
 }
 
-/// Per model: the limits learned, and the limiters built from them.
-type LearnedCache = HashMap<Box<str>, (LearnedLimits, Arc<Limiters>)>;
+/// For one model: the limits learned, and the limiters built from them.
+type Learned = RwLock<(LearnedLimits, Arc<Limiters>)>;
 
 /// Pacing for one backend: the configured limits, and optionally the
 /// limits its responses announce, per model.
@@ -172,7 +168,9 @@ pub(crate) struct Pacer {
     tokens: Option<Spec>,
     configured: Arc<Limiters>,
     tracker: Option<QuotaTracker>,
-    learned: RwLock<LearnedCache>,
+    /// By model, with the tracker's cap: a model past it shares the
+    /// limiters of the tracker's shared key, whose limits it also reads.
+    learned: KeyedMap<Learned>,
 }
 
 impl Pacer {
@@ -181,12 +179,16 @@ impl Pacer {
         tokens: Option<Spec>,
         tracker: Option<QuotaTracker>,
     ) -> Result<Self, ConfigError> {
+        let cap = tracker.as_ref().map_or(
+            streamgate_core::keyed::DEFAULT_MODEL_CAP,
+            QuotaTracker::model_cap,
+        );
         Ok(Self {
             requests,
             tokens,
             configured: Arc::new(Limiters::new(requests, tokens)?),
             tracker,
-            learned: RwLock::new(HashMap::new()),
+            learned: KeyedMap::new(cap),
         })
     }
 
@@ -201,12 +203,9 @@ impl Pacer {
         if learned == LearnedLimits::default() {
             return self.configured.clone();
         }
-        if let Some((seen, limiters)) = self
-            .learned
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(model)
-        {
+        let cached = self.learned.find(backend, model);
+        if let Some(cached) = &cached {
+            let (seen, limiters) = &*cached.read().unwrap_or_else(|e| e.into_inner());
             if *seen == learned {
                 return limiters.clone();
             }
@@ -224,12 +223,19 @@ impl Pacer {
             return self.configured.clone();
         };
         let limiters = Arc::new(limiters);
-        let mut map = self.learned.write().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= MAX_LEARNED_MODELS {
-            map.clear();
-        }
-        map.insert(Box::from(model), (learned, limiters.clone()));
+        let slot = cached.unwrap_or_else(|| {
+            self.learned.get_or_insert_with(backend, model, |_, _| {
+                RwLock::new((learned, limiters.clone()))
+            })
+        });
+        *slot.write().unwrap_or_else(|e| e.into_inner()) = (learned, limiters.clone());
         limiters
+    }
+
+    /// How many models have limiters built from learned limits (at most
+    /// the tracker's model cap plus one per backend).
+    pub(crate) fn learned_len(&self) -> usize {
+        self.learned.len()
     }
 }
 

@@ -181,6 +181,26 @@ async fn adopts_limits_learned_from_headers() {
     assert_eq!(at[2], at[1]);
 }
 
+#[tokio::test(start_paused = true)]
+async fn learned_limiters_stay_at_the_trackers_cap_whatever_the_model_names() {
+    let tracker = QuotaTracker::builder().model_cap(4).build().unwrap();
+    let layer = PacingLayer::builder(backend())
+        .adopt_learned(tracker.clone())
+        .build()
+        .unwrap();
+    let mut headers = HeaderMap::new();
+    headers.insert("x-ratelimit-limit-tokens", HeaderValue::from_static("600"));
+    let info = QuotaInfo::parse(StatusCode::OK, &headers, None, std::time::SystemTime::now());
+    let service = layer.layer(ScriptedService::new(Script::new().text("x")));
+    for i in 0..10_000 {
+        let model = format!("model-{i}");
+        tracker.observe(&backend(), &model, &info, Instant::now());
+        let _ = service.clone().oneshot(TestRequest::new(model)).await;
+    }
+    assert_eq!(tracker.len(), 5);
+    assert_eq!(layer.learned_models(), 5);
+}
+
 #[test]
 fn builder_validates_once() {
     let b = || PacingLayer::builder(backend());

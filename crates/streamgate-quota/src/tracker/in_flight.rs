@@ -3,9 +3,7 @@
 //!
 //! Each tracked key has one [`Pending`] pair of counters, shared by
 //! [`Arc`] with the [`InFlight`] guards of its requests, so releasing a
-//! guard is two atomic subtractions: no lock, no lookup, and nothing to
-//! clean up when the key is evicted meanwhile (its counters just go with
-//! the last guard).
+//! guard is two atomic subtractions: no lock and no lookup.
 
 use std::sync::{
     atomic::{AtomicU64, Ordering},

@@ -455,24 +455,75 @@ async fn in_band_rate_limit_is_treated_like_a_429() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn key_cap_evicts_the_least_recently_seen_unexhausted_key() {
-    let tracker = QuotaTracker::builder().max_keys(2).build().unwrap();
+async fn models_past_the_cap_share_one_key_and_known_models_keep_theirs() {
+    let events = Arc::new(Events::default());
+    let tracker = QuotaTracker::builder()
+        .model_cap(2)
+        .sink(events.clone())
+        .build()
+        .unwrap();
     let b = BackendId::new("b");
-    let t0 = Instant::now();
+    let now = Instant::now();
     let tracking = info(200, &[("x-ratelimit-remaining-requests", "5")]);
-    tracker.observe(&b, "exhausted", &info(429, &[("retry-after", "60")]), t0);
-    tracker.observe(&b, "old", &tracking, t0 + secs(1));
-    tracker.observe(&b, "new", &tracking, t0 + secs(2));
-    assert_eq!(tracker.len(), 2);
-    let now = t0 + secs(2);
+    tracker.observe(&b, "exhausted", &info(429, &[("retry-after", "60")]), now);
+    tracker.observe(&b, "tracked", &tracking, now);
+    // Past the cap: a 429 for one made-up model gates every other one...
+    tracker.observe(&b, "extra-1", &info(429, &[("retry-after", "30")]), now);
+    assert_eq!(tracker.len(), 3);
+    let refusal = tracker.check(&b, "extra-2", 0, now).unwrap_err();
+    assert_eq!(refusal.retry_after, secs(30));
+    // ...but never the models with a key of their own.
     assert!(tracker.check(&b, "exhausted", 0, now).is_err());
-    assert_eq!(tracker.status(&b, "old", now), QuotaStatus::Available);
-    assert_eq!(tracker.status(&b, "new", now), QuotaStatus::Tracking);
+    assert_eq!(tracker.status(&b, "tracked", now), QuotaStatus::Tracking);
+    assert!(tracker.check(&b, "tracked", 0, now).is_ok());
+    let models: Vec<String> = tracker.snapshot(now).into_iter().map(|k| k.model).collect();
+    assert_eq!(models, ["_OTHER", "exhausted", "tracked"]);
+    // The cap is per backend.
+    let c = BackendId::new("c");
+    assert_eq!(tracker.status(&c, "extra-2", now), QuotaStatus::Available);
+    assert!(tracker.check(&c, "extra-2", 0, now).is_ok());
+    let _ = events.take();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hundred_thousand_model_names_keep_the_tracker_at_its_cap() {
+    let events = Arc::new(ModelNames::default());
+    let tracker = QuotaTracker::builder()
+        .sink(events.clone())
+        .build()
+        .unwrap();
+    let b = BackendId::new("b");
+    let now = Instant::now();
+    let tracking = info(200, &[("x-ratelimit-remaining-requests", "5")]);
+    for i in 0..100_000 {
+        let model = format!("model-{i}");
+        tracker.observe(&b, &model, &tracking, now);
+        drop(tracker.admit(&b, &model, 0, now).unwrap());
+    }
+    assert_eq!(tracker.len(), streamgate_core::keyed::DEFAULT_MODEL_CAP + 1);
+    assert_eq!(tracker.snapshot(now).len(), tracker.len());
+    // Updates of the shared key are reported under its name, not under
+    // each made-up one.
+    let names = events.0.lock().unwrap();
+    assert!(names.len() <= streamgate_core::keyed::DEFAULT_MODEL_CAP + 1);
+    assert!(names.contains("_OTHER"));
+}
+
+/// The model names update events were reported under.
+#[derive(Default)]
+struct ModelNames(Mutex<std::collections::BTreeSet<String>>);
+
+impl MetricsSink for ModelNames {
+    fn record(&self, event: &Event<'_>) {
+        if let Event::QuotaUpdate { model, .. } = event {
+            self.0.lock().unwrap().insert((*model).to_owned());
+        }
+    }
 }
 
 #[test]
 fn builder_rejects_invalid_values() {
-    assert!(QuotaTracker::builder().max_keys(0).build().is_err());
+    assert!(QuotaTracker::builder().model_cap(0).build().is_err());
     assert!(QuotaTracker::builder()
         .min_cooldown(Duration::ZERO)
         .build()
@@ -482,8 +533,8 @@ fn builder_rejects_invalid_values() {
         .min_cooldown(ms(20))
         .build()
         .is_err());
-    let err = QuotaTracker::builder().max_keys(0).build().unwrap_err();
-    assert_eq!(err.to_string(), "max keys must be at least 1");
+    let err = QuotaTracker::builder().model_cap(0).build().unwrap_err();
+    assert_eq!(err.to_string(), "model cap must be at least 1");
 }
 
 #[test]
@@ -846,8 +897,8 @@ fn concurrent_admissions_never_exceed_the_remaining() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_guard_outliving_its_evicted_key_releases_harmlessly() {
-    let tracker = QuotaTracker::builder().max_keys(1).build().unwrap();
+async fn overflow_models_count_in_flight_against_the_shared_key() {
+    let tracker = QuotaTracker::builder().model_cap(1).build().unwrap();
     let b = BackendId::new("b");
     let now = Instant::now();
     let one = info(
@@ -858,12 +909,14 @@ async fn a_guard_outliving_its_evicted_key_releases_harmlessly() {
         ],
     );
     tracker.observe(&b, "m", &one, now);
-    let guard = tracker.admit(&b, "m", 0, now).unwrap();
     tracker.observe(&b, "other", &one, now);
-    tracker.observe(&b, "m", &one, now);
+    let guard = tracker.admit(&b, "other", 0, now).unwrap();
+    assert!(guard.is_counted());
+    // Another overflow model finds the one request left taken.
+    assert!(tracker.admit(&b, "third", 0, now).is_err());
+    assert_eq!(tracker.in_flight(&b, "third"), (1, 0));
+    // The model with its own key is not affected.
+    assert!(tracker.admit(&b, "m", 0, now).is_ok());
     drop(guard);
-    // The new key's count is its own.
-    let fresh = tracker.admit(&b, "m", 0, now).unwrap();
-    assert!(fresh.is_counted());
-    assert!(tracker.admit(&b, "m", 0, now).is_err());
+    assert!(tracker.admit(&b, "third", 0, now).is_ok());
 }

@@ -156,6 +156,7 @@ pub async fn seeded(
         model: None,
         from: BreakerState::Closed,
         to: BreakerState::Open,
+        wait_capped: false,
     };
     let quota = Event::QuotaUpdate {
         backend: &fast,

@@ -7,7 +7,7 @@ use tower_layer::Layer;
 use super::{ConfigError, FirstChunkTimeout, TimeoutConfig, TimeoutConfigBuilder};
 
 /// Wraps streaming services in [`FirstChunkTimeout`]; see the
-/// [module docs](super) for the rules.
+/// [crate docs](crate) for the rules.
 ///
 /// ```
 /// use std::time::Duration;

@@ -13,7 +13,7 @@ use super::{deadline::Schedule, ResponseFuture, TimeoutBody, TimeoutConfig};
 /// Enforces a first-content deadline (and optionally idle and total
 /// deadlines) on a streaming service. Made by
 /// [`FirstChunkTimeoutLayer`](super::FirstChunkTimeoutLayer) or
-/// [`FirstChunkTimeout::new`]; see the [module docs](super) for the rules.
+/// [`FirstChunkTimeout::new`]; see the [crate docs](crate) for the rules.
 #[derive(Clone, Debug)]
 pub struct FirstChunkTimeout<S> {
     inner: S,

@@ -1,0 +1,356 @@
+//! `[router]`: the failover router, as [`FailoverBuilder`] sets it.
+
+use std::{fmt, time::Duration};
+
+use serde::{
+    de::{self, Visitor},
+    Deserialize, Deserializer, Serialize, Serializer,
+};
+use streamgate_failover::{Backoff, ContextLengthPolicy, FailoverBuilder, Hedge, Strategy};
+use streamgate_failover::{
+    DEFAULT_HEDGE_BUDGET, DEFAULT_HEDGE_FLOOR, DEFAULT_HEDGE_MIN_SAMPLES, DEFAULT_HEDGE_PERCENTILE,
+};
+
+use super::{
+    value::{format_duration, optional_duration},
+    ConfigError,
+};
+
+/// The router in front of the backends: each key is the
+/// [`FailoverBuilder`] method of the same name, and an absent key keeps the
+/// builder's default (no retries of the same backend, no waiting when every
+/// backend refuses, no deadline of its own).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RouterConfig {
+    /// How each request orders the backends (default `ordered`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<StrategyConfig>,
+    /// Hedging of a slow first choice (default: never).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hedge: Option<HedgeConfig>,
+    /// Retries of the same backend before moving on (default 0, at most
+    /// 10).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// The delays between retries of the same backend.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<BackoffConfig>,
+    /// What a context-length error does: `next_backend` (the default) or
+    /// `stop`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_length: Option<ContextLength>,
+    /// When every backend refuses, wait up to this long for the first to
+    /// admit again (default: no waiting).
+    #[serde(with = "optional_duration", skip_serializing_if = "Option::is_none")]
+    pub wait_when_unavailable: Option<Duration>,
+    /// The first-content deadline of every backend that sets none.
+    #[serde(with = "optional_duration", skip_serializing_if = "Option::is_none")]
+    pub first_content_timeout: Option<Duration>,
+    /// Extra first-content time for the last remaining attempt (default
+    /// none; needs `first_content_timeout`).
+    #[serde(with = "optional_duration", skip_serializing_if = "Option::is_none")]
+    pub last_attempt_extra: Option<Duration>,
+}
+
+/// How each request orders the backends ([`Strategy`]): `"ordered"`,
+/// `"round_robin"`, `"least_time_to_first_content"`,
+/// `"power_of_two_choices"`, or `{ weighted = [3, 1, 1] }` (one weight per
+/// backend, in order). The sticky strategy needs a session key from each
+/// request, a function: set it in code
+/// (`.failover(|f| config.router.configure(f).strategy(..).session_key(..))`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum StrategyConfig {
+    /// The order of the backends: a waterfall.
+    Ordered,
+    /// Each request starts at the next backend in turn.
+    RoundRobin,
+    /// The first choice drawn by weight.
+    Weighted(Vec<u32>),
+    /// The lowest moving average of time to first content first.
+    LeastTimeToFirstContent,
+    /// The cheaper of two random backends first.
+    PowerOfTwoChoices,
+}
+
+impl Serialize for StrategyConfig {
+    /// A name, or a one-key table for `weighted`: a form every format reads
+    /// back (YAML would otherwise write a tag).
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            Self::Weighted(weights) => {
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry("weighted", weights)?;
+                map.end()
+            }
+            other => serializer.serialize_str(other.strategy().as_str()),
+        }
+    }
+}
+
+impl StrategyConfig {
+    fn strategy(&self) -> Strategy {
+        match self {
+            Self::Ordered => Strategy::Ordered,
+            Self::RoundRobin => Strategy::RoundRobin,
+            Self::Weighted(weights) => Strategy::Weighted(weights.clone()),
+            Self::LeastTimeToFirstContent => Strategy::LeastTimeToFirstContent,
+            Self::PowerOfTwoChoices => Strategy::PowerOfTwoChoices,
+        }
+    }
+}
+
+/// Hedging ([`Hedge`]): `hedge = { delay = "2s", budget = 0.05 }` for a
+/// fixed delay, `hedge = { delay = "learned", percentile = 0.95 }` for a
+/// percentile of the first choice's time to first content.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct HedgeConfig {
+    /// A duration, or `"learned"`.
+    pub delay: HedgeDelayConfig,
+    /// The share of requests that may be hedged, in (0, 1] (default 0.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<f64>,
+    /// A learned delay's percentile, in (0, 1) (default 0.95).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percentile: Option<f64>,
+    /// A learned delay's shortest value (default 100 ms).
+    #[serde(
+        default,
+        with = "optional_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub floor: Option<Duration>,
+    /// Samples a learned delay needs first (default 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_samples: Option<usize>,
+}
+
+/// When the router hedges: after a fixed delay, or a learned one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HedgeDelayConfig {
+    /// Always this long.
+    Fixed(Duration),
+    /// A percentile of the first choice's recent times to first content.
+    Learned,
+}
+
+const LEARNED: &str = "learned";
+
+impl Serialize for HedgeDelayConfig {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Fixed(delay) => serializer.serialize_str(&format_duration(*delay)),
+            Self::Learned => serializer.serialize_str(LEARNED),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HedgeDelayConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DelayVisitor;
+
+        impl Visitor<'_> for DelayVisitor {
+            type Value = HedgeDelayConfig;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as \"2s\", or \"learned\"")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                if v == LEARNED {
+                    return Ok(HedgeDelayConfig::Learned);
+                }
+                super::value::duration::deserialize(de::value::StrDeserializer::<E>::new(v))
+                    .map(HedgeDelayConfig::Fixed)
+            }
+        }
+
+        deserializer.deserialize_str(DelayVisitor)
+    }
+}
+
+impl HedgeConfig {
+    fn hedge(&self) -> Hedge {
+        let mut hedge = match self.delay {
+            HedgeDelayConfig::Fixed(delay) => Hedge::after(delay),
+            HedgeDelayConfig::Learned => Hedge::learned(),
+        };
+        if let Some(p) = self.percentile {
+            hedge = hedge.percentile(p);
+        }
+        if let Some(floor) = self.floor {
+            hedge = hedge.floor(floor);
+        }
+        if let Some(n) = self.min_samples {
+            hedge = hedge.min_samples(n);
+        }
+        if let Some(budget) = self.budget {
+            hedge = hedge.budget(budget);
+        }
+        hedge
+    }
+
+    fn effective(&self) -> Self {
+        let learned = self.delay == HedgeDelayConfig::Learned;
+        Self {
+            delay: self.delay,
+            budget: Some(self.budget.unwrap_or(DEFAULT_HEDGE_BUDGET)),
+            percentile: learned.then(|| self.percentile.unwrap_or(DEFAULT_HEDGE_PERCENTILE)),
+            floor: learned.then(|| self.floor.unwrap_or(DEFAULT_HEDGE_FLOOR)),
+            min_samples: learned.then(|| self.min_samples.unwrap_or(DEFAULT_HEDGE_MIN_SAMPLES)),
+        }
+    }
+
+    /// The learned delay's keys mean nothing with a fixed one.
+    pub(crate) fn check(&self) -> Result<(), ConfigError> {
+        if let HedgeDelayConfig::Fixed(_) = self.delay {
+            for (key, given) in [
+                ("percentile", self.percentile.is_some()),
+                ("floor", self.floor.is_some()),
+                ("min_samples", self.min_samples.is_some()),
+            ] {
+                if given {
+                    return Err(ConfigError::new(
+                        format!("router.hedge.{key}"),
+                        "only with delay = \"learned\"",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `backoff = { base = "250ms", max = "4s", max_retry_after = "10s" }`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct BackoffConfig {
+    /// The delay before the first retry, doubled for each later one
+    /// (default 250 ms).
+    #[serde(with = "optional_duration", skip_serializing_if = "Option::is_none")]
+    pub base: Option<Duration>,
+    /// The longest computed delay (default 4 s).
+    #[serde(with = "optional_duration", skip_serializing_if = "Option::is_none")]
+    pub max: Option<Duration>,
+    /// The longest `Retry-After` worth waiting for on the same backend
+    /// (default 10 s).
+    #[serde(with = "optional_duration", skip_serializing_if = "Option::is_none")]
+    pub max_retry_after: Option<Duration>,
+}
+
+/// What a context-length error does ([`ContextLengthPolicy`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContextLength {
+    /// Try the next backend.
+    NextBackend,
+    /// Stop and return the error.
+    Stop,
+}
+
+impl BackoffConfig {
+    fn backoff(&self) -> Backoff {
+        let default = Backoff::default();
+        Backoff {
+            base: self.base.unwrap_or(default.base),
+            max: self.max.unwrap_or(default.max),
+            max_retry_after: self.max_retry_after.unwrap_or(default.max_retry_after),
+        }
+    }
+}
+
+impl RouterConfig {
+    /// Sets every key that is present on `builder`: what
+    /// `Backends::failover` is given.
+    pub fn configure<Req: 'static, C: 'static>(
+        &self,
+        mut builder: FailoverBuilder<Req, C>,
+    ) -> FailoverBuilder<Req, C> {
+        if let Some(strategy) = &self.strategy {
+            builder = builder.strategy(strategy.strategy());
+        }
+        if let Some(hedge) = &self.hedge {
+            builder = builder.hedge(hedge.hedge());
+        }
+        if let Some(n) = self.retries {
+            builder = builder.retries(n);
+        }
+        if let Some(backoff) = &self.backoff {
+            builder = builder.backoff(backoff.backoff());
+        }
+        if let Some(policy) = self.context_length {
+            builder = builder.context_length(match policy {
+                ContextLength::NextBackend => ContextLengthPolicy::NextBackend,
+                ContextLength::Stop => ContextLengthPolicy::Stop,
+            });
+        }
+        if let Some(max) = self.wait_when_unavailable {
+            builder = builder.wait_when_unavailable(max);
+        }
+        if let Some(after) = self.first_content_timeout {
+            builder = builder.first_content_timeout(after);
+        }
+        if let Some(extra) = self.last_attempt_extra {
+            builder = builder.last_attempt_extra(extra);
+        }
+        builder
+    }
+
+    /// Every key filled in with the builder's defaults (the ones that are
+    /// off by default stay absent).
+    pub fn effective(&self) -> Self {
+        let backoff = self.backoff.unwrap_or_default().backoff();
+        Self {
+            strategy: Some(self.strategy.clone().unwrap_or(StrategyConfig::Ordered)),
+            hedge: self.hedge.as_ref().map(HedgeConfig::effective),
+            retries: Some(self.retries.unwrap_or(0)),
+            backoff: Some(BackoffConfig {
+                base: Some(backoff.base),
+                max: Some(backoff.max),
+                max_retry_after: Some(backoff.max_retry_after),
+            }),
+            context_length: Some(self.context_length.unwrap_or(ContextLength::NextBackend)),
+            wait_when_unavailable: self.wait_when_unavailable,
+            first_content_timeout: self.first_content_timeout,
+            last_attempt_extra: Some(self.last_attempt_extra.unwrap_or(Duration::ZERO)),
+        }
+    }
+
+    /// The router's message at the key it is about.
+    pub(crate) fn explain(error: &streamgate_failover::ConfigError) -> ConfigError {
+        let message = error.message();
+        let key = [
+            ("weighted strategy", "router.strategy"),
+            ("hedge budget", "router.hedge.budget"),
+            ("hedge delay", "router.hedge.delay"),
+            ("hedge percentile", "router.hedge.percentile"),
+            ("hedge floor", "router.hedge.floor"),
+            ("hedge min samples", "router.hedge.min_samples"),
+            ("retries", "router.retries"),
+            ("backoff base", "router.backoff.base"),
+            ("backoff", "router.backoff"),
+            ("wait when unavailable", "router.wait_when_unavailable"),
+            ("first-content timeout", "router.first_content_timeout"),
+            ("last-attempt extra", "router.last_attempt_extra"),
+            ("at least one backend", "backends"),
+        ]
+        .iter()
+        .find(|(words, _)| message.starts_with(words))
+        .map_or("router", |(_, key)| key);
+        ConfigError::new(key, message)
+    }
+}
+
+impl fmt::Display for RouterConfig {
+    /// The effective settings, as TOML.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        super::print_toml(&self.effective(), f)
+    }
+}
