@@ -16,8 +16,10 @@ use super::continuation::Splicing;
 /// Without [continuation](super::FailoverBuilder::continuation), a failure
 /// of the stream is an `Err` item, never a clean end; with it, a failure
 /// after content may be continued on another backend and spliced in (the
-/// caller sees one stream), or else is the `Err` item. Wraps without
-/// buffering or allocating per chunk.
+/// caller sees one stream), or else is the `Err` item. Without
+/// continuation it wraps without buffering or allocating per chunk; with
+/// it, it keeps a copy of the text the caller received (up to
+/// [`MAX_PREFILL_BYTES`](crate::MAX_PREFILL_BYTES)) for the prefill.
 pub struct FailoverBody<C> {
     inner: Replay<BoxBody<C>, C>,
     splice: Option<Box<dyn Splicing<C>>>,

@@ -210,9 +210,10 @@ struct LogState {
     abandoned: Option<Abandoned>,
 }
 
-/// What continuation did for one response: in its extensions when the
-/// router continues, a shared handle the caller keeps (clone it out of the
-/// extensions) and reads after the stream ended.
+/// What continuation did for one response: in the extensions of every
+/// response of a router with continuation on, a shared handle the caller
+/// keeps (clone it out of the extensions) and reads after the stream
+/// ended.
 #[derive(Clone, Debug, Default)]
 pub struct ContinuationLog {
     state: Arc<Mutex<LogState>>,
