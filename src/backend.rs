@@ -7,8 +7,8 @@ use futures_core::Stream;
 use http::Response;
 use streamgate_breaker::{Breaker, BreakerBuilder, BreakerRegistry, CircuitBreakerLayer};
 use streamgate_core::{
-    boxed, BackendId, BoxError, BoxStreamingService, Chunk, LlmRequest, MetricsSink, Prefill,
-    SharedSink,
+    boxed, state::SharedState, BackendId, BoxError, BoxStreamingService, Chunk, LlmRequest,
+    MetricsSink, Prefill, SharedSink,
 };
 use streamgate_core::scoreboard::Scoreboard;
 use streamgate_failover::{ThroughputProbe, TpmLayer};
@@ -94,6 +94,7 @@ pub struct Backend<S, Req> {
     probe: Option<ThroughputProbe>,
     continues: Option<Prefill>,
     sink: SharedSink,
+    shared: SharedState,
     map_request: Option<MapRequest<Req>>,
     _request: PhantomData<fn(Req)>,
 }
@@ -135,6 +136,7 @@ impl<S, Req> Backend<S, Req> {
             probe: None,
             continues: None,
             sink: None,
+            shared: SharedState::new(),
             map_request: None,
             _request: PhantomData,
         }
@@ -321,6 +323,16 @@ impl<S, Req> Backend<S, Req> {
         self
     }
 
+    /// Shares this backend's TPM budget, quota knowledge and breaker state
+    /// with the other replicas of a fleet through `state` (for example a
+    /// `streamgate::redis::Fleet`), for the layers this backend builds
+    /// itself (a [`QuotaTracker`] or [`Breaker`] passed in keeps its own
+    /// settings: give it `.shared(..)` when building it).
+    pub fn shared_state(mut self, state: impl AsRef<SharedState>) -> Self {
+        self.shared = state.as_ref().clone();
+        self
+    }
+
     /// Checks every setting and stacks the layers around the client.
     pub fn build<B, C, E>(self) -> Result<BoxStreamingService<Req, C>, BuildError>
     where
@@ -413,9 +425,16 @@ impl<S, Req> Backend<S, Req> {
             backend: id.clone(),
             source,
         };
-        let with_sink = |builder: BreakerBuilder| match &sink {
-            Some(sink) => builder.sink(sink.clone()),
-            None => builder,
+        let shared = self.shared;
+        let with_sink = |builder: BreakerBuilder| {
+            let builder = match &shared.breaker {
+                Some(state) => builder.shared(state.clone()),
+                None => builder,
+            };
+            match &sink {
+                Some(sink) => builder.sink(sink.clone()),
+                None => builder,
+            }
         };
         let breaker = match self.breaker {
             BreakerChoice::Off => None,
@@ -442,6 +461,9 @@ impl<S, Req> Backend<S, Req> {
             QuotaChoice::Tracker(tracker) => Some(tracker),
             QuotaChoice::Default => {
                 let mut builder = QuotaTracker::builder();
+                if let Some(state) = &shared.quota {
+                    builder = builder.shared(state.clone());
+                }
                 if let Some(sink) = &sink {
                     builder = builder.sink(sink.clone());
                 }
@@ -473,6 +495,9 @@ impl<S, Req> Backend<S, Req> {
 
         let tpm = if let Some(budget) = self.tpm_budget {
             let mut builder = TpmLayer::builder(id.clone()).max_tokens_per_minute(budget);
+            if let Some(state) = &shared.tpm {
+                builder = builder.shared(state.clone());
+            }
             if let Some(sink) = &sink {
                 builder = builder.sink(sink.clone());
             }

@@ -58,7 +58,10 @@
 //!     Vertex AI) and Ollama streaming clients, and with the `bedrock`
 //!     feature (off by default) Amazon Bedrock;
 //!   - `mock` (feature `mock`, off by default): a mock provider server on
-//!     loopback, for tests and demos.
+//!     loopback, for tests and demos;
+//!   - `redis` (feature `redis`, off by default): TPM budgets, quota
+//!     knowledge and breaker state shared across replicas on Redis
+//!     ([`Backend::shared_state`] takes its fleet).
 //! - [`prelude`]: the names most programs need.
 //!
 //! [`Backend`] and [`Backends`] need the `timeout`, `breaker`, `quota`,
@@ -82,6 +85,8 @@ pub use streamgate_mock as mock;
 pub use streamgate_providers as providers;
 #[cfg(feature = "quota")]
 pub use streamgate_quota as quota;
+#[cfg(feature = "redis")]
+pub use streamgate_redis as redis;
 #[cfg(feature = "store")]
 pub use streamgate_store as store;
 #[cfg(feature = "timeout")]
@@ -138,7 +143,14 @@ pub mod prelude {
 }
 
 /// The README's code blocks, compiled and run as doc tests so they cannot
-/// go stale (with the `bedrock` and `config` features too: blocks use them).
-#[cfg(all(doctest, feature = "default", feature = "bedrock", feature = "config"))]
+/// go stale (with the `bedrock`, `config` and `redis` features too: blocks
+/// use them).
+#[cfg(all(
+    doctest,
+    feature = "default",
+    feature = "bedrock",
+    feature = "config",
+    feature = "redis"
+))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

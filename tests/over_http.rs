@@ -299,3 +299,64 @@ async fn each_mid_stream_fault_is_continued_with_the_exact_text() {
         );
     }
 }
+
+#[tokio::test]
+async fn over_http_round_robin_spreads_and_least_ttfc_avoids_the_slow_backend() {
+    let start = |delay_ms: u64| {
+        MockServer::start_with_plan(
+            Plan::new()
+                .with_first_content_delay(Duration::from_millis(delay_ms))
+                .with_output_tokens(3),
+        )
+    };
+    let client = |server: &MockServer| {
+        OpenAiChat::builder()
+            .base_url(format!("{}/v1", server.url()))
+            .build()
+            .unwrap()
+    };
+    let read_all = |router: Failover<ChatRequest, streamgate::providers::ChatChunk>| async move {
+        let response = router
+            .oneshot(ChatRequest::new("mock-model").with_user("hello"))
+            .await
+            .unwrap();
+        let mut body = response.into_body();
+        while let Some(chunk) = body.next().await {
+            chunk.unwrap();
+        }
+    };
+
+    let servers = [
+        start(0).await.unwrap(),
+        start(0).await.unwrap(),
+        start(0).await.unwrap(),
+    ];
+    let router = Backends::new()
+        .backend(Backend::new("a", client(&servers[0])))
+        .backend(Backend::new("b", client(&servers[1])))
+        .backend(Backend::new("c", client(&servers[2])))
+        .failover(|f| f.strategy(Strategy::RoundRobin))
+        .build()
+        .unwrap();
+    for _ in 0..9 {
+        read_all(router.clone()).await;
+    }
+    assert_eq!(
+        servers.iter().map(MockServer::served).collect::<Vec<_>>(),
+        [3, 3, 3]
+    );
+
+    // One backend far slower to first content: after one exploring request
+    // each, least time to first content never picks it again.
+    let servers = [start(400).await.unwrap(), start(0).await.unwrap()];
+    let router = Backends::new()
+        .backend(Backend::new("slow", client(&servers[0])))
+        .backend(Backend::new("fast", client(&servers[1])))
+        .failover(|f| f.strategy(Strategy::LeastTimeToFirstContent))
+        .build()
+        .unwrap();
+    for _ in 0..6 {
+        read_all(router.clone()).await;
+    }
+    assert_eq!((servers[0].served(), servers[1].served()), (1, 5));
+}

@@ -7,7 +7,8 @@ use serde::{
     Deserialize, Deserializer, Serialize, Serializer,
 };
 use streamgate_breaker::{
-    BreakerBuilder, OpenWait, DEFAULT_HALF_OPEN_MAX_WAIT, DEFAULT_MAX_WAIT, DEFAULT_MINIMUM_OPEN,
+    BreakerBuilder, OpenWait, DEFAULT_COUNTED, DEFAULT_HALF_OPEN_MAX_WAIT, DEFAULT_MAX_WAIT,
+    DEFAULT_MINIMUM_OPEN,
 };
 use streamgate_core::ErrorClass;
 
@@ -198,16 +199,6 @@ impl<'de> Deserialize<'de> for OpenWaitConfig {
         deserializer.deserialize_any(WaitVisitor)
     }
 }
-
-/// The classes [`BreakerBuilder`] counts by default, as its docs list them.
-const DEFAULT_COUNTED: [ErrorClass; 6] = [
-    ErrorClass::Server,
-    ErrorClass::Overloaded,
-    ErrorClass::Timeout,
-    ErrorClass::Network,
-    ErrorClass::Truncated,
-    ErrorClass::Other,
-];
 
 impl BreakerConfig {
     /// Sets every key that is present on `builder` (the builder's defaults

@@ -3,8 +3,10 @@
 use std::{cell::OnceCell, error::Error, fmt, sync::Arc, time::Duration};
 
 use streamgate_core::{
-    emit, retry_after, BackendId, BreakerState, Chunk, EndObserver, ErrorClass, Event,
-    RejectReason, Rejected, StreamEnd, StreamObserver,
+    emit, retry_after,
+    state::{Confirmation, Probe, StateKey},
+    BackendId, BreakerState, Chunk, EndObserver, ErrorClass, Event, RejectReason, Rejected,
+    StreamEnd, StreamObserver,
 };
 use tokio::time::Instant;
 
@@ -188,39 +190,98 @@ impl Breaker {
     /// ([`Permit::success`], [`Permit::failure`]) or, as the layer does, when
     /// the observed stream ends; dropped unused, it records nothing and gives
     /// a half-open probe's place to the next call.
+    ///
+    /// With [shared](BreakerBuilder::shared) state, an open published by
+    /// another replica refuses here too; a probe takes the fleet's lease
+    /// only if the shared state answers at once (the layer awaits it).
     pub fn try_acquire(&self) -> Result<Permit, Rejected> {
         self.acquire(self.model().unwrap_or(""))
+            .map(|(permit, _)| permit)
     }
 
-    /// Admission for a call of `model`, reported under that model.
+    /// The shared state's key of this breaker: the backend, and the model
+    /// of a per-model breaker ("" for a breaker of the whole backend).
+    fn key(&self) -> StateKey<'_> {
+        StateKey::new(
+            &self.inner.backend,
+            self.inner.model.as_deref().unwrap_or(""),
+        )
+    }
+
+    /// Admission for a call of `model`, reported under that model, with the
+    /// fleet's answer to await when this call would probe.
     #[inline]
-    pub(crate) fn acquire(&self, model: &str) -> Result<Permit, Rejected> {
+    pub(crate) fn acquire(&self, model: &str) -> Result<(Permit, Option<Confirmation>), Rejected> {
         // Read the clock at most once, and only if something needs it.
         let clock = OnceCell::new();
         let now = || *clock.get_or_init(Instant::now);
+        let shared = &self.inner.settings.shared;
+        // Another replica opened the circuit: refused while it is open, a
+        // probe through the fleet's lease once it is half-open.
+        let mut fleet_probe = false;
+        if let Some(until) = shared.open_until(self.key()) {
+            let passes = matches!(
+                self.inner.machine.state_at(now()),
+                BreakerState::Disabled | BreakerState::MetricsOnly
+            );
+            if !passes {
+                if until > now() {
+                    return Err(self.reject(model, Some(until - now())));
+                }
+                fleet_probe = true;
+            }
+        }
         let (admission, transition) = self.inner.machine.admit_with(now);
         self.report(transition);
         match admission {
-            Admission::Admit(ticket) => Ok(Permit {
-                breaker: self.clone(),
-                ticket,
-                started: self.inner.settings.slow_threshold.map(|_| now()),
-                slow: None,
-                done: false,
-            }),
-            Admission::Reject { retry_after } => {
-                emit(&self.inner.settings.sink, || Event::Rejected {
-                    backend: &self.inner.backend,
-                    model,
-                    reason: RejectReason::CircuitOpen,
-                    retry_after,
-                });
-                Err(
-                    Rejected::new(self.inner.backend.clone(), RejectReason::CircuitOpen)
-                        .with_retry_after(retry_after),
-                )
+            Admission::Admit(ticket) => {
+                let mut permit = Permit {
+                    breaker: self.clone(),
+                    ticket,
+                    started: self.inner.settings.slow_threshold.map(|_| now()),
+                    slow: None,
+                    done: false,
+                    fleet_probe: fleet_probe && !matches!(ticket, Ticket::Probe(_)),
+                    lease: false,
+                };
+                if !permit.is_probe() && !permit.fleet_probe {
+                    return Ok((permit, None));
+                }
+                permit.lease = true;
+                match shared.take_probe(self.key(), self.inner.settings.probe_lease) {
+                    Probe::Granted => Ok((permit, None)),
+                    // Dropping the permit frees its probe place.
+                    Probe::Taken => {
+                        permit.lease = false;
+                        Err(self.reject(model, None))
+                    }
+                    Probe::Confirm(answer) => {
+                        let breaker = self.clone();
+                        let model: Box<str> = model.into();
+                        let confirm: Confirmation = Box::pin(async move {
+                            if answer.await {
+                                Ok(())
+                            } else {
+                                Err(breaker.reject(&model, None))
+                            }
+                        });
+                        Ok((permit, Some(confirm)))
+                    }
+                }
             }
+            Admission::Reject { retry_after } => Err(self.reject(model, retry_after)),
         }
+    }
+
+    fn reject(&self, model: &str, retry_after: Option<Duration>) -> Rejected {
+        emit(&self.inner.settings.sink, || Event::Rejected {
+            backend: &self.inner.backend,
+            model,
+            reason: RejectReason::CircuitOpen,
+            retry_after,
+        });
+        Rejected::new(self.inner.backend.clone(), RejectReason::CircuitOpen)
+            .with_retry_after(retry_after)
     }
 
     fn report(&self, transition: Option<Transition>) {
@@ -237,6 +298,29 @@ impl Breaker {
                 to,
                 wait_capped,
             });
+            self.publish(from, to);
+        }
+    }
+
+    /// Tells the other replicas of an open, or of a probe's outcome.
+    fn publish(&self, from: BreakerState, to: BreakerState) {
+        let shared = &self.inner.settings.shared;
+        match (from, to) {
+            (_, BreakerState::Open) => {
+                let now = Instant::now();
+                let open_for = self.inner.machine.snapshot(now).open_for;
+                let until = streamgate_core::time::instant_after(now, open_for.unwrap_or_default());
+                let probe_within = self.inner.settings.probe_lease;
+                if from == BreakerState::HalfOpen {
+                    shared.publish_outcome(self.key(), Some((until, probe_within)));
+                } else {
+                    shared.publish_open(self.key(), until, probe_within);
+                }
+            }
+            (BreakerState::HalfOpen, BreakerState::Closed) => {
+                shared.publish_outcome(self.key(), None);
+            }
+            _ => {}
         }
     }
 
@@ -281,6 +365,11 @@ pub struct Permit {
     /// Whether the first content was slow, once it arrived.
     slow: Option<bool>,
     done: bool,
+    /// A probe for the fleet while this replica's own circuit is closed
+    /// (another replica opened it): its outcome is published here.
+    fleet_probe: bool,
+    /// Whether this call holds (or asked for) the fleet's probe lease.
+    lease: bool,
 }
 
 impl fmt::Debug for Permit {
@@ -334,6 +423,7 @@ impl Permit {
         let machine = &self.breaker.inner.machine;
         if verdict == Verdict::Ignore {
             machine.release(self.ticket);
+            self.release_lease();
             return;
         }
         let clock = OnceCell::new();
@@ -346,6 +436,36 @@ impl Permit {
         };
         let transition = machine.record_with(self.ticket, verdict, slow, now);
         self.breaker.report(transition);
+        if self.fleet_probe && self.lease {
+            // This replica's circuit was closed: publish the outcome here.
+            let settings = &self.breaker.inner.settings;
+            let key = self.breaker.key();
+            if verdict == Verdict::Success {
+                settings.shared.publish_outcome(key, None);
+            } else if transition.is_none_or(|t| t.to != BreakerState::Open) {
+                let wait = settings
+                    .machine
+                    .open_wait
+                    .wait(1)
+                    .max(settings.machine.minimum_open);
+                let until = streamgate_core::time::instant_after(now(), wait);
+                settings
+                    .shared
+                    .publish_outcome(key, Some((until, settings.probe_lease)));
+            }
+        }
+        self.lease = false;
+    }
+
+    /// Gives the fleet's probe lease back without an outcome.
+    fn release_lease(&mut self) {
+        if std::mem::take(&mut self.lease) {
+            self.breaker
+                .inner
+                .settings
+                .shared
+                .release_probe(self.breaker.key());
+        }
     }
 }
 
@@ -354,6 +474,7 @@ impl Drop for Permit {
         if !self.done {
             self.done = true;
             self.breaker.inner.machine.release(self.ticket);
+            self.release_lease();
         }
     }
 }

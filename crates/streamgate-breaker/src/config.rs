@@ -3,6 +3,7 @@
 use std::{error::Error, fmt, sync::Arc, time::Duration};
 
 use streamgate_core::{
+    state::{InProcess, SharedBreaker},
     BackendId, Classifier, DefaultClassifier, ErrorClass, MetricsSink, SharedSink,
 };
 
@@ -168,8 +169,9 @@ impl ClassSet {
     }
 }
 
-/// The classes that count as failures by default.
-const DEFAULT_COUNTED: [ErrorClass; 6] = [
+/// The error classes that count as failures by default
+/// ([`BreakerBuilder::counted_classes`] changes them).
+pub const DEFAULT_COUNTED: [ErrorClass; 6] = [
     ErrorClass::Server,
     ErrorClass::Overloaded,
     ErrorClass::Timeout,
@@ -187,6 +189,10 @@ pub(crate) struct Settings {
     pub(crate) honor_retry_after: bool,
     pub(crate) slow_threshold: Option<Duration>,
     pub(crate) sink: SharedSink,
+    /// What the replicas of a fleet agree on; [`InProcess`] by default.
+    pub(crate) shared: Arc<dyn SharedBreaker>,
+    /// How long a fleet-wide probe lease holds without an outcome.
+    pub(crate) probe_lease: Duration,
 }
 
 impl fmt::Debug for Settings {
@@ -197,6 +203,7 @@ impl fmt::Debug for Settings {
             .field("honor_retry_after", &self.honor_retry_after)
             .field("slow_threshold", &self.slow_threshold)
             .field("sink", &self.sink.is_some())
+            .field("shared", &self.shared)
             .finish_non_exhaustive()
     }
 }
@@ -245,6 +252,7 @@ pub struct BreakerBuilder {
     minimum_open: Duration,
     max_wait: Duration,
     model_cap: usize,
+    shared: Option<Arc<dyn SharedBreaker>>,
 }
 
 /// The default [`BreakerBuilder::max_wait`]: 1 hour, as for the quota
@@ -298,6 +306,7 @@ impl BreakerBuilder {
             minimum_open: DEFAULT_MINIMUM_OPEN,
             max_wait: DEFAULT_MAX_WAIT,
             model_cap: streamgate_core::keyed::DEFAULT_MODEL_CAP,
+            shared: None,
         }
     }
 
@@ -449,6 +458,19 @@ impl BreakerBuilder {
         self
     }
 
+    /// Shares the circuit with other replicas through `state` (for
+    /// example `streamgate-redis`): an open is published with its
+    /// open-until time and refuses on every replica; a half-open probe
+    /// first takes the fleet's probe lease (held at most
+    /// [`half_open_max_wait`](Self::half_open_max_wait), 120 s without
+    /// one), so one replica probes; its outcome is published. The window
+    /// that counts outcomes stays each replica's own. Without it the
+    /// circuit is this process's alone ([`InProcess`]).
+    pub fn shared(mut self, state: Arc<dyn SharedBreaker>) -> Self {
+        self.shared = Some(state);
+        self
+    }
+
     /// A breaker shared by every clone of its handle and of its layer.
     pub fn build(self) -> Result<Breaker, ConfigError> {
         let (backend, settings) = self.settings()?;
@@ -593,6 +615,10 @@ impl BreakerBuilder {
             honor_retry_after: self.honor_retry_after,
             slow_threshold,
             sink: self.sink,
+            shared: self.shared.unwrap_or_else(|| Arc::new(InProcess)),
+            probe_lease: self
+                .half_open_max_wait
+                .unwrap_or(DEFAULT_HALF_OPEN_MAX_WAIT),
         };
         (self.backend, settings)
     }

@@ -69,8 +69,8 @@ mod service;
 
 pub use breaker::{Breaker, Permit, Snapshot};
 pub use config::{
-    BreakerBuilder, ConfigError, OpenWait, DEFAULT_HALF_OPEN_MAX_WAIT, DEFAULT_MAX_WAIT,
-    DEFAULT_MINIMUM_OPEN,
+    BreakerBuilder, ConfigError, OpenWait, DEFAULT_COUNTED, DEFAULT_HALF_OPEN_MAX_WAIT,
+    DEFAULT_MAX_WAIT, DEFAULT_MINIMUM_OPEN,
 };
 pub use future::{ResponseBody, ResponseFuture};
 pub use layer::CircuitBreakerLayer;

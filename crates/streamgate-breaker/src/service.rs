@@ -4,7 +4,7 @@ use std::task::{Context, Poll};
 
 use futures_core::Stream;
 use http::Response;
-use streamgate_core::{BoxError, Chunk, LlmRequest, ReadyCall};
+use streamgate_core::{BoxError, Chunk, ConfirmedCall, LlmRequest};
 use tower_service::Service;
 
 use crate::{layer::Scope, ResponseBody, ResponseFuture};
@@ -56,7 +56,7 @@ where
 {
     type Response = Response<ResponseBody<B>>;
     type Error = BoxError;
-    type Future = ResponseFuture<ReadyCall<S, Req>>;
+    type Future = ResponseFuture<ConfirmedCall<S, Req>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
@@ -68,7 +68,9 @@ where
             Scope::PerModel(registry) => registry.get(request.model()).acquire(request.model()),
         };
         match admission {
-            Ok(permit) => ResponseFuture::call_when_ready(&mut self.inner, request, permit),
+            Ok((permit, confirm)) => {
+                ResponseFuture::call_when_confirmed(&mut self.inner, request, permit, confirm)
+            }
             Err(rejected) => ResponseFuture::rejected(rejected),
         }
     }

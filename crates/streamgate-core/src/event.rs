@@ -351,6 +351,23 @@ pub enum Event<'a> {
         /// Why.
         reason: ErrorClass,
     },
+    /// State shared with other replicas (see [`state`](crate::state)) could
+    /// not be reached: this replica decides from its local state alone
+    /// until it is back. Emitted once per outage, when it starts.
+    SharedStateDegraded {
+        /// Which store (`redis`).
+        store: &'static str,
+        /// What went wrong, with credentials redacted.
+        error: &'a str,
+    },
+    /// Shared state is reachable again after [`Event::SharedStateDegraded`];
+    /// sharing resumed.
+    SharedStateRestored {
+        /// Which store (`redis`).
+        store: &'static str,
+        /// How long it was degraded.
+        after: Duration,
+    },
 }
 
 /// Receives [`Event`]s. Every layer accepts an optional `Arc<dyn MetricsSink>`.

@@ -16,7 +16,9 @@
 //! - the [`scoreboard`]: what a router knows of each backend × model,
 //!   published by the layers' events;
 //! - the untrusted-input helpers: [`time`] (outside numbers to durations and
-//!   instants without panicking) and [`redact`] (credentials out of text).
+//!   instants without panicking) and [`redact`] (credentials out of text);
+//! - [`state`]: what replicas of a fleet must agree on (TPM budget, quota,
+//!   breaker), behind one small trait per concern.
 //!
 //! # Example
 //!
@@ -60,6 +62,7 @@ mod observe;
 pub mod redact;
 pub mod scoreboard;
 mod service;
+pub mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod time;
@@ -78,7 +81,7 @@ pub use event::{
     RequestRecord, SharedSink,
 };
 pub use observe::{
-    EndObserver, Gated, Observed, ObservedBody, ReadyCall, StreamEnd, StreamObserver,
+    ConfirmedCall, EndObserver, Gated, Observed, ObservedBody, ReadyCall, StreamEnd, StreamObserver,
 };
 pub use service::{boxed, BoxBody, BoxStreamingService};
 pub use usage::Usage;

@@ -228,6 +228,59 @@ impl<S: tower::Service<Req>, Req> std::fmt::Debug for ReadyCall<S, Req> {
     }
 }
 
+/// The inner call of a gate request admitted locally that shared state must
+/// still confirm (see [`state`](crate::state)): the confirmation is awaited,
+/// then the service is readied and called; a refusal fails the call with
+/// its [`Rejected`] without touching the service.
+#[pin_project(project = ConfirmedCallProj)]
+#[must_use = "futures do nothing unless polled"]
+pub enum ConfirmedCall<S: tower::Service<Req>, Req> {
+    /// Nothing to confirm, or confirmed: the call.
+    Call(#[pin] ReadyCall<S, Req>),
+    /// Waiting for the confirmation.
+    Confirming {
+        /// Resolves to `Ok` to go ahead.
+        confirm: crate::state::Confirmation,
+        /// The service and the request, until confirmed.
+        call: Option<(S, Req)>,
+    },
+}
+
+impl<S: tower::Service<Req>, Req> Future for ConfirmedCall<S, Req>
+where
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        use tower::ServiceExt;
+        loop {
+            match self.as_mut().project() {
+                ConfirmedCallProj::Call(call) => return call.poll(cx).map_err(Into::into),
+                ConfirmedCallProj::Confirming { confirm, call } => {
+                    let answer = ready!(confirm.as_mut().poll(cx));
+                    let Some((service, request)) = call.take() else {
+                        return Poll::Ready(Err("gate future polled after completion".into()));
+                    };
+                    if let Err(rejected) = answer {
+                        return Poll::Ready(Err(rejected.into()));
+                    }
+                    self.set(Self::Call(ReadyCall::Waiting(service.oneshot(request))));
+                }
+            }
+        }
+    }
+}
+
+impl<S: tower::Service<Req>, Req> std::fmt::Debug for ConfirmedCall<S, Req> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Call(call) => call.fmt(f),
+            Self::Confirming { .. } => f.write_str("ConfirmedCall::Confirming"),
+        }
+    }
+}
+
 /// The response future of a gate layer (breaker, quota, TPM): a rejection
 /// that resolves at once without touching the inner service, or the inner
 /// call, observed to its end.
@@ -286,6 +339,42 @@ where
             _ => ReadyCall::Waiting(service.clone().oneshot(request)),
         };
         Self::admitted(call, observer)
+    }
+}
+
+impl<S, Req, O> Gated<ConfirmedCall<S, Req>, O>
+where
+    S: tower::Service<Req> + Clone,
+    O: EndObserver,
+{
+    /// Like [`call_when_ready`](Gated::call_when_ready), after `confirm`
+    /// (if any) resolves to `Ok`; a refusal fails the call with its
+    /// [`Rejected`], and `observer` sees it as a failure before any
+    /// response.
+    pub fn call_when_confirmed(
+        service: &mut S,
+        request: Req,
+        observer: O,
+        confirm: Option<crate::state::Confirmation>,
+    ) -> Self {
+        match confirm {
+            None => {
+                use tower::ServiceExt;
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                let call = match service.poll_ready(&mut cx) {
+                    Poll::Ready(Ok(())) => ReadyCall::Called(service.call(request)),
+                    _ => ReadyCall::Waiting(service.clone().oneshot(request)),
+                };
+                Self::admitted(ConfirmedCall::Call(call), observer)
+            }
+            Some(confirm) => Self::admitted(
+                ConfirmedCall::Confirming {
+                    confirm,
+                    call: Some((service.clone(), request)),
+                },
+                observer,
+            ),
+        }
     }
 }
 

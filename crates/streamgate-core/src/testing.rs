@@ -560,3 +560,28 @@ impl Drop for ScriptBody {
         }
     }
 }
+
+/// A finished request's record with nothing measured yet: a test sets the
+/// fields it needs with struct update syntax, e.g.
+/// `RequestRecord { time_to_first_content: Some(ttfc), ..record(&b, "m", Outcome::Success) }`.
+pub fn record<'a>(
+    backend: &'a crate::BackendId,
+    model: &'a str,
+    outcome: crate::Outcome,
+) -> crate::RequestRecord<'a> {
+    crate::RequestRecord {
+        backend,
+        model,
+        started_at: std::time::SystemTime::UNIX_EPOCH,
+        estimated_tokens: 0,
+        time_to_first_chunk: None,
+        time_to_first_content: None,
+        duration: Duration::ZERO,
+        output_duration: None,
+        usage: None,
+        streamed_output_tokens: 0,
+        burst_tokens_per_sec: None,
+        chunks: 0,
+        outcome,
+    }
+}

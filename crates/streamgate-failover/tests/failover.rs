@@ -6,11 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::{drain, expect_err, sink, RefuseUntil, Seen, WithRetryAfter};
-use std::time::SystemTime;
-
 use streamgate_core::{
     scoreboard::Scoreboard,
-    testing::{Script, ScriptedService, TestChunk, TestRequest},
+    testing::{record, Script, ScriptedService, TestChunk, TestRequest},
     BackendId, BoxError, ErrorClass, Event, FailoverError, LlmRequest, MetricsSink, Outcome,
     ProviderError, RejectReason, RequestRecord,
 };
@@ -469,19 +467,12 @@ fn streamed(board: &Scoreboard, backend: &str, n: usize, ttfc_ms: u64, tokens: u
     let backend = BackendId::new(backend);
     for _ in 0..n {
         board.record(&Event::Completed(&RequestRecord {
-            backend: &backend,
-            model: "m",
-            started_at: SystemTime::UNIX_EPOCH,
-            estimated_tokens: 0,
-            time_to_first_chunk: None,
             time_to_first_content: Some(MS(ttfc_ms)),
             duration: Duration::from_secs(secs),
             output_duration: Some(Duration::from_secs(secs)),
-            usage: None,
             streamed_output_tokens: tokens,
-            burst_tokens_per_sec: None,
             chunks: tokens,
-            outcome: Outcome::Success,
+            ..record(&backend, "m", Outcome::Success)
         }));
     }
 }

@@ -3,12 +3,12 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use common::{drain, sink, Seen};
 use streamgate_core::{
     scoreboard::Scoreboard,
-    testing::{Script, ScriptedService, TestChunk, TestRequest},
+    testing::{record, Script, ScriptedService, TestChunk, TestRequest},
     BackendId, ErrorClass, Event, HedgeStage, MetricsSink, Outcome, RejectReason, RequestRecord,
 };
 use streamgate_failover::{Failover, FailoverReport, Hedge};
@@ -216,19 +216,10 @@ async fn a_learned_delay_waits_for_samples_then_hedges_at_the_percentile() {
     let primary_id = BackendId::new("primary");
     for k in 1..=20 {
         board.record(&Event::Completed(&RequestRecord {
-            backend: &primary_id,
-            model: "m",
-            started_at: SystemTime::UNIX_EPOCH,
-            estimated_tokens: 0,
-            time_to_first_chunk: None,
             time_to_first_content: Some(MS(k * 10)),
             duration: MS(k * 10),
-            output_duration: None,
-            usage: None,
-            streamed_output_tokens: 0,
-            burst_tokens_per_sec: None,
             chunks: 1,
-            outcome: Outcome::Success,
+            ..record(&primary_id, "m", Outcome::Success)
         }));
     }
     let started = Instant::now();

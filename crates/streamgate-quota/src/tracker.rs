@@ -81,6 +81,7 @@ use serde::Serialize;
 use streamgate_core::{
     emit,
     keyed::{KeyedMap, DEFAULT_MODEL_CAP},
+    state::{InProcess, SharedQuota, StateKey},
     BackendId, Event, QuotaState, SharedSink,
 };
 use tokio::time::Instant;
@@ -129,6 +130,22 @@ impl ExhaustReason {
             Self::NoAllowance => "no_allowance",
             Self::InFlight => "in_flight",
         }
+    }
+
+    /// The reason [`as_str`](Self::as_str) names, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            Self::RequestsDepleted,
+            Self::TokensDepleted,
+            Self::InputTokensDepleted,
+            Self::OutputTokensDepleted,
+            Self::RateLimited,
+            Self::InsufficientTokens,
+            Self::NoAllowance,
+            Self::InFlight,
+        ]
+        .into_iter()
+        .find(|reason| reason.as_str() == name)
     }
 }
 
@@ -417,6 +434,7 @@ struct Config {
 pub struct QuotaTrackerBuilder {
     config: Config,
     sink: SharedSink,
+    shared: Option<Arc<dyn SharedQuota>>,
 }
 
 /// The longest duration any setting of the builder accepts: a year. Longer
@@ -439,6 +457,7 @@ impl Default for QuotaTrackerBuilder {
         Self {
             config: DEFAULT_CONFIG,
             sink: None,
+            shared: None,
         }
     }
 }
@@ -522,6 +541,17 @@ impl QuotaTrackerBuilder {
         self
     }
 
+    /// Shares what the tracker learns with other replicas through `state`
+    /// (for example `streamgate-redis`): an exhaustion learned here is
+    /// published with its reset, and one learned by another replica
+    /// refuses here too until its reset. Without it the knowledge is this
+    /// process's alone ([`InProcess`]).
+    #[must_use]
+    pub fn shared(mut self, state: Arc<dyn SharedQuota>) -> Self {
+        self.shared = Some(state);
+        self
+    }
+
     /// Checks the configuration: no duration may exceed [`MAX_DURATION`],
     /// and none of the cooldowns or the maximum wait may be below the
     /// minimum cooldown.
@@ -569,7 +599,11 @@ impl QuotaTrackerBuilder {
         if c.freshness.is_zero() {
             return Err(ConfigError("freshness must not be zero"));
         }
-        Ok(QuotaTracker::from_parts(c, self.sink))
+        let mut tracker = QuotaTracker::from_parts(c, self.sink);
+        if let (Some(shared), Some(inner)) = (self.shared, Arc::get_mut(&mut tracker.inner)) {
+            inner.shared = shared;
+        }
+        Ok(tracker)
     }
 }
 
@@ -598,6 +632,8 @@ struct Inner {
     /// Set once the first key is created (keys are never removed), so that
     /// checks against a tracker that has learned nothing skip the lookups.
     populated: AtomicBool,
+    /// What the replicas of a fleet agree on; [`InProcess`] by default.
+    shared: Arc<dyn SharedQuota>,
 }
 
 /// What each (backend, model) has left, learned from responses. Cheap to
@@ -647,6 +683,7 @@ impl QuotaTracker {
                 sink,
                 keys: KeyedMap::new(config.model_cap),
                 populated: AtomicBool::new(false),
+                shared: Arc::new(InProcess),
             }),
         }
     }
@@ -691,6 +728,20 @@ impl QuotaTracker {
         estimated_tokens: u64,
         now: Instant,
     ) -> Result<InFlight, Refusal> {
+        // What another replica learned, from the shared state's local answer.
+        if let Some(exhaustion) = self
+            .inner
+            .shared
+            .exhausted_until(StateKey::new(backend, model), now)
+        {
+            if now < exhaustion.until {
+                return Err(Refusal {
+                    retry_after: exhaustion.until - now,
+                    reason: ExhaustReason::from_name(&exhaustion.reason)
+                        .unwrap_or(ExhaustReason::RateLimited),
+                });
+            }
+        }
         if !self.inner.populated.load(Ordering::Acquire) {
             return Ok(InFlight::untracked());
         }
@@ -907,6 +958,12 @@ impl QuotaTracker {
                     _ => {
                         extended = true;
                         entry.exhausted = Some((until, reason));
+                        // Written behind; never awaited.
+                        self.inner.shared.learn(
+                            StateKey::new(backend, model),
+                            until,
+                            reason.as_str(),
+                        );
                     }
                 }
             } else if entry.exhausted.is_some_and(|(until, _)| now >= until) {
@@ -1032,6 +1089,7 @@ impl fmt::Debug for QuotaTrackerBuilder {
         f.debug_struct("QuotaTrackerBuilder")
             .field("config", &self.config)
             .field("sink", &self.sink.is_some())
+            .field("shared", &self.shared)
             .finish()
     }
 }
@@ -1041,6 +1099,7 @@ impl fmt::Debug for Inner {
         f.debug_struct("QuotaTracker")
             .field("config", &self.config)
             .field("keys", &self.keys)
+            .field("shared", &self.shared)
             .finish_non_exhaustive()
     }
 }

@@ -1,8 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::float_cmp)]
 
-use std::time::SystemTime;
-
 use super::*;
+use crate::testing::record;
 
 fn backend() -> BackendId {
     BackendId::new("b")
@@ -22,19 +21,12 @@ fn completed(
         estimated_tokens: 0,
     });
     board.record(&Event::Completed(&RequestRecord {
-        backend: &backend,
-        model: "m",
-        started_at: SystemTime::UNIX_EPOCH,
-        estimated_tokens: 0,
-        time_to_first_chunk: None,
         time_to_first_content: ttfc_ms.map(Duration::from_millis),
         duration: Duration::from_secs(1),
         output_duration: output_ms.map(Duration::from_millis),
-        usage: None,
         streamed_output_tokens: tokens,
-        burst_tokens_per_sec: None,
         chunks: tokens,
-        outcome,
+        ..record(&backend, "m", outcome)
     }));
 }
 

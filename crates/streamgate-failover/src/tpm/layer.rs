@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use streamgate_core::{BackendId, MetricsSink, SharedSink};
+use streamgate_core::{
+    state::{InProcess, SharedTpm},
+    BackendId, MetricsSink, SharedSink,
+};
 use tokio::time::Instant;
 use tower_layer::Layer;
 
@@ -53,6 +56,8 @@ pub(crate) struct Shared {
     pub(crate) max_tokens_per_minute: Option<u64>,
     pub(crate) meters: Meters,
     pub(crate) sink: SharedSink,
+    /// What the replicas of a fleet agree on; [`InProcess`] by default.
+    pub(crate) state: Arc<dyn SharedTpm>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -62,6 +67,7 @@ impl std::fmt::Debug for Shared {
             .field("max_tokens_per_minute", &self.max_tokens_per_minute)
             .field("meters", &self.meters)
             .field("sink", &self.sink.is_some())
+            .field("state", &self.state)
             .finish_non_exhaustive()
     }
 }
@@ -74,6 +80,7 @@ impl TpmLayer {
             max_tokens_per_minute: None,
             per_model: false,
             sink: None,
+            state: None,
         }
     }
 
@@ -126,6 +133,7 @@ pub struct TpmLayerBuilder {
     max_tokens_per_minute: Option<u64>,
     per_model: bool,
     sink: SharedSink,
+    state: Option<Arc<dyn SharedTpm>>,
 }
 
 impl std::fmt::Debug for TpmLayerBuilder {
@@ -160,6 +168,16 @@ impl TpmLayerBuilder {
         self
     }
 
+    /// Shares the budget with other replicas through `state` (for
+    /// example `streamgate-redis`): a request the local meter admits is
+    /// also reserved in the shared window, and refused when the fleet's
+    /// use is over the maximum. Without it the budget is this process's
+    /// alone ([`InProcess`]).
+    pub fn shared(mut self, state: Arc<dyn SharedTpm>) -> Self {
+        self.state = Some(state);
+        self
+    }
+
     /// Checks the settings and builds the layer.
     pub fn build(self) -> Result<TpmLayer, ConfigError> {
         if self.max_tokens_per_minute == Some(0) {
@@ -176,6 +194,7 @@ impl TpmLayerBuilder {
                 max_tokens_per_minute: self.max_tokens_per_minute,
                 meters,
                 sink: self.sink,
+                state: self.state.unwrap_or_else(|| Arc::new(InProcess)),
             }),
         })
     }

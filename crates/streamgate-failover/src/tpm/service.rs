@@ -8,8 +8,10 @@ use std::{
 use futures_core::Stream;
 use http::{response::Parts, Response};
 use streamgate_core::{
-    emit, BoxError, Chunk, EndObserver, Event, Gated, LlmRequest, ObservedBody, ReadyCall,
-    RejectReason, Rejected, StreamEnd, StreamObserver, Usage,
+    emit,
+    state::{Reserve, SharedTpm, StateKey, TpmGrant},
+    BackendId, BoxError, Chunk, ConfirmedCall, EndObserver, Event, Gated, LlmRequest, ObservedBody,
+    RejectReason, Rejected, SharedSink, StreamEnd, StreamObserver, Usage,
 };
 use tokio::time::Instant;
 use tower_service::Service;
@@ -21,8 +23,11 @@ use crate::meter::Reservation;
 /// [`TpmLayer`](super::TpmLayer).
 ///
 /// `call` reserves the request's estimate against the budget; a refusal resolves at once to
-/// [`Rejected`] without calling the inner service. The reservation is
-/// reconciled when the stream ends (see [`TpmObserver`]).
+/// [`Rejected`] without calling the inner service. With a shared budget
+/// ([`TpmLayerBuilder::shared`](super::TpmLayerBuilder::shared)), what the
+/// local meter admitted is then reserved in the shared state, whose answer
+/// the future awaits (bounded by the implementation) before calling. The
+/// reservations are reconciled when the stream ends (see [`TpmObserver`]).
 #[derive(Clone, Debug)]
 pub struct Tpm<S> {
     pub(crate) inner: S,
@@ -40,7 +45,7 @@ where
 {
     type Response = Response<ObservedBody<B, TpmObserver>>;
     type Error = BoxError;
-    type Future = TpmFuture<ReadyCall<S, Req>>;
+    type Future = TpmFuture<ConfirmedCall<S, Req>>;
 
     /// Always ready: the inner service is readied inside the response
     /// future of an admitted request, so a refusal never waits for it.
@@ -65,15 +70,82 @@ where
                 )
             }
         };
+        let (grant, confirm) = match shared.max_tokens_per_minute {
+            None => (None, None),
+            Some(limit) => {
+                let key = StateKey::new(&shared.backend, request.model());
+                match shared.state.reserve(key, estimate, limit) {
+                    Reserve::Granted(grant) => (Some(grant), None),
+                    Reserve::Refused(over) => {
+                        // Nothing was used: release the local reservation.
+                        reservation.settle(now, 0);
+                        return reject(
+                            shared,
+                            request.model(),
+                            RejectReason::TpmBudget,
+                            over.retry_after,
+                        );
+                    }
+                    Reserve::Confirm(grant, answer) => {
+                        let backend = shared.backend.clone();
+                        let model = request.model().to_owned();
+                        let sink = shared.sink.clone();
+                        let confirm: streamgate_core::state::Confirmation = Box::pin(async move {
+                            let over = match answer.await {
+                                Ok(()) => return Ok(()),
+                                Err(over) => over,
+                            };
+                            Err(rejection(&sink, &backend, &model, over.retry_after))
+                        });
+                        (Some(grant), Some(confirm))
+                    }
+                }
+            }
+        };
+        // A grant of the in-process state (id 0) has nothing to reconcile.
+        let shared_grant = grant
+            .filter(|grant| grant.id != 0)
+            .map(|grant| SharedGrant {
+                state: Arc::clone(&shared.state),
+                backend: shared.backend.clone(),
+                model: request.model().into(),
+                grant,
+            });
         let observer = TpmObserver {
             reservation: Some(reservation),
+            shared: shared_grant,
             estimate,
             usage: None,
             streamed: 0,
             responded: false,
         };
-        TpmFuture::call_when_ready(&mut self.inner, request, observer)
+        TpmFuture::call_when_confirmed(&mut self.inner, request, observer, confirm)
     }
+}
+
+/// Emits the refusal of the shared budget and builds its error.
+fn rejection(
+    sink: &SharedSink,
+    backend: &BackendId,
+    model: &str,
+    retry_after: Option<std::time::Duration>,
+) -> Rejected {
+    emit(sink, || Event::Rejected {
+        backend,
+        model,
+        reason: RejectReason::TpmBudget,
+        retry_after,
+    });
+    Rejected::new(backend.clone(), RejectReason::TpmBudget).with_retry_after(retry_after)
+}
+
+/// A reservation in shared state, reconciled at the end.
+#[derive(Debug)]
+struct SharedGrant {
+    state: Arc<dyn SharedTpm>,
+    backend: BackendId,
+    model: Box<str>,
+    grant: TpmGrant,
 }
 
 fn reject<F>(
@@ -110,6 +182,7 @@ pub type TpmFuture<F> = Gated<F, TpmObserver>;
 #[derive(Debug)]
 pub struct TpmObserver {
     reservation: Option<Reservation>,
+    shared: Option<SharedGrant>,
     estimate: u64,
     usage: Option<Usage>,
     streamed: u64,
@@ -146,6 +219,10 @@ impl EndObserver for TpmObserver {
         };
         if let Some(reservation) = self.reservation.take() {
             reservation.settle(now, used);
+        }
+        if let Some(shared) = self.shared.take() {
+            let key = StateKey::new(&shared.backend, &shared.model);
+            shared.state.reconcile(key, shared.grant, used);
         }
     }
 }

@@ -138,6 +138,12 @@ impl MetricsSink for TracingSink {
             } => {
                 tracing::warn!(target: TARGET, from = from.as_str(), to = to.map(|t| t.as_str()), model, reason = reason.as_str(), "failover");
             }
+            Event::SharedStateDegraded { store, error } => {
+                tracing::warn!(target: TARGET, store = *store, error = *error, "shared state degraded: deciding from local state");
+            }
+            Event::SharedStateRestored { store, after } => {
+                tracing::info!(target: TARGET, store = *store, after_ms = ms(*after), "shared state restored");
+            }
             Event::Hedge {
                 primary,
                 hedge,
