@@ -8,7 +8,7 @@ use http::Response;
 use streamgate_breaker::{Breaker, BreakerBuilder, BreakerRegistry, CircuitBreakerLayer};
 use streamgate_core::{
     boxed, state::SharedState, BackendId, BoxError, BoxStreamingService, Chunk, LlmRequest,
-    MetricsSink, SharedSink,
+    MetricsSink, Prefill, SharedSink,
 };
 use streamgate_core::scoreboard::Scoreboard;
 use streamgate_failover::{ThroughputProbe, TpmLayer};
@@ -92,6 +92,7 @@ pub struct Backend<S, Req> {
     min_throughput: Option<u64>,
     scoreboard: Option<Scoreboard>,
     probe: Option<ThroughputProbe>,
+    continues: Option<Prefill>,
     sink: SharedSink,
     shared: SharedState,
     map_request: Option<MapRequest<Req>>,
@@ -133,6 +134,7 @@ impl<S, Req> Backend<S, Req> {
             min_throughput: None,
             scoreboard: None,
             probe: None,
+            continues: None,
             sink: None,
             shared: SharedState::new(),
             map_request: None,
@@ -259,6 +261,22 @@ impl<S, Req> Backend<S, Req> {
     /// The throughput probe, for the router.
     pub(crate) fn probe(&self) -> Option<ThroughputProbe> {
         self.probe
+    }
+
+    /// Behind a router ([`Backends`](crate::Backends)) with
+    /// [continuation](streamgate_failover::Continuation) on, this backend
+    /// may continue another backend's stream that failed after content,
+    /// sent the text so far as a prefill per `how` (e.g.
+    /// [`Prefill::FinalAssistant`] for Anthropic). Without it, the backend
+    /// is never chosen to continue.
+    pub fn continuation(mut self, how: Prefill) -> Self {
+        self.continues = Some(how);
+        self
+    }
+
+    /// How it continues, for the router.
+    pub(crate) fn continues(&self) -> Option<Prefill> {
+        self.continues
     }
 
     /// Publishes this backend's events (requests, first content, outcomes,

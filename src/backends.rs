@@ -5,7 +5,7 @@ use std::{fmt, sync::Arc, time::Duration};
 use futures_core::Stream;
 use http::Response;
 use streamgate_core::{
-    BackendId, BoxError, Chunk, LlmRequest, MetricsSink, SharedSink,
+    BackendId, BoxError, Chunk, LlmRequest, MetricsSink, Prefill, SharedSink,
 };
 use streamgate_core::scoreboard::Scoreboard;
 use streamgate_failover::{Failover, FailoverBuilder, ThroughputProbe};
@@ -27,6 +27,7 @@ struct Entry<Req, C> {
     /// requests.
     model_of: Option<ModelOf<Req>>,
     probe: Option<ThroughputProbe>,
+    continues: Option<Prefill>,
     build: Pending<Req, C>,
 }
 
@@ -121,6 +122,7 @@ impl<Req: 'static, C: 'static> Backends<Req, C> {
         self.entries.push(Entry {
             id: backend.id().clone(),
             probe: backend.probe(),
+            continues: backend.continues(),
             model_of: backend.model_mapping().map(|map| {
                 Arc::new(move |request: &Req| map(request.clone()).model().to_owned())
                     as ModelOf<Req>
@@ -183,6 +185,9 @@ impl<Req: 'static, C: 'static> Backends<Req, C> {
             let stacks = (entry.build)(&self.sink, &self.scoreboard, first, extra)?;
             if let Some(probe) = entry.probe {
                 router = router.throughput_probe(entry.id.clone(), probe);
+            }
+            if let Some(how) = entry.continues {
+                router = router.continues_with(entry.id.clone(), how);
             }
             if let Some(model_of) = entry.model_of {
                 // The backend's layers report the mapped model: read the

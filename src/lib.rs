@@ -119,8 +119,8 @@ with_every_layer! {
 /// The names most programs need: `use streamgate::prelude::*;`.
 pub mod prelude {
     pub use streamgate_core::{
-        boxed, classify, BackendId, BoxError, BoxStreamingService, Chunk, ErrorClass,
-        FailoverError, LlmRequest, MetricsSink, ProviderError, RejectReason, Rejected,
+        boxed, classify, BackendId, BoxError, BoxStreamingService, Chunk, Continuable, ErrorClass,
+        FailoverError, LlmRequest, MetricsSink, Prefill, ProviderError, RejectReason, Rejected,
         StreamTimeout, Usage,
     };
 
@@ -131,7 +131,8 @@ pub mod prelude {
     pub use streamgate_breaker::{Breaker, CircuitBreakerLayer};
     #[cfg(feature = "failover")]
     pub use streamgate_failover::{
-        Failover, FailoverReport, Hedge, Strategy, ThroughputProbe, TpmLayer,
+        Continuation, ContinuationLog, Failover, FailoverReport, Hedge, Strategy, ThroughputProbe,
+        TpmLayer,
     };
     #[cfg(feature = "metrics")]
     pub use streamgate_metrics::{MetricsLayer, PerformanceTracker};

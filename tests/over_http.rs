@@ -10,7 +10,7 @@ use streamgate::core::BreakerState;
 use streamgate::failover::FailoverBuilder;
 use streamgate::mock::{expected_text, MockConfig, MockServer, Plan};
 use streamgate::prelude::*;
-use streamgate::providers::{anthropic::Anthropic, openai::OpenAiChat, ChatRequest};
+use streamgate::providers::{anthropic::Anthropic, openai::OpenAiChat, ChatChunk, ChatRequest};
 use tower::ServiceExt;
 
 #[tokio::test]
@@ -141,6 +141,164 @@ async fn over_http_the_routers_deadline_opens_the_breaker_of_a_silent_backend() 
     // skipped the silent backend without calling it.
     assert_eq!(breaker.state(), BreakerState::Open);
     assert_eq!(silent.served(), 3);
+}
+
+/// Backends `cut` (OpenAI Chat, 8 tokens, the stream cut after 3) and
+/// `second` (able to continue per `how`, its server `whole`): the caller's
+/// text, the continuation log, and the body `whole` received.
+async fn continued_over_http<S, B, E>(
+    second: Backend<S, ChatRequest>,
+    how: Prefill,
+    whole: &MockServer,
+) -> (String, Option<ContinuationLog>, serde_json::Value)
+where
+    S: tower::Service<ChatRequest, Response = http::Response<B>> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    B: futures::Stream<Item = Result<ChatChunk, E>> + Unpin + Send + 'static,
+    E: Into<BoxError> + 'static,
+{
+    let fault = Plan::new().with_output_tokens(8).disconnect_after(3);
+    continued_after(fault, second, how, whole).await
+}
+
+/// [`continued_over_http`] with the first stream's `fault`.
+async fn continued_after<S, B, E>(
+    fault: Plan,
+    second: Backend<S, ChatRequest>,
+    how: Prefill,
+    whole: &MockServer,
+) -> (String, Option<ContinuationLog>, serde_json::Value)
+where
+    S: tower::Service<ChatRequest, Response = http::Response<B>> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    B: futures::Stream<Item = Result<ChatChunk, E>> + Unpin + Send + 'static,
+    E: Into<BoxError> + 'static,
+{
+    let cut = MockServer::start_with_plan(fault).await.unwrap();
+    let first = Backend::new(
+        "cut",
+        OpenAiChat::builder()
+            .base_url(format!("{}/v1", cut.url()))
+            .build()
+            .unwrap(),
+    );
+    let router = Backends::new()
+        .backend(
+            first
+                .first_content_timeout(Duration::from_secs(10))
+                .idle_timeout(Duration::from_millis(200)),
+        )
+        .backend(
+            second
+                .first_content_timeout(Duration::from_secs(10))
+                .continuation(how),
+        )
+        .failover(|f| f.continuation(Continuation::new()))
+        .build()
+        .unwrap();
+    let request = ChatRequest::new("mock-model").with_user("hello");
+    let response = router.oneshot(request).await.unwrap();
+    let log = response.extensions().get::<ContinuationLog>().cloned();
+    let mut text = String::new();
+    let mut body = response.into_body();
+    while let Some(chunk) = body.next().await {
+        text.push_str(&chunk.unwrap().text);
+    }
+    let sent = whole.wait_for_request(0).await.request.body;
+    (text, log, sent)
+}
+
+#[tokio::test]
+async fn a_cut_stream_continues_on_anthropic_with_a_final_assistant_prefill() {
+    // The mock answers from the start whatever the prefill: the repeat is
+    // dropped.
+    let whole = MockServer::start_with_plan(Plan::new().with_output_tokens(8))
+        .await
+        .unwrap();
+    let anthropic = Anthropic::builder()
+        .base_url(format!("{}/v1", whole.url()))
+        .api_key("test")
+        .build()
+        .unwrap();
+    let (text, log, sent) = continued_over_http(
+        Backend::new("whole", anthropic),
+        Prefill::FinalAssistant,
+        &whole,
+    )
+    .await;
+    assert_eq!(text, expected_text(8));
+    let log = log.unwrap();
+    assert_eq!(log.continued().len(), 1);
+    assert_eq!(log.continued()[0].dropped_bytes, expected_text(3).len());
+    // Trailing whitespace left out, as Anthropic requires.
+    let messages = sent["messages"].as_array().unwrap();
+    assert_eq!(
+        messages.last().unwrap(),
+        &serde_json::json!({"role": "assistant", "content": expected_text(3).trim_end()})
+    );
+}
+
+#[tokio::test]
+async fn a_cut_stream_continues_on_an_openai_compatible_server_with_a_prefix_message() {
+    let whole = MockServer::start_with_plan(Plan::new().with_output_tokens(8))
+        .await
+        .unwrap();
+    let openai = OpenAiChat::builder()
+        .base_url(format!("{}/v1", whole.url()))
+        .build()
+        .unwrap();
+    let (text, _, sent) = continued_over_http(
+        Backend::new("whole", openai),
+        Prefill::AssistantPrefix,
+        &whole,
+    )
+    .await;
+    assert_eq!(text, expected_text(8));
+    let messages = sent["messages"].as_array().unwrap();
+    assert_eq!(
+        messages.last().unwrap(),
+        &serde_json::json!({"role": "assistant", "content": expected_text(3), "prefix": true})
+    );
+}
+
+#[tokio::test]
+async fn each_mid_stream_fault_is_continued_with_the_exact_text() {
+    for (name, fault) in [
+        ("cut", Plan::new().disconnect_after(3)),
+        ("stall", Plan::new().stall_after(3)),
+        ("error event", Plan::new().error_after(3)),
+    ] {
+        let whole =
+            MockServer::start_with_plan(Plan::new().with_output_tokens(8).honouring_prefill())
+                .await
+                .unwrap();
+        let anthropic = Anthropic::builder()
+            .base_url(format!("{}/v1", whole.url()))
+            .api_key("test")
+            .build()
+            .unwrap();
+        let (text, log, _) = continued_after(
+            fault.with_output_tokens(8),
+            Backend::new("whole", anthropic),
+            Prefill::FinalAssistant,
+            &whole,
+        )
+        .await;
+        assert_eq!(text, expected_text(8), "{name}");
+        let continued = log.unwrap().continued();
+        assert_eq!(continued.len(), 1, "{name}");
+        // Honoured: nothing repeated.
+        assert_eq!(continued[0].dropped_bytes, 0, "{name}");
+        // The prefill is the three tokens received, trailing space left out.
+        let sent = whole.wait_for_request(0).await.request.body;
+        assert_eq!(
+            sent["messages"].as_array().unwrap().last().unwrap()["content"],
+            serde_json::json!(expected_text(3).trim_end()),
+            "{name}"
+        );
+    }
 }
 
 #[tokio::test]

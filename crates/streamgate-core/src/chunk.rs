@@ -29,6 +29,32 @@ pub trait Chunk {
         None
     }
 
+    /// The visible text of this chunk when that is all the content it
+    /// carries (`Some("")` for a chunk without content); `None` when it
+    /// carries content that is not plain text (a tool-call or reasoning
+    /// delta) or its type does not say (the default).
+    ///
+    /// Mid-stream continuation only resumes a stream whose content so far
+    /// was all text: that text becomes the assistant prefill.
+    fn content_text(&self) -> Option<&str> {
+        None
+    }
+
+    /// Whether this chunk carries a tool call's name or arguments. A stream
+    /// that did is never continued (default `false`).
+    fn is_tool_call(&self) -> bool {
+        false
+    }
+
+    /// Removes the first `bytes` bytes of this chunk's text, when `bytes`
+    /// is at most its length and on a character boundary, and says whether
+    /// it did (default: never). Continuation uses it to drop text a
+    /// continuing backend repeated.
+    fn strip_text_prefix(&mut self, bytes: usize) -> bool {
+        let _ = bytes;
+        false
+    }
+
     /// The output tokens every layer counts for this chunk, so that the TPM
     /// budget, metrics and the throughput probe agree: its
     /// [`output_tokens`](Self::output_tokens) when it says, otherwise one
@@ -50,6 +76,15 @@ impl<C: Chunk + ?Sized> Chunk for Box<C> {
     fn output_tokens(&self) -> Option<u64> {
         (**self).output_tokens()
     }
+    fn content_text(&self) -> Option<&str> {
+        (**self).content_text()
+    }
+    fn is_tool_call(&self) -> bool {
+        (**self).is_tool_call()
+    }
+    fn strip_text_prefix(&mut self, bytes: usize) -> bool {
+        (**self).strip_text_prefix(bytes)
+    }
 }
 
 /// What layers need to know about a request.
@@ -64,6 +99,57 @@ pub trait LlmRequest: Clone {
     fn estimated_tokens(&self) -> u64 {
         0
     }
+}
+
+/// How a backend continues a partial answer given as an assistant prefill
+/// (see [`Continuable`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Prefill {
+    /// A final `assistant` message is continued as it is (Anthropic
+    /// Messages). Anthropic refuses a final assistant message that ends in
+    /// whitespace, so the trailing whitespace is left out of the prefill.
+    FinalAssistant,
+    /// The final `assistant` message is marked `"prefix": true`
+    /// (OpenAI-compatible servers with prefix completion: DeepSeek's beta
+    /// endpoint, Mistral).
+    AssistantPrefix,
+    /// The body gets `"continue_final_message": true` and
+    /// `"add_generation_prompt": false`, so the chat template leaves the
+    /// final assistant message open (vLLM's OpenAI-compatible server).
+    ContinueFinalMessage,
+    /// A final `model` turn in `contents` (Gemini).
+    ModelTurn,
+}
+
+impl Prefill {
+    /// A short snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FinalAssistant => "final_assistant",
+            Self::AssistantPrefix => "assistant_prefix",
+            Self::ContinueFinalMessage => "continue_final_message",
+            Self::ModelTurn => "model_turn",
+        }
+    }
+
+    /// The prefill as sent for `partial`: what the provider accepts as
+    /// the final assistant text.
+    pub fn text(self, partial: &str) -> &str {
+        match self {
+            Self::FinalAssistant => partial.trim_end(),
+            _ => partial,
+        }
+    }
+}
+
+/// A request that can be sent again with part of its answer as an
+/// assistant prefill, for mid-stream continuation.
+pub trait Continuable: LlmRequest {
+    /// The same request, its answer so far being `partial`, for a backend
+    /// that continues per `how`; `None` when it cannot be expressed (the
+    /// router then does not continue on that backend).
+    fn continued(&self, partial: &str, how: Prefill) -> Option<Self>;
 }
 
 #[cfg(test)]

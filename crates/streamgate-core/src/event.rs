@@ -328,6 +328,18 @@ pub enum Event<'a> {
         /// The hedge delay.
         after: Duration,
     },
+    /// A committed stream failed after content and `to` continued it from
+    /// the text received so far (the caller saw one stream).
+    Continuation {
+        /// The backend whose stream failed.
+        from: &'a BackendId,
+        /// The backend that continued it.
+        to: &'a BackendId,
+        /// The model.
+        model: &'a str,
+        /// Output tokens the caller had received before the failure.
+        tokens_before: u64,
+    },
     /// Failover moved on from one backend.
     Failover {
         /// The backend given up on.

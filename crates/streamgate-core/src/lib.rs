@@ -69,7 +69,7 @@ pub mod time;
 mod usage;
 
 pub use backend::BackendId;
-pub use chunk::{Chunk, LlmRequest};
+pub use chunk::{Chunk, Continuable, LlmRequest, Prefill};
 pub use classify::{classify, retry_after, Classifier, DefaultClassifier, ErrorClass};
 pub use commit::{Commit, Replay};
 pub use error::{

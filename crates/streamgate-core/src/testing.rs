@@ -40,7 +40,7 @@ use http::Response;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
-use crate::{BoxError, Chunk, ErrorClass, LlmRequest, ProviderError, Usage};
+use crate::{BoxError, Chunk, Continuable, ErrorClass, LlmRequest, Prefill, ProviderError, Usage};
 
 /// A chunk for tests.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,6 +74,28 @@ impl Chunk for TestChunk {
             _ => None,
         }
     }
+
+    /// A `Tokens` chunk has no text to give.
+    fn content_text(&self) -> Option<&str> {
+        match self {
+            Self::Text(text) => Some(text),
+            Self::Tokens(_) => None,
+            Self::Meta(_) | Self::Usage(_) => Some(""),
+        }
+    }
+
+    fn strip_text_prefix(&mut self, bytes: usize) -> bool {
+        match self {
+            Self::Text(text) => match Some(*text).and_then(|t: &'static str| t.get(bytes..)) {
+                Some(rest) => {
+                    *text = rest;
+                    true
+                }
+                None => false,
+            },
+            _ => bytes == 0,
+        }
+    }
 }
 
 /// A request for tests.
@@ -83,6 +105,9 @@ pub struct TestRequest {
     pub model: String,
     /// The token estimate.
     pub estimated_tokens: u64,
+    /// The assistant prefill and how it is sent, set by
+    /// [`Continuable::continued`].
+    pub prefill: Option<(String, Prefill)>,
 }
 
 impl TestRequest {
@@ -91,6 +116,7 @@ impl TestRequest {
         Self {
             model: model.into(),
             estimated_tokens: 0,
+            prefill: None,
         }
     }
 
@@ -99,6 +125,24 @@ impl TestRequest {
     pub fn with_estimate(mut self, tokens: u64) -> Self {
         self.estimated_tokens = tokens;
         self
+    }
+}
+
+/// Appends to the prefill already there, if any (as a request that ends in
+/// an assistant message would), with [`Prefill::text`] applied.
+impl Continuable for TestRequest {
+    fn continued(&self, partial: &str, how: Prefill) -> Option<Self> {
+        let mut text = self
+            .prefill
+            .as_ref()
+            .map(|(text, _)| text.clone())
+            .unwrap_or_default();
+        text.push_str(partial);
+        let text = how.text(&text).to_owned();
+        Some(Self {
+            prefill: Some((text, how)),
+            ..self.clone()
+        })
     }
 }
 

@@ -71,10 +71,11 @@ mod error;
 
 pub use error::ConfigError;
 pub use failover::{
-    Backoff, ContextLengthPolicy, Failover, FailoverBody, FailoverBuilder, FailoverFuture,
-    FailoverReport, Hedge, HedgeDelay, SlowStart, Strategy, ThroughputProbe, DEFAULT_HEDGE_BUDGET,
-    DEFAULT_HEDGE_FLOOR, DEFAULT_HEDGE_MIN_SAMPLES, DEFAULT_HEDGE_PERCENTILE, HEDGE_BURST,
-    MAX_BACKOFF_DELAY,
+    Abandoned, Backoff, ContextLengthPolicy, Continuation, ContinuationLog, Continued, Failover,
+    FailoverBody, FailoverBuilder, FailoverFuture, FailoverReport, Hedge, HedgeDelay, SlowStart,
+    Strategy, ThroughputProbe, DEFAULT_HEDGE_BUDGET, DEFAULT_HEDGE_FLOOR,
+    DEFAULT_HEDGE_MIN_SAMPLES, DEFAULT_HEDGE_PERCENTILE, HEDGE_BURST, MAX_BACKOFF_DELAY,
+    MAX_CONTINUATIONS, MAX_PREFILL_BYTES,
 };
 pub use meter::{
     BudgetExceeded, Reservation, TpmMeter, TpmRegistry, TpmSnapshot, MAX_MODELS, WINDOW,

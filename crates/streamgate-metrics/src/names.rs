@@ -38,6 +38,10 @@ pub const FAILOVERS: &str = "streamgate.failovers";
 /// `won`: the hedge produced content first, `lost`: the first choice did),
 /// labelled with the hedge's backend and model.
 pub const HEDGES: &str = "streamgate.hedges";
+/// Counter: streams that failed after content and were continued on
+/// another backend, by [`FAILOVER_TO`] (the continuing backend), labelled
+/// with the failed stream's backend and model.
+pub const CONTINUATIONS: &str = "streamgate.continuations";
 /// Attribute: how a hedge went.
 pub const HEDGE_STAGE: &str = "streamgate.hedge.stage";
 /// Histogram (seconds): how long requests waited to stay under a rate.

@@ -90,6 +90,9 @@ pub struct Plan {
     pub(crate) retry_after: Option<Duration>,
     pub(crate) error_body: Option<Value>,
     pub(crate) fault: Option<Fault>,
+    pub(crate) honour_prefill: bool,
+    /// The first token streamed: past a prefill the plan honours.
+    pub(crate) start_token: u64,
 }
 
 impl Default for Plan {
@@ -112,7 +115,19 @@ impl Plan {
             retry_after: None,
             error_body: None,
             fault: None,
+            honour_prefill: false,
+            start_token: 0,
         }
+    }
+
+    /// Continues a prefilled answer: when the conversation ends in an
+    /// assistant message (a `model` turn for Gemini) holding the first `k`
+    /// tokens of the answer (its trailing whitespace may be left out), the
+    /// stream starts at token `k`. Without it the mock answers from the
+    /// start, as a server that ignores the prefill.
+    pub fn honouring_prefill(mut self) -> Self {
+        self.honour_prefill = true;
+        self
     }
 
     /// Waits this long before sending the response headers (a slow connect or queue).

@@ -340,6 +340,41 @@ async fn gemini(
 }
 
 /// Handles one request of any provider: record it, pick its plan, answer.
+/// How many leading tokens of the answer the request's final assistant
+/// message (or Gemini `model` turn) holds, trailing whitespace optional;
+/// 0 when it holds none or something else.
+fn prefilled_tokens(body: &Value, output_tokens: u64) -> u64 {
+    let last_text = |list: &str, role: &str, text: fn(&Value) -> Option<&str>| {
+        body.get(list)
+            .and_then(Value::as_array)
+            .and_then(|items| items.last())
+            .filter(|item| item.get("role").and_then(Value::as_str) == Some(role))
+            .and_then(text)
+    };
+    let prefill = last_text("messages", "assistant", |m| {
+        m.get("content").and_then(Value::as_str)
+    })
+    .or_else(|| {
+        last_text("contents", "model", |c| {
+            c.pointer("/parts/0/text").and_then(Value::as_str)
+        })
+    });
+    let Some(prefill) = prefill.filter(|p| !p.is_empty()) else {
+        return 0;
+    };
+    let mut text = String::new();
+    for k in 1..=output_tokens {
+        text.push_str(&crate::formats::token_text(k - 1));
+        if text.len() > prefill.len() + 1 {
+            break;
+        }
+        if text == prefill || text.trim_end() == prefill {
+            return k;
+        }
+    }
+    0
+}
+
 async fn respond(
     shared: &Shared,
     provider: Provider,
@@ -372,7 +407,10 @@ async fn respond(
     };
     // From here on, the guard notices if the client leaves (hyper drops this future).
     let (request, mut guard) = shared.recorder.begin(request);
-    let plan = shared.plans.plan_for(&request);
+    let mut plan = shared.plans.plan_for(&request);
+    if plan.honour_prefill {
+        plan.start_token = prefilled_tokens(&request.body, plan.output_tokens);
+    }
 
     let mut shutdown = shared.shutdown.clone();
     if !sleep_unless_shutdown(plan.header_delay, &mut shutdown).await {
@@ -577,5 +615,29 @@ async fn sleep_unless_shutdown(duration: Duration, shutdown: &mut watch::Receive
     tokio::select! {
         () = tokio::time::sleep(duration) => true,
         _ = shutdown.wait_for(|stop| *stop) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::prefilled_tokens;
+
+    #[test]
+    fn a_prefill_of_whole_tokens_is_counted_and_anything_else_is_not() {
+        let openai = json!({"messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "tok0 tok1 "}
+        ]});
+        assert_eq!(prefilled_tokens(&openai, 8), 2);
+        let trimmed = json!({"messages": [{"role": "assistant", "content": "tok0 tok1"}]});
+        assert_eq!(prefilled_tokens(&trimmed, 8), 2);
+        let gemini = json!({"contents": [{"role": "model", "parts": [{"text": "tok0 "}]}]});
+        assert_eq!(prefilled_tokens(&gemini, 8), 1);
+        let other = json!({"messages": [{"role": "assistant", "content": "tok0 tok"}]});
+        assert_eq!(prefilled_tokens(&other, 8), 0);
+        let user_last = json!({"messages": [{"role": "user", "content": "tok0 "}]});
+        assert_eq!(prefilled_tokens(&user_last, 8), 0);
     }
 }

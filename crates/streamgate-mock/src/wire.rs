@@ -84,7 +84,11 @@ impl Wire {
                 self.queued.extend(frames.into_iter().map(Step::Frame));
                 self.phase = Phase::Waiting(self.plan.first_content_delay);
             }
-            Phase::Waiting(left) if left.is_zero() => self.phase = Phase::Content { next: 0 },
+            Phase::Waiting(left) if left.is_zero() => {
+                self.phase = Phase::Content {
+                    next: self.plan.start_token.min(self.plan.output_tokens),
+                }
+            }
             Phase::Waiting(left) => match self.keep_alive() {
                 Some((interval, frame)) => {
                     let nap = interval.min(left);

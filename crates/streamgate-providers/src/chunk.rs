@@ -132,6 +132,25 @@ impl Chunk for ChatChunk {
         }
         self.is_content().then(|| self.estimated_output_tokens())
     }
+
+    /// The text, unless the chunk carries reasoning or tool-call deltas.
+    fn content_text(&self) -> Option<&str> {
+        (self.reasoning.is_empty() && self.tool_calls.is_empty()).then_some(self.text.as_str())
+    }
+
+    fn is_tool_call(&self) -> bool {
+        !self.tool_calls.is_empty()
+    }
+
+    fn strip_text_prefix(&mut self, bytes: usize) -> bool {
+        if !self.text.is_char_boundary(bytes) {
+            return false;
+        }
+        self.text.drain(..bytes);
+        // The estimate follows the text that is left.
+        self.reported_output_tokens = None;
+        true
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The request type every adapter accepts.
 
 use serde_json::{Map, Value};
-use streamgate_core::LlmRequest;
+use streamgate_core::{Continuable, LlmRequest, Prefill};
 
 /// Who wrote a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -78,6 +78,11 @@ pub struct ChatRequest {
     /// Further top-level fields merged into the request body as they are
     /// (e.g. `response_format`, `reasoning`, `top_p`).
     pub extra: Map<String, Value>,
+    /// The final assistant message is a prefill the model continues, sent
+    /// per this mechanism: the OpenAI Chat adapter marks it `"prefix":
+    /// true` for [`Prefill::AssistantPrefix`]; the other mechanisms need
+    /// no mark. Set by [`Continuable::continued`].
+    pub prefill: Option<Prefill>,
 }
 
 impl ChatRequest {
@@ -90,6 +95,7 @@ impl ChatRequest {
             temperature: None,
             tools: None,
             extra: Map::new(),
+            prefill: None,
         }
     }
 
@@ -178,6 +184,45 @@ impl ChatRequest {
     }
 }
 
+/// The partial answer becomes the final assistant message (appended to one
+/// the request already ends with), as [`Prefill::text`] gives it; then:
+///
+/// | [`Prefill`] | the body |
+/// |---|---|
+/// | `FinalAssistant` (Anthropic) | the final `assistant` message, trailing whitespace left out |
+/// | `AssistantPrefix` (DeepSeek, Mistral) | the final `assistant` message with `"prefix": true` |
+/// | `ContinueFinalMessage` (vLLM) | `"continue_final_message": true, "add_generation_prompt": false` |
+/// | `ModelTurn` (Gemini) | a final `model` turn in `contents` |
+impl Continuable for ChatRequest {
+    fn continued(&self, partial: &str, how: Prefill) -> Option<Self> {
+        let mut request = self.clone();
+        let mut text = match request.messages.last() {
+            Some(last) if last.role == Role::Assistant => request
+                .messages
+                .pop()
+                .map(|m| m.content)
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        text.push_str(partial);
+        let text = how.text(&text);
+        if text.is_empty() {
+            return Some(self.clone());
+        }
+        request.messages.push(Message::new(Role::Assistant, text));
+        request.prefill = Some(how);
+        if how == Prefill::ContinueFinalMessage {
+            request
+                .extra
+                .insert("continue_final_message".into(), Value::Bool(true));
+            request
+                .extra
+                .insert("add_generation_prompt".into(), Value::Bool(false));
+        }
+        Some(request)
+    }
+}
+
 impl LlmRequest for ChatRequest {
     fn model(&self) -> &str {
         &self.model
@@ -194,6 +239,30 @@ impl LlmRequest for ChatRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_continuation_extends_a_final_assistant_message_or_adds_one() {
+        let request = ChatRequest::new("m").with_user("hi");
+        let Some(continued) = request.continued("Hello ", Prefill::FinalAssistant) else {
+            panic!("a chat request always continues");
+        };
+        // Anthropic refuses a final assistant message ending in whitespace.
+        assert_eq!(
+            continued.messages[1],
+            Message::new(Role::Assistant, "Hello")
+        );
+        assert_eq!(continued.prefill, Some(Prefill::FinalAssistant));
+        let Some(again) = continued.continued(" world", Prefill::ModelTurn) else {
+            panic!("a chat request always continues");
+        };
+        assert_eq!(again.messages.len(), 2);
+        assert_eq!(again.messages[1].content, "Hello world");
+        // Nothing to prefill: the request as it was.
+        assert_eq!(
+            request.continued("  ", Prefill::FinalAssistant),
+            Some(request)
+        );
+    }
 
     #[test]
     fn estimate_counts_text_framing_tools_and_max_tokens() {

@@ -9,13 +9,14 @@ use std::{
 
 use streamgate_core::scoreboard::Scoreboard;
 use streamgate_core::{
-    boxed, BackendId, BoxError, BoxStreamingService, Classifier, DefaultClassifier, MetricsSink,
-    SharedSink,
+    boxed, BackendId, BoxError, BoxStreamingService, Classifier, Continuable, DefaultClassifier,
+    MetricsSink, Prefill, SharedSink,
 };
 use tower_service::Service;
 
 use super::{
     backoff::{Jitter, MAX_BACKOFF_DELAY},
+    continuation::{Continuation, Continues},
     hedge::{Hedge, HedgeBudget},
     probe::ThroughputProbe,
     service::{Inner, Member, ModelOf, SessionKey},
@@ -57,6 +58,8 @@ pub struct FailoverBuilder<Req, C> {
     model_of: Vec<(BackendId, ModelOf<Req>)>,
     hedge: Option<Hedge>,
     probes: Vec<(BackendId, ThroughputProbe)>,
+    continuation: Option<Continues<Req>>,
+    continues: Vec<(BackendId, Prefill)>,
 }
 
 impl<Req, C> std::fmt::Debug for FailoverBuilder<Req, C> {
@@ -74,6 +77,11 @@ impl<Req, C> std::fmt::Debug for FailoverBuilder<Req, C> {
             .field("last_attempt_extra", &self.last_attempt_extra)
             .field("strategy", &self.strategy)
             .field("hedge", &self.hedge)
+            .field(
+                "continuation",
+                &self.continuation.as_ref().map(|c| c.settings),
+            )
+            .field("continues", &self.continues)
             .finish_non_exhaustive()
     }
 }
@@ -96,6 +104,8 @@ impl<Req, C> Default for FailoverBuilder<Req, C> {
             model_of: Vec::new(),
             hedge: None,
             probes: Vec::new(),
+            continuation: None,
+            continues: Vec::new(),
         }
     }
 }
@@ -113,6 +123,7 @@ impl<Req: 'static, C: 'static> FailoverBuilder<Req, C> {
             deadline: None,
             model: None,
             probe: None,
+            continues: None,
         });
         self
     }
@@ -139,6 +150,7 @@ impl<Req: 'static, C: 'static> FailoverBuilder<Req, C> {
             deadline: Some(extended),
             model: None,
             probe: None,
+            continues: None,
         });
         self
     }
@@ -273,6 +285,31 @@ impl<Req: 'static, C: 'static> FailoverBuilder<Req, C> {
         self
     }
 
+    /// Declares that backend `id` can continue another backend's failed
+    /// stream, and how its API takes the partial answer (see
+    /// [`continuation`](Self::continuation)). A backend without one is
+    /// never chosen to continue.
+    pub fn continues_with(mut self, id: impl Into<BackendId>, how: Prefill) -> Self {
+        self.continues.push((id.into(), how));
+        self
+    }
+
+    /// Continues a stream that fails after content on another backend
+    /// (opt in; default: the failure is the stream's `Err` item). See
+    /// [`Continuation`].
+    pub fn continuation(mut self, continuation: Continuation) -> Self
+    where
+        Req: Continuable,
+    {
+        self.continuation = Some(Continues {
+            settings: continuation,
+            continued: Arc::new(|request: &Req, partial: &str, how| {
+                request.continued(partial, how)
+            }),
+        });
+        self
+    }
+
     /// Hedges slow first choices (default: never). See [`Hedge`].
     pub fn hedge(mut self, hedge: Hedge) -> Self {
         self.hedge = Some(hedge);
@@ -370,6 +407,17 @@ impl<Req: 'static, C: 'static> FailoverBuilder<Req, C> {
             };
             member.probe = Some(probe);
         }
+        if let Some(continuation) = &self.continuation {
+            continuation.settings.validate()?;
+        }
+        for (id, how) in self.continues {
+            let Some(member) = backends.iter_mut().find(|m| m.id == id) else {
+                return Err(ConfigError::new(format!(
+                    "continuation mechanism for unknown backend {id}"
+                )));
+            };
+            member.continues = Some(how);
+        }
         Ok(Failover {
             inner: Arc::new(Inner {
                 backends,
@@ -388,6 +436,7 @@ impl<Req: 'static, C: 'static> FailoverBuilder<Req, C> {
                 turn: AtomicUsize::new(0),
                 hedge_budget: HedgeBudget::new(self.hedge.map_or(0.0, |h| h.budget)),
                 hedge: self.hedge,
+                continuation: self.continuation,
             }),
         })
     }

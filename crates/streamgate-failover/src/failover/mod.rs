@@ -3,6 +3,7 @@
 mod backoff;
 mod body;
 mod builder;
+mod continuation;
 mod hedge;
 mod probe;
 mod service;
@@ -11,6 +12,9 @@ mod strategy;
 pub use backoff::{Backoff, MAX_BACKOFF_DELAY};
 pub use body::FailoverBody;
 pub use builder::{ContextLengthPolicy, FailoverBuilder};
+pub use continuation::{
+    Abandoned, Continuation, ContinuationLog, Continued, MAX_CONTINUATIONS, MAX_PREFILL_BYTES,
+};
 pub use hedge::{
     Hedge, HedgeDelay, DEFAULT_HEDGE_BUDGET, DEFAULT_HEDGE_FLOOR, DEFAULT_HEDGE_MIN_SAMPLES,
     DEFAULT_HEDGE_PERCENTILE, HEDGE_BURST,

@@ -14,9 +14,9 @@ use std::{
 use http::Response;
 use streamgate_core::scoreboard::{ScoreView, Scoreboard};
 use streamgate_core::{
-    emit, Attempt, BackendId, BoxError, BoxStreamingService, Chunk, Classifier, Commit, ErrorClass,
-    Event, FailoverError, HedgeStage, LlmRequest, MetricsSink, RejectReason, Rejected, SharedSink,
-    StreamTimeout, TimeoutKind,
+    emit, Attempt, BackendId, BoxBody, BoxError, BoxStreamingService, Chunk, Classifier, Commit,
+    ErrorClass, Event, FailoverError, HedgeStage, LlmRequest, MetricsSink, Prefill, RejectReason,
+    Rejected, Replay, SharedSink, StreamTimeout, TimeoutKind,
 };
 use tokio::time::Instant;
 use tower::ServiceExt;
@@ -24,6 +24,7 @@ use tower_service::Service;
 
 use super::{
     backoff::Jitter,
+    continuation::{Continues, Splice},
     hedge::{Hedge, HedgeBudget},
     probe::ThroughputProbe,
     strategy::{Inputs, Strategy},
@@ -75,9 +76,9 @@ pub type FailoverFuture<C> =
 /// - context length: the next backend or stop, per [`ContextLengthPolicy`];
 /// - anything else: the next backend, without retrying.
 ///
-/// **After commit there is no failover.** The caller may already have shown
-/// tokens; a later failure reaches it as an `Err` item of the
-/// [`FailoverBody`], never as a clean end.
+/// **After commit there is no failover**, unless continuation is on (below).
+/// The caller may already have shown tokens; a later failure reaches it as
+/// an `Err` item of the [`FailoverBody`], never as a clean end.
 ///
 /// # Strategies and the scoreboard
 ///
@@ -106,6 +107,33 @@ pub type FailoverFuture<C> =
 /// if it decodes slower than a floor and another backend is left, it is
 /// dropped and the router fails over ([`SlowStart`](crate::SlowStart)). See
 /// [`ThroughputProbe`].
+///
+/// # Mid-stream continuation
+///
+/// With [`continuation`](FailoverBuilder::continuation) (opt in), a
+/// committed stream that fails with a retryable class is continued: the
+/// same request, the text received so far as an assistant prefill
+/// ([`Continuable`](streamgate_core::Continuable)), goes to the
+/// strategy's next available backend that declares a
+/// [`Prefill`](streamgate_core::Prefill) mechanism
+/// ([`continues_with`](FailoverBuilder::continues_with)), within its
+/// first-content deadline, and its stream is spliced onto the caller's
+/// [`FailoverBody`]. Text the new backend repeats is dropped by an overlap
+/// rule; when the overlap cannot be established, or the stream carried a
+/// tool call, the original error item stands. Emits `Continuation { from,
+/// to, model, tokens_before }`; the response carries a
+/// [`ContinuationLog`](crate::ContinuationLog). See
+/// [`Continuation`](crate::Continuation).
+///
+/// The overlap rule: let *R* be the text the caller received and *N* the
+/// continuing stream's text so far, held back until the rule decides.
+/// *N* starting with the whole of *R* is a repeat (the prefill was
+/// ignored): *R* is dropped from it. *N* still a prefix of *R*: read more.
+/// *N* differing from *R* within *R*'s first word (up to its first
+/// character that is not alphanumeric): a continuation, passed on (less
+/// the whitespace left out of an Anthropic prefill, when *N* starts with
+/// it). Otherwise (*N* repeats at least *R*'s first word, then differs):
+/// unknown, abandoned.
 ///
 /// When every backend refused (none was called), the router can wait for
 /// the earliest `retry_after` and try again, up to a total wait
@@ -159,6 +187,8 @@ pub(crate) struct Member<Req, C> {
     pub(crate) model: Option<ModelOf<Req>>,
     /// Looks at the decode rate before committing, unless last.
     pub(crate) probe: Option<ThroughputProbe>,
+    /// How it continues another backend's failed stream, if it can.
+    pub(crate) continues: Option<Prefill>,
 }
 
 /// A request's model as one backend's layers see it.
@@ -185,6 +215,7 @@ pub(crate) struct Inner<Req, C> {
     pub(crate) turn: AtomicUsize,
     pub(crate) hedge: Option<Hedge>,
     pub(crate) hedge_budget: HedgeBudget,
+    pub(crate) continuation: Option<Continues<Req>>,
 }
 
 impl<Req, C> Clone for Failover<Req, C> {
@@ -257,7 +288,7 @@ enum Verdict<C> {
 }
 
 /// One backend in a request's plan.
-enum Step {
+pub(crate) enum Step {
     /// The scoreboard says a gate refuses: skipped without a call.
     Skip(usize, RejectReason, Option<Duration>),
     /// Called.
@@ -272,6 +303,7 @@ where
     Req: LlmRequest + Send + Sync + 'static,
     C: Chunk + Send + 'static,
 {
+    let started = Instant::now();
     let mut attempts: Vec<Attempt> = Vec::new();
     let mut waited = Duration::ZERO;
     if inner.hedge.is_some() {
@@ -340,7 +372,10 @@ where
             for (i, verdict, tried) in verdicts {
                 attempts.extend(tried);
                 let class = match verdict {
-                    Verdict::Served(response) => return Ok(report(&inner, i, response, attempts)),
+                    Verdict::Served(response) => {
+                        let response = report(&inner, i, response, attempts);
+                        return Ok(continuable(&inner, &request, i, started, response));
+                    }
                     Verdict::Stop(error) => return Err(error),
                     Verdict::Next { called, class } => {
                         called_any |= called;
@@ -384,7 +419,7 @@ where
 /// The order of one round: the strategy's, then the scoreboard's say. Known
 /// refusals are skipped first (no call), then the available backends are
 /// called, deprioritised ones (late, slow) last.
-fn plan<Req: LlmRequest, C>(inner: &Inner<Req, C>, request: &Req) -> Vec<Step> {
+pub(crate) fn plan<Req: LlmRequest, C>(inner: &Inner<Req, C>, request: &Req) -> Vec<Step> {
     let now = Instant::now();
     let scores: Vec<ScoreView> = inner
         .backends
@@ -433,6 +468,26 @@ fn report<Req, C>(
         strategy: inner.strategy.as_str(),
         skipped,
     });
+    response
+}
+
+/// With continuation on, the body splices a continuation when the stream
+/// fails after content, and the response carries its log.
+fn continuable<Req, C>(
+    inner: &Arc<Inner<Req, C>>,
+    request: &Req,
+    i: usize,
+    started: Instant,
+    mut response: Response<FailoverBody<C>>,
+) -> Response<FailoverBody<C>>
+where
+    Req: LlmRequest + Send + Sync + 'static,
+    C: Chunk + Send + 'static,
+{
+    if let Some((splice, log)) = Splice::new(inner, request, i, started) {
+        response.extensions_mut().insert(log);
+        response = response.map(|body| body.splicing(Box::new(splice)));
+    }
     response
 }
 
@@ -686,7 +741,7 @@ where
 /// One call of one backend, up to its commit (first content) or its
 /// first-content deadline.
 async fn attempt<Req, C>(
-    mut service: BoxStreamingService<Req, C>,
+    service: BoxStreamingService<Req, C>,
     request: Req,
     deadline: Option<Duration>,
     probe: Option<&ThroughputProbe>,
@@ -695,14 +750,28 @@ where
     Req: LlmRequest + Send + 'static,
     C: Chunk + Send + 'static,
 {
+    let response = commit(service, request, deadline, probe).await?;
+    Ok(response.map(FailoverBody::new))
+}
+
+/// [`attempt`]'s commit, for a continuation too.
+pub(crate) async fn commit<Req, C>(
+    mut service: BoxStreamingService<Req, C>,
+    request: Req,
+    deadline: Option<Duration>,
+    probe: Option<&ThroughputProbe>,
+) -> Result<Response<Replay<BoxBody<C>, C>>, BoxError>
+where
+    Req: LlmRequest + Send + 'static,
+    C: Chunk + Send + 'static,
+{
     let committed = async move {
         ServiceExt::<Req>::ready(&mut service).await?;
         let response = Commit::new(service.call(request)).await?;
-        let response = match probe {
-            Some(probe) => probe.run(response).await?,
-            None => response,
-        };
-        Ok::<_, BoxError>(response.map(FailoverBody::new))
+        match probe {
+            Some(probe) => probe.run(response).await,
+            None => Ok(response),
+        }
     };
     match deadline {
         None => committed.await,

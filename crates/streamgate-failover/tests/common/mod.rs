@@ -42,6 +42,11 @@ pub enum Seen {
         backend: String,
         reason: RejectReason,
     },
+    Continuation {
+        from: String,
+        to: String,
+        tokens_before: u64,
+    },
     Other,
 }
 
@@ -85,6 +90,16 @@ impl MetricsSink for Collect {
                 primary: primary.to_string(),
                 hedge: hedge.to_string(),
                 stage: *stage,
+            },
+            Event::Continuation {
+                from,
+                to,
+                tokens_before,
+                ..
+            } => Seen::Continuation {
+                from: from.to_string(),
+                to: to.to_string(),
+                tokens_before: *tokens_before,
             },
             _ => Seen::Other,
         };

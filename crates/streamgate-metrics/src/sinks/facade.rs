@@ -313,6 +313,16 @@ impl MetricsSink for MetricsFacadeSink {
                 )
                 .increment(1);
             }
+            Event::Continuation {
+                from, to, model, ..
+            } => {
+                let key = self.key(from, model);
+                metrics::counter!(
+                    names::CONTINUATIONS,
+                    key.with([Label::new(names::FAILOVER_TO, to.to_string())])
+                )
+                .increment(1);
+            }
             _ => {}
         }
     }

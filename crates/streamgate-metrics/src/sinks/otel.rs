@@ -37,6 +37,7 @@ struct Instruments {
     breaker_transitions: Counter<u64>,
     failovers: Counter<u64>,
     hedges: Counter<u64>,
+    continuations: Counter<u64>,
     throttle_wait: Histogram<f64>,
     quota_requests: Gauge<u64>,
     quota_tokens: Gauge<u64>,
@@ -126,6 +127,10 @@ impl OpenTelemetrySink {
                 hedges: meter
                     .u64_counter(names::HEDGES)
                     .with_unit("{hedge}")
+                    .build(),
+                continuations: meter
+                    .u64_counter(names::CONTINUATIONS)
+                    .with_unit("{continuation}")
                     .build(),
                 throttle_wait: seconds(
                     names::THROTTLE_WAIT,
@@ -265,6 +270,15 @@ impl MetricsSink for OpenTelemetrySink {
                 i.hedges.add(
                     1,
                     &[a, b, c, KeyValue::new(names::HEDGE_STAGE, stage.as_str())],
+                );
+            }
+            Event::Continuation {
+                from, to, model, ..
+            } => {
+                let [a, b, c] = self.key(from, model).base.clone();
+                i.continuations.add(
+                    1,
+                    &[a, b, c, KeyValue::new(names::FAILOVER_TO, to.to_string())],
                 );
             }
             _ => {}

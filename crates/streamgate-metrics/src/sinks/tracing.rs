@@ -153,6 +153,14 @@ impl MetricsSink for TracingSink {
             } => {
                 tracing::debug!(target: TARGET, primary = primary.as_str(), hedge = hedge.as_str(), model, stage = stage.as_str(), after_ms = ms(*after), "hedge");
             }
+            Event::Continuation {
+                from,
+                to,
+                model,
+                tokens_before,
+            } => {
+                tracing::warn!(target: TARGET, from = from.as_str(), to = to.as_str(), model, tokens_before, "continuation");
+            }
             _ => {}
         }
     }

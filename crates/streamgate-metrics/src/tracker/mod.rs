@@ -106,6 +106,7 @@ struct Session {
     throttled: AtomicU64,
     throttle_wait_nanos: AtomicU64,
     hedges: [AtomicU64; 3],
+    continuations: AtomicU64,
 }
 
 /// One backend × model: the statistics behind their short lock, and the
@@ -280,6 +281,7 @@ impl PerformanceTracker {
                     won: load(&s.hedges[1]),
                     lost: load(&s.hedges[2]),
                 },
+                continuations: load(&s.continuations),
             },
             keys,
             breakers,
@@ -460,6 +462,10 @@ impl MetricsSink for PerformanceTracker {
                     _ => 2,
                 };
                 self.session.hedges[slot].fetch_add(1, Ordering::Relaxed);
+            }
+            Event::Continuation { from, model, .. } => {
+                self.with_key(from, model, |k| k.continuations += 1);
+                self.session.continuations.fetch_add(1, Ordering::Relaxed);
             }
             // First chunk and first content are part of the completed record.
             _ => {}

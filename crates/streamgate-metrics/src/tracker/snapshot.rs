@@ -103,6 +103,9 @@ pub struct KeySnapshot {
     pub rejections: BTreeMap<&'static str, u64>,
     /// Times failover gave up on this backend for this model.
     pub failovers: u64,
+    /// Times a stream of this backend failed after content and was
+    /// continued on another backend.
+    pub continuations: u64,
     /// Requests that waited to stay under a rate.
     pub throttled: u64,
     /// Total time waited, in seconds.
@@ -165,6 +168,9 @@ pub struct SessionSnapshot {
     pub throttle_wait_secs: f64,
     /// Hedged requests: started, and which attempt produced content first.
     pub hedges: HedgeCounts,
+    /// Streams that failed after content and were continued on another
+    /// backend.
+    pub continuations: u64,
 }
 
 /// How many requests the router hedged, and how the hedges went.

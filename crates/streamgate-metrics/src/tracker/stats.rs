@@ -127,6 +127,7 @@ pub(crate) struct KeyStats {
     pub(crate) truncations: u64,
     pub(crate) rejections: Vec<(RejectReason, u64)>,
     pub(crate) failovers: u64,
+    pub(crate) continuations: u64,
     pub(crate) throttled: u64,
     pub(crate) throttle_wait: Duration,
     pub(crate) usage: Usage,
@@ -169,6 +170,7 @@ impl KeyStats {
             truncations: 0,
             rejections: Vec::new(),
             failovers: 0,
+            continuations: 0,
             throttled: 0,
             throttle_wait: Duration::ZERO,
             usage: Usage::default(),
@@ -313,6 +315,7 @@ impl KeyStats {
                 .map(|(r, n)| (r.as_str(), *n))
                 .collect(),
             failovers: self.failovers,
+            continuations: self.continuations,
             throttled: self.throttled,
             throttle_wait_secs: self.throttle_wait.as_secs_f64(),
             usage: self.usage,

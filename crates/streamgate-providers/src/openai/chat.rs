@@ -8,14 +8,14 @@ use std::{
 use http::{HeaderName, HeaderValue, Response};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use streamgate_core::{BoxError, ProviderError, Usage};
+use streamgate_core::{BoxError, Prefill, ProviderError, Usage};
 use tower_service::Service;
 
 use crate::{
     chunk::{ChatChunk, ChunkKind, ToolCallDelta},
     client::{bearer, ClientBuilder, ConfigError, Endpoint, Provider, ResponseFuture},
     errors::{error_details, in_band_error, malformed},
-    request::ChatRequest,
+    request::{ChatRequest, Role},
     sse::SseEvent,
     stream::{EventParser, ProviderStream, Step},
 };
@@ -76,10 +76,20 @@ impl OpenAiChat {
 
     /// The request body this client sends for `request`.
     pub fn body(&self, request: &ChatRequest) -> Value {
+        let last = request.messages.len().saturating_sub(1);
+        let prefix = request.prefill == Some(Prefill::AssistantPrefix);
         let messages: Vec<Value> = request
             .messages
             .iter()
-            .map(|m| json!({"role": m.role.as_str(), "content": m.content}))
+            .enumerate()
+            .map(|(i, m)| {
+                // Prefix completion: the model continues this message.
+                if prefix && i == last && m.role == Role::Assistant {
+                    json!({"role": m.role.as_str(), "content": m.content, "prefix": true})
+                } else {
+                    json!({"role": m.role.as_str(), "content": m.content})
+                }
+            })
             .collect();
         let mut body = Map::new();
         body.insert("model".into(), Value::from(request.model.as_str()));
@@ -511,6 +521,36 @@ mod tests {
         let items = run(ChatParser::default(), &pieces);
         assert_eq!(items.len(), 1);
         assert_eq!(items[0].as_ref().unwrap_err().class(), ErrorClass::Server);
+    }
+
+    #[test]
+    fn a_prefix_continuation_marks_only_the_final_assistant_message() {
+        use streamgate_core::Continuable;
+        let client = OpenAiChat::builder().api_key("sk-secret").build().unwrap();
+        let request = ChatRequest::new("deepseek-chat").with_user("hi");
+        let body = client.body(
+            &request
+                .continued("Hello ", Prefill::AssistantPrefix)
+                .unwrap(),
+        );
+        assert_eq!(
+            body["messages"],
+            json!([
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "Hello ", "prefix": true}
+            ])
+        );
+        let vllm = client.body(
+            &request
+                .continued("Hello ", Prefill::ContinueFinalMessage)
+                .unwrap(),
+        );
+        assert_eq!(
+            vllm["messages"][1],
+            json!({"role": "assistant", "content": "Hello "})
+        );
+        assert_eq!(vllm["continue_final_message"], json!(true));
+        assert_eq!(vllm["add_generation_prompt"], json!(false));
     }
 
     #[test]
