@@ -11,6 +11,8 @@
 //! - the error vocabulary ([`ProviderError`], [`StreamTimeout`],
 //!   [`Rejected`], [`FailoverError`]) and one [`classify`] for all of them;
 //! - metrics [`Event`]s and the [`MetricsSink`] trait;
+//! - [`guard`]s: admission and observation of a call as pure state with
+//!   hooks, composed as tuples behind one [`GuardLayer`](guard::GuardLayer);
 //! - the commit-at-first-content primitive ([`Commit`], [`Replay`]) and stream
 //!   observation ([`Observed`], [`StreamObserver`]);
 //! - the [`scoreboard`]: what a router knows of each backend × model,
@@ -57,6 +59,7 @@ mod classify;
 mod commit;
 mod error;
 mod event;
+pub mod guard;
 pub mod keyed;
 mod observe;
 pub mod redact;
