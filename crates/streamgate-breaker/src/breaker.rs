@@ -3,10 +3,11 @@
 use std::{cell::OnceCell, error::Error, fmt, sync::Arc, time::Duration};
 
 use streamgate_core::{
-    emit, retry_after,
+    emit,
+    guard::{End, Now, Ticket as GuardTicket},
+    retry_after,
     state::{Confirmation, Probe, StateKey},
-    BackendId, BreakerState, Chunk, EndObserver, ErrorClass, Event, RejectReason, Rejected,
-    StreamEnd, StreamObserver,
+    BackendId, BreakerState, Chunk, ErrorClass, Event, MetricsSink, RejectReason, Rejected,
 };
 use tokio::time::Instant;
 
@@ -195,8 +196,19 @@ impl Breaker {
     /// another replica refuses here too; a probe takes the fleet's lease
     /// only if the shared state answers at once (the layer awaits it).
     pub fn try_acquire(&self) -> Result<Permit, Rejected> {
-        self.acquire(self.model().unwrap_or(""))
-            .map(|(permit, _)| permit)
+        let model = self.model().unwrap_or("");
+        let clock = OnceCell::new();
+        self.acquire(model, || *clock.get_or_init(Instant::now))
+            .map(|mut permit| {
+                permit.confirm = None;
+                permit
+            })
+            .inspect_err(|rejected| self.report_rejected(model, rejected))
+    }
+
+    /// The sink that hears of this breaker's refusals and transitions.
+    pub(crate) fn sink(&self) -> Option<&dyn MetricsSink> {
+        self.inner.settings.sink.as_deref()
     }
 
     /// The shared state's key of this breaker: the backend, and the model
@@ -208,13 +220,15 @@ impl Breaker {
         )
     }
 
-    /// Admission for a call of `model`, reported under that model, with the
-    /// fleet's answer to await when this call would probe.
+    /// Admission for a call of `model` at `now` (read only if needed), with
+    /// the fleet's answer to await in the permit when this call would probe.
+    /// A refusal is not reported here: the caller reports it.
     #[inline]
-    pub(crate) fn acquire(&self, model: &str) -> Result<(Permit, Option<Confirmation>), Rejected> {
-        // Read the clock at most once, and only if something needs it.
-        let clock = OnceCell::new();
-        let now = || *clock.get_or_init(Instant::now);
+    pub(crate) fn acquire(
+        &self,
+        model: &str,
+        now: impl Fn() -> Instant + Copy,
+    ) -> Result<Permit, Rejected> {
         let shared = &self.inner.settings.shared;
         // Another replica opened the circuit: refused while it is open, a
         // probe through the fleet's lease once it is half-open.
@@ -226,7 +240,7 @@ impl Breaker {
             );
             if !passes {
                 if until > now() {
-                    return Err(self.reject(model, Some(until - now())));
+                    return Err(self.rejection(Some(until - now())));
                 }
                 fleet_probe = true;
             }
@@ -243,17 +257,18 @@ impl Breaker {
                     done: false,
                     fleet_probe: fleet_probe && !matches!(ticket, Ticket::Probe(_)),
                     lease: false,
+                    confirm: None,
                 };
                 if !permit.is_probe() && !permit.fleet_probe {
-                    return Ok((permit, None));
+                    return Ok(permit);
                 }
                 permit.lease = true;
                 match shared.take_probe(self.key(), self.inner.settings.probe_lease) {
-                    Probe::Granted => Ok((permit, None)),
+                    Probe::Granted => Ok(permit),
                     // Dropping the permit frees its probe place.
                     Probe::Taken => {
                         permit.lease = false;
-                        Err(self.reject(model, None))
+                        Err(self.rejection(None))
                     }
                     Probe::Confirm(answer) => {
                         let breaker = self.clone();
@@ -262,26 +277,34 @@ impl Breaker {
                             if answer.await {
                                 Ok(())
                             } else {
-                                Err(breaker.reject(&model, None))
+                                let rejected = breaker.rejection(None);
+                                breaker.report_rejected(&model, &rejected);
+                                Err(rejected)
                             }
                         });
-                        Ok((permit, Some(confirm)))
+                        permit.confirm = Some(confirm);
+                        Ok(permit)
                     }
                 }
             }
-            Admission::Reject { retry_after } => Err(self.reject(model, retry_after)),
+            Admission::Reject { retry_after } => Err(self.rejection(retry_after)),
         }
     }
 
-    fn reject(&self, model: &str, retry_after: Option<Duration>) -> Rejected {
+    fn rejection(&self, retry_after: Option<Duration>) -> Rejected {
+        Rejected::new(self.inner.backend.clone(), RejectReason::CircuitOpen)
+            .with_retry_after(retry_after)
+    }
+
+    /// Reports a refusal that no layer reports (a direct
+    /// [`try_acquire`](Self::try_acquire), a fleet's late answer).
+    fn report_rejected(&self, model: &str, rejected: &Rejected) {
         emit(&self.inner.settings.sink, || Event::Rejected {
             backend: &self.inner.backend,
             model,
-            reason: RejectReason::CircuitOpen,
-            retry_after,
+            reason: rejected.reason,
+            retry_after: rejected.retry_after,
         });
-        Rejected::new(self.inner.backend.clone(), RejectReason::CircuitOpen)
-            .with_retry_after(retry_after)
     }
 
     fn report(&self, transition: Option<Transition>) {
@@ -353,9 +376,10 @@ impl Breaker {
 /// an outcome it records nothing (a cancelled call says nothing about the
 /// backend) and frees its half-open probe place.
 ///
-/// It is also the [`StreamObserver`] the layer attaches to the response: a
-/// clean end is a success, an error (from the future or as a stream item) is
-/// judged by its class, a drop records nothing.
+/// It is also the breaker's [`Ticket`](streamgate_core::guard::Ticket) in
+/// the layer: a clean end is a success, an error (from the future or as a
+/// stream item, a deadline's cut, a refusal further down) is judged by its
+/// class, a drop records nothing.
 #[must_use = "a permit dropped at once records nothing"]
 pub struct Permit {
     breaker: Breaker,
@@ -370,6 +394,8 @@ pub struct Permit {
     fleet_probe: bool,
     /// Whether this call holds (or asked for) the fleet's probe lease.
     lease: bool,
+    /// The fleet's answer to this probe, for the layer to await.
+    confirm: Option<Confirmation>,
 }
 
 impl fmt::Debug for Permit {
@@ -400,9 +426,9 @@ impl Permit {
 
     /// Marks when the first content arrived, for the slow-call check.
     #[inline]
-    fn first_content(&mut self) {
+    fn first_content(&mut self, now: Instant) {
         if let (Some(started), None) = (self.started, self.slow) {
-            self.slow = Some(self.is_slow_at(started, Instant::now()));
+            self.slow = Some(self.is_slow_at(started, now));
         }
     }
 
@@ -479,25 +505,27 @@ impl Drop for Permit {
     }
 }
 
-impl EndObserver for Permit {
-    fn on_end(mut self, end: StreamEnd<'_>) {
-        match end {
-            StreamEnd::Complete => self.finish(Verdict::Success),
-            StreamEnd::Failed(error) => {
+impl GuardTicket for Permit {
+    fn confirmation(&mut self) -> Option<Confirmation> {
+        self.confirm.take()
+    }
+
+    #[inline]
+    fn on_chunk<C: Chunk>(&mut self, chunk: &C, now: &Now) {
+        if self.started.is_some() && self.slow.is_none() && chunk.is_content() {
+            self.first_content(now.get());
+        }
+    }
+
+    fn on_end(mut self, end: End<'_>) {
+        match end.error() {
+            None if matches!(end, End::Complete) => self.finish(Verdict::Success),
+            // Drop releases.
+            None => {}
+            Some(error) => {
                 let verdict = self.breaker.verdict(error);
                 self.finish(verdict);
             }
-            // Drop releases.
-            StreamEnd::Dropped => {}
-        }
-    }
-}
-
-impl<C: Chunk> StreamObserver<C> for Permit {
-    #[inline]
-    fn on_chunk(&mut self, chunk: &C) {
-        if self.started.is_some() && self.slow.is_none() && chunk.is_content() {
-            self.first_content();
         }
     }
 }

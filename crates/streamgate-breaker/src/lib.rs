@@ -73,6 +73,6 @@ pub use config::{
     DEFAULT_MAX_WAIT, DEFAULT_MINIMUM_OPEN,
 };
 pub use future::{ResponseBody, ResponseFuture};
-pub use layer::CircuitBreakerLayer;
+pub use layer::{BreakerGuard, CircuitBreakerLayer};
 pub use registry::BreakerRegistry;
 pub use service::CircuitBreaker;

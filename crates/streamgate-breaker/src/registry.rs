@@ -70,6 +70,11 @@ impl BreakerRegistry {
         )
     }
 
+    /// The sink of the registry's breakers.
+    pub(crate) fn sink(&self) -> Option<&dyn streamgate_core::MetricsSink> {
+        self.inner.settings.sink.as_deref()
+    }
+
     /// How many breakers the registry holds (at most the cap plus one).
     pub fn len(&self) -> usize {
         self.inner.breakers.len()
