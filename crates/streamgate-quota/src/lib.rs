@@ -62,7 +62,7 @@ pub mod pacing;
 pub mod parse;
 mod tracker;
 
-pub use gate::{Quota, QuotaLayer, QuotaLayerBuilder, QuotaObserver, ResponseFuture};
+pub use gate::{Quota, QuotaGuard, QuotaLayer, QuotaLayerBuilder, QuotaObserver, ResponseFuture};
 pub use pacing::{Pacing, PacingLayer, PacingLayerBuilder};
 pub use parse::{Limit, LimitKind, QuotaInfo, Schemes, WindowLimit};
 pub use tracker::{

@@ -20,20 +20,19 @@ mod future;
 mod service;
 
 use std::sync::Arc;
-use streamgate_core::{BackendId, MetricsSink, SharedSink};
+use streamgate_core::{guard::GuardLayer, BackendId, MetricsSink, SharedSink};
 use tower_layer::Layer;
 
 pub use future::ResponseFuture;
-pub use service::{Quota, QuotaObserver};
+pub use service::{Quota, QuotaGuard, QuotaObserver};
 
 use crate::QuotaTracker;
 
-/// Gates a backend on its known quota and learns from its answers.
+/// Gates a backend on its known quota and learns from its answers: a
+/// [`GuardLayer`] of a [`QuotaGuard`].
 #[derive(Clone)]
 pub struct QuotaLayer {
-    backend: BackendId,
-    tracker: QuotaTracker,
-    sink: SharedSink,
+    layer: GuardLayer<QuotaGuard>,
 }
 
 impl QuotaLayer {
@@ -41,9 +40,7 @@ impl QuotaLayer {
     /// shared with other layers and with a pacing layer).
     pub fn new(backend: impl Into<BackendId>, tracker: QuotaTracker) -> Self {
         Self {
-            backend: backend.into(),
-            tracker,
-            sink: None,
+            layer: GuardLayer::new(backend, QuotaGuard::new(tracker, None)),
         }
     }
 
@@ -59,7 +56,17 @@ impl QuotaLayer {
 
     /// The tracker.
     pub fn tracker(&self) -> &QuotaTracker {
-        &self.tracker
+        self.layer.guard().tracker()
+    }
+
+    /// The backend gated.
+    pub fn backend(&self) -> &BackendId {
+        self.layer.backend()
+    }
+
+    /// The guard, to fuse it with others into one [`GuardLayer`].
+    pub fn into_guard(self) -> QuotaGuard {
+        self.layer.into_guard()
     }
 }
 
@@ -102,9 +109,7 @@ impl QuotaLayerBuilder {
             None => QuotaTracker::builder().build()?,
         };
         Ok(QuotaLayer {
-            backend: self.backend,
-            tracker,
-            sink: self.sink,
+            layer: GuardLayer::new(self.backend, QuotaGuard::new(tracker, self.sink)),
         })
     }
 }
@@ -112,8 +117,8 @@ impl QuotaLayerBuilder {
 impl std::fmt::Debug for QuotaLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QuotaLayer")
-            .field("backend", &self.backend)
-            .field("tracker", &self.tracker)
+            .field("backend", self.backend())
+            .field("tracker", self.tracker())
             .finish_non_exhaustive()
     }
 }
@@ -122,12 +127,7 @@ impl<S> Layer<S> for QuotaLayer {
     type Service = Quota<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Quota::new(
-            inner,
-            self.backend.clone(),
-            self.tracker.clone(),
-            self.sink.clone(),
-        )
+        self.layer.layer(inner)
     }
 }
 

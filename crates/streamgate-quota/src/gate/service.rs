@@ -1,106 +1,71 @@
-use std::{
-    error::Error,
-    task::{Context, Poll},
-    time::SystemTime,
-};
+use std::{error::Error, time::SystemTime};
 
-use futures_core::Stream;
-use http::{response::Parts, Response, StatusCode};
+use http::{response::Parts, StatusCode};
 use streamgate_core::{
-    classify, emit, BackendId, BoxError, Chunk, EndObserver, ErrorClass, Event, LlmRequest,
-    ProviderError, ReadyCall, RejectReason, Rejected, SharedSink, StreamEnd, StreamObserver,
+    classify,
+    guard::{Call, End, Guard, GuardService, Refusal, Ticket},
+    BackendId, ErrorClass, ProviderError, RejectReason, Rejected, SharedSink,
 };
 use tokio::time::Instant;
-use tower_service::Service;
 
-use super::ResponseFuture;
 use crate::{InFlight, QuotaInfo, QuotaTracker};
 
-/// The service [`QuotaLayer`](super::QuotaLayer) makes.
+/// The service [`QuotaLayer`](super::QuotaLayer) makes: a guard layer of
+/// a [`QuotaGuard`].
+pub type Quota<S> = GuardService<S, QuotaGuard>;
+
+/// The quota gate as a [`Guard`]: refuses a call whose key the tracker
+/// knows to be exhausted; its [`QuotaObserver`] learns from the answer.
 #[derive(Clone)]
-pub struct Quota<S> {
-    inner: S,
-    backend: BackendId,
+pub struct QuotaGuard {
     tracker: QuotaTracker,
     sink: SharedSink,
 }
 
-impl<S> Quota<S> {
-    pub(crate) fn new(
-        inner: S,
-        backend: BackendId,
-        tracker: QuotaTracker,
-        sink: SharedSink,
-    ) -> Self {
-        Self {
-            inner,
-            backend,
-            tracker,
-            sink,
-        }
+impl QuotaGuard {
+    /// Gates on what `tracker` knows, reporting refusals to `sink`.
+    pub fn new(tracker: QuotaTracker, sink: SharedSink) -> Self {
+        Self { tracker, sink }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
+    /// The tracker.
+    pub fn tracker(&self) -> &QuotaTracker {
+        &self.tracker
     }
 }
 
-impl<S: std::fmt::Debug> std::fmt::Debug for Quota<S> {
+impl std::fmt::Debug for QuotaGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Quota")
-            .field("inner", &self.inner)
-            .field("backend", &self.backend)
-            .finish_non_exhaustive()
+        f.debug_struct("QuotaGuard")
+            .field("tracker", &self.tracker)
+            .field("sink", &self.sink.is_some())
+            .finish()
     }
 }
 
-impl<S, Req, B, C, E> Service<Req> for Quota<S>
-where
-    S: Service<Req, Response = Response<B>> + Clone,
-    S::Error: Into<BoxError>,
-    B: Stream<Item = Result<C, E>>,
-    E: Into<BoxError>,
-    C: Chunk,
-    Req: LlmRequest,
-{
-    type Response = Response<streamgate_core::ObservedBody<B, QuotaObserver>>;
-    type Error = BoxError;
-    type Future = ResponseFuture<ReadyCall<S, Req>>;
+impl Guard for QuotaGuard {
+    type Ticket = QuotaObserver;
 
-    /// Always ready: the inner service is readied inside the response
-    /// future of an admitted request, so a refusal never waits for it.
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Req) -> Self::Future {
-        let model = request.model();
-        let now = Instant::now();
-        let admitted = self
+    #[inline]
+    fn admit(&mut self, call: &Call<'_>) -> Result<QuotaObserver, Refusal<'_>> {
+        let backend = call.backend();
+        let model = call.model();
+        match self
             .tracker
-            .admit(&self.backend, model, request.estimated_tokens(), now);
-        let in_flight = match admitted {
-            Ok(in_flight) => in_flight,
+            .admit(backend, model, call.estimate(), call.now())
+        {
+            Ok(in_flight) => Ok(QuotaObserver {
+                tracker: self.tracker.clone(),
+                backend: backend.clone(),
+                model: ModelName::new(model),
+                in_flight: Some(in_flight),
+            }),
             Err(refusal) => {
-                emit(&self.sink, || Event::Rejected {
-                    backend: &self.backend,
-                    model,
-                    reason: RejectReason::QuotaExhausted,
-                    retry_after: Some(refusal.retry_after),
-                });
-                let rejected = Rejected::new(self.backend.clone(), RejectReason::QuotaExhausted)
+                let rejected = Rejected::new(backend.clone(), RejectReason::QuotaExhausted)
                     .with_retry_after(Some(refusal.retry_after));
-                return ResponseFuture::rejected(rejected);
+                Err(Refusal::new(rejected, self.sink.as_deref()))
             }
-        };
-        let observer = QuotaObserver {
-            tracker: self.tracker.clone(),
-            backend: self.backend.clone(),
-            model: ModelName::new(model),
-            in_flight: Some(in_flight),
-        };
-        ResponseFuture::call_when_ready(&mut self.inner, request, observer)
+        }
     }
 }
 
@@ -188,16 +153,14 @@ impl QuotaObserver {
     }
 }
 
-impl EndObserver for QuotaObserver {
-    fn on_end(self, end: StreamEnd<'_>) {
-        if let StreamEnd::Failed(error) = end {
+impl Ticket for QuotaObserver {
+    fn on_end(self, end: End<'_>) {
+        if let Some(error) = end.error() {
             self.learn_from_error(error);
         }
     }
-}
 
-impl<C> StreamObserver<C> for QuotaObserver {
-    fn on_response(&mut self, parts: &Parts) {
+    fn on_head(&mut self, parts: &Parts) {
         // Most responses carry nothing to learn (no rate-limit headers, not
         // a 429): skip the parse, both clocks and the tracker.
         if QuotaInfo::may_have_quota(parts.status, &parts.headers) {

@@ -208,7 +208,7 @@ async fn other_failures_do_not_exhaust() {
 #[test]
 fn body_is_unpin_when_the_inner_body_is() {
     fn assert_unpin<T: Unpin>() {}
-    assert_unpin::<streamgate_core::ObservedBody<Body, super::QuotaObserver>>();
+    assert_unpin::<streamgate_core::guard::GuardBody<Body, super::QuotaObserver>>();
 }
 
 #[tokio::test(start_paused = true)]
