@@ -80,4 +80,4 @@ pub use failover::{
 pub use meter::{
     BudgetExceeded, Reservation, TpmMeter, TpmRegistry, TpmSnapshot, MAX_MODELS, WINDOW,
 };
-pub use tpm::{Tpm, TpmFuture, TpmLayer, TpmLayerBuilder, TpmObserver};
+pub use tpm::{Tpm, TpmFuture, TpmGuard, TpmLayer, TpmLayerBuilder, TpmObserver};

@@ -3,22 +3,24 @@
 use std::sync::Arc;
 
 use streamgate_core::{
+    guard::GuardLayer,
     state::{InProcess, SharedTpm},
     BackendId, MetricsSink, SharedSink,
 };
 use tokio::time::Instant;
 use tower_layer::Layer;
 
-use super::Tpm;
+use super::{Tpm, TpmGuard};
 use crate::{
     meter::{TpmMeter, TpmRegistry, TpmSnapshot},
     ConfigError,
 };
 
-/// Applies [`Tpm`]: the TPM budget gate of one backend. Build it with
+/// Applies [`Tpm`]: the TPM budget gate of one backend, a
+/// [`GuardLayer`] of a [`TpmGuard`]. Build it with
 /// [`TpmLayer::builder`]; clones share the meters.
 ///
-/// [`TpmLayer`] wraps a backend's service in [`Tpm`]. On `call`, the
+/// [`TpmLayer`] wraps a backend's service in [`Tpm`]. On admission, the
 /// request's estimate is reserved in the backend's (or model's)
 /// [`TpmMeter`](crate::TpmMeter) if the window's usage plus the
 /// reservations plus the estimate stay within the maximum, in one critical
@@ -114,14 +116,20 @@ impl TpmLayer {
     }
 }
 
+impl TpmLayer {
+    /// The guard, to fuse it with others into one [`GuardLayer`].
+    pub fn into_guard(self) -> TpmGuard {
+        TpmGuard {
+            shared: self.shared,
+        }
+    }
+}
+
 impl<S> Layer<S> for TpmLayer {
     type Service = Tpm<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Tpm {
-            inner,
-            shared: Arc::clone(&self.shared),
-        }
+        GuardLayer::new(self.shared.backend.clone(), self.clone().into_guard()).layer(inner)
     }
 }
 

@@ -4,4 +4,4 @@ mod layer;
 mod service;
 
 pub use layer::{TpmLayer, TpmLayerBuilder};
-pub use service::{Tpm, TpmFuture, TpmObserver};
+pub use service::{Tpm, TpmFuture, TpmGuard, TpmObserver};

@@ -1,96 +1,67 @@
-//! The service, its response future and the stream observer that reconciles.
+//! The guard, its service and response future, and the ticket that reconciles.
 
-use std::{
-    sync::Arc,
-    task::{Context, Poll},
-};
+use std::sync::Arc;
 
-use futures_core::Stream;
-use http::{response::Parts, Response};
+use http::response::Parts;
 use streamgate_core::{
     emit,
-    state::{Reserve, SharedTpm, StateKey, TpmGrant},
-    BackendId, BoxError, Chunk, ConfirmedCall, EndObserver, Event, Gated, LlmRequest, ObservedBody,
-    RejectReason, Rejected, SharedSink, StreamEnd, StreamObserver, Usage,
+    guard::{Call, End, Guard, GuardFuture, GuardService, Now, Refusal, Ticket},
+    state::{Confirmation, Reserve, SharedTpm, StateKey, TpmGrant},
+    BackendId, Chunk, Event, RejectReason, Rejected, SharedSink, Usage,
 };
 use tokio::time::Instant;
-use tower_service::Service;
 
 use super::layer::Shared;
 use crate::meter::Reservation;
 
 /// The TPM budget gate around one backend's service. Made by
-/// [`TpmLayer`](super::TpmLayer).
+/// [`TpmLayer`](super::TpmLayer): a guard layer of a [`TpmGuard`].
+pub type Tpm<S> = GuardService<S, TpmGuard>;
+
+/// The TPM budget gate as a [`Guard`].
 ///
-/// `call` reserves the request's estimate against the budget; a refusal resolves at once to
-/// [`Rejected`] without calling the inner service. With a shared budget
-/// ([`TpmLayerBuilder::shared`](super::TpmLayerBuilder::shared)), what the
-/// local meter admitted is then reserved in the shared state, whose answer
-/// the future awaits (bounded by the implementation) before calling. The
-/// reservations are reconciled when the stream ends (see [`TpmObserver`]).
+/// `admit` reserves the request's estimate against the budget; a refusal
+/// resolves at once to [`Rejected`] without calling the inner service. With
+/// a shared budget ([`TpmLayerBuilder::shared`](super::TpmLayerBuilder::shared)),
+/// what the local meter admitted is then reserved in the shared state, whose
+/// answer the layer awaits (bounded by the implementation) before calling.
+/// The reservations are reconciled when the stream ends (see
+/// [`TpmObserver`]).
 #[derive(Clone, Debug)]
-pub struct Tpm<S> {
-    pub(crate) inner: S,
+pub struct TpmGuard {
     pub(crate) shared: Arc<Shared>,
 }
 
-impl<S, Req, B, C, E> Service<Req> for Tpm<S>
-where
-    S: Service<Req, Response = Response<B>> + Clone,
-    S::Error: Into<BoxError>,
-    B: Stream<Item = Result<C, E>>,
-    E: Into<BoxError>,
-    C: Chunk,
-    Req: LlmRequest,
-{
-    type Response = Response<ObservedBody<B, TpmObserver>>;
-    type Error = BoxError;
-    type Future = TpmFuture<ConfirmedCall<S, Req>>;
+impl Guard for TpmGuard {
+    type Ticket = TpmObserver;
 
-    /// Always ready: the inner service is readied inside the response
-    /// future of an admitted request, so a refusal never waits for it.
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Req) -> Self::Future {
+    fn admit(&mut self, call: &Call<'_>) -> Result<TpmObserver, Refusal<'_>> {
         let shared = &*self.shared;
-        let now = Instant::now();
-        let estimate = request.estimated_tokens();
-        let meter = shared.meters.meter(request.model());
+        let now = call.now();
+        let model = call.model();
+        let estimate = call.estimate();
+        let meter = shared.meters.meter(model);
         let reservation = match meter.try_reserve_owned(now, estimate, shared.max_tokens_per_minute)
         {
             Ok(reservation) => reservation,
-            Err(exceeded) => {
-                return reject(
-                    shared,
-                    request.model(),
-                    RejectReason::TpmBudget,
-                    exceeded.retry_after,
-                )
-            }
+            Err(exceeded) => return Err(refusal(shared, exceeded.retry_after)),
         };
         let (grant, confirm) = match shared.max_tokens_per_minute {
             None => (None, None),
             Some(limit) => {
-                let key = StateKey::new(&shared.backend, request.model());
+                let key = StateKey::new(&shared.backend, model);
                 match shared.state.reserve(key, estimate, limit) {
                     Reserve::Granted(grant) => (Some(grant), None),
                     Reserve::Refused(over) => {
                         // Nothing was used: release the local reservation.
                         reservation.settle(now, 0);
-                        return reject(
-                            shared,
-                            request.model(),
-                            RejectReason::TpmBudget,
-                            over.retry_after,
-                        );
+                        return Err(refusal(shared, over.retry_after));
                     }
                     Reserve::Confirm(grant, answer) => {
                         let backend = shared.backend.clone();
-                        let model = request.model().to_owned();
+                        let model = model.to_owned();
                         let sink = shared.sink.clone();
-                        let confirm: streamgate_core::state::Confirmation = Box::pin(async move {
+                        let confirm: Confirmation = Box::pin(async move {
                             let over = match answer.await {
                                 Ok(()) => return Ok(()),
                                 Err(over) => over,
@@ -108,19 +79,26 @@ where
             .map(|grant| SharedGrant {
                 state: Arc::clone(&shared.state),
                 backend: shared.backend.clone(),
-                model: request.model().into(),
+                model: model.into(),
                 grant,
             });
-        let observer = TpmObserver {
+        Ok(TpmObserver {
             reservation: Some(reservation),
             shared: shared_grant,
+            confirm,
             estimate,
             usage: None,
             streamed: 0,
             responded: false,
-        };
-        TpmFuture::call_when_confirmed(&mut self.inner, request, observer, confirm)
+        })
     }
+}
+
+/// A refusal of the local budget (or of the shared one, answered at once).
+fn refusal(shared: &Shared, retry_after: Option<std::time::Duration>) -> Refusal<'_> {
+    let rejected = Rejected::new(shared.backend.clone(), RejectReason::TpmBudget)
+        .with_retry_after(retry_after);
+    Refusal::new(rejected, shared.sink.as_deref())
 }
 
 /// Emits the refusal of the shared budget and builds its error.
@@ -148,24 +126,9 @@ struct SharedGrant {
     grant: TpmGrant,
 }
 
-fn reject<F>(
-    shared: &Shared,
-    model: &str,
-    reason: RejectReason,
-    retry_after: Option<std::time::Duration>,
-) -> TpmFuture<F> {
-    emit(&shared.sink, || Event::Rejected {
-        backend: &shared.backend,
-        model,
-        reason,
-        retry_after,
-    });
-    TpmFuture::rejected(Rejected::new(shared.backend.clone(), reason).with_retry_after(retry_after))
-}
-
-/// The response future of [`Tpm`]: an immediate rejection, or the observed
-/// inner call.
-pub type TpmFuture<F> = Gated<F, TpmObserver>;
+/// The response future of [`Tpm`] for inner service `S` and request `Req`:
+/// an immediate rejection, or the observed inner call.
+pub type TpmFuture<S, Req> = GuardFuture<S, Req, TpmObserver>;
 
 /// Follows one admitted request and settles its reservation when it ends.
 ///
@@ -179,14 +142,27 @@ pub type TpmFuture<F> = Gated<F, TpmObserver>;
 ///   request is not billed);
 /// - at least the estimate if the caller dropped the request (the provider
 ///   has likely billed the prompt already).
-#[derive(Debug)]
 pub struct TpmObserver {
     reservation: Option<Reservation>,
     shared: Option<SharedGrant>,
+    confirm: Option<Confirmation>,
     estimate: u64,
     usage: Option<Usage>,
     streamed: u64,
     responded: bool,
+}
+
+impl std::fmt::Debug for TpmObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TpmObserver")
+            .field("reservation", &self.reservation)
+            .field("shared", &self.shared)
+            .field("estimate", &self.estimate)
+            .field("usage", &self.usage)
+            .field("streamed", &self.streamed)
+            .field("responded", &self.responded)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TpmObserver {
@@ -198,24 +174,30 @@ impl TpmObserver {
     }
 }
 
-impl<C: Chunk> StreamObserver<C> for TpmObserver {
-    fn on_response(&mut self, _parts: &Parts) {
+impl Ticket for TpmObserver {
+    fn confirmation(&mut self) -> Option<Confirmation> {
+        self.confirm.take()
+    }
+
+    fn on_head(&mut self, _head: &Parts) {
         self.responded = true;
     }
 
-    fn on_chunk(&mut self, chunk: &C) {
+    #[inline]
+    fn on_chunk<C: Chunk>(&mut self, chunk: &C, _now: &Now) {
         Usage::merge_option(&mut self.usage, chunk.usage());
         self.streamed = self.streamed.saturating_add(chunk.counted_output_tokens());
     }
-}
 
-impl EndObserver for TpmObserver {
-    fn on_end(mut self, end: StreamEnd<'_>) {
+    fn on_end(mut self, end: End<'_>) {
         let now = Instant::now();
         let used = match end {
-            StreamEnd::Failed(_) if !self.responded => 0,
-            StreamEnd::Dropped => self.used().max(self.estimate),
-            StreamEnd::Complete | StreamEnd::Failed(_) => self.used(),
+            End::Dropped => self.used().max(self.estimate),
+            End::Complete => self.used(),
+            // Failed before any response: a refused HTTP request is not
+            // billed.
+            End::Failed { .. } | End::Cut { .. } | End::Refused(_) if !self.responded => 0,
+            End::Failed { .. } | End::Cut { .. } | End::Refused(_) => self.used(),
         };
         if let Some(reservation) = self.reservation.take() {
             reservation.settle(now, used);
