@@ -64,7 +64,7 @@ mod sinks;
 mod tracker;
 
 pub use layer::{
-    MetricsFuture, MetricsLayer, MetricsLayerBuilder, MetricsObserver, MetricsService,
+    Measure, MetricsFuture, MetricsLayer, MetricsLayerBuilder, MetricsObserver, MetricsService,
 };
 #[cfg(feature = "opentelemetry")]
 pub use sinks::OpenTelemetrySink;

@@ -21,12 +21,13 @@ mod service;
 
 use std::sync::Arc;
 
-use streamgate_core::{BackendId, Classifier, DefaultClassifier, MetricsSink};
+use streamgate_core::{guard::GuardLayer, BackendId, Classifier, DefaultClassifier, MetricsSink};
 use tower_layer::Layer;
 
-pub use service::{MetricsFuture, MetricsObserver, MetricsService};
+pub use service::{Measure, MetricsFuture, MetricsObserver, MetricsService};
 
-/// Measures every request of one backend and reports it to a sink.
+/// Measures every request of one backend and reports it to a sink: a
+/// [`GuardLayer`] of a [`Measure`].
 ///
 /// ```
 /// use std::sync::Arc;
@@ -81,6 +82,11 @@ impl MetricsLayer {
     /// The backend measured.
     pub fn backend(&self) -> &BackendId {
         &self.shared.backend
+    }
+
+    /// The guard, to fuse it with others into one [`GuardLayer`].
+    pub fn into_guard(self) -> Measure {
+        Measure::new(self.shared)
     }
 }
 
@@ -140,6 +146,6 @@ impl<S> Layer<S> for MetricsLayer {
     type Service = MetricsService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        MetricsService::new(inner, self.shared.clone())
+        GuardLayer::new(self.shared.backend.clone(), self.clone().into_guard()).layer(inner)
     }
 }

@@ -1,30 +1,32 @@
-//! The service, and the observer that measures one request.
+//! The guard that measures, and its ticket.
 
 use std::{
     fmt,
     sync::Arc,
-    task::{Context, Poll},
     time::{Duration, SystemTime},
 };
 
-use futures_core::Stream;
-use http::Response;
 use streamgate_core::{
-    BoxError, Chunk, EndObserver, Event, LlmRequest, Observed, ObservedBody, Outcome, StreamEnd,
-    StreamObserver,
+    guard::{Call, End, Guard, GuardFuture, GuardService, Now, Refusal, Ticket},
+    Chunk, Event, Outcome,
 };
 use tokio::time::Instant;
-use tower_service::Service;
 
 use super::{measure::Measurement, Shared};
 
-/// The response future of a [`MetricsService`].
-pub type MetricsFuture<F> = Observed<F, MetricsObserver>;
+/// The response future of a [`MetricsService`] for inner service `S` and
+/// request `Req`.
+pub type MetricsFuture<S, Req> = GuardFuture<S, Req, MetricsObserver>;
 
 /// A service that measures every request it forwards. Made by
-/// [`MetricsLayer`](super::MetricsLayer).
-pub struct MetricsService<S> {
-    inner: S,
+/// [`MetricsLayer`](super::MetricsLayer): a guard layer of a [`Measure`].
+/// It never refuses: `poll_ready` is the inner service's.
+pub type MetricsService<S> = GuardService<S, Measure>;
+
+/// The measuring half of metrics as a [`Guard`] that never refuses: emits
+/// [`Event::RequestStarted`] on admission, the first chunk and first content
+/// as they arrive, and one [`Event::Completed`] at the end.
+pub struct Measure {
     shared: Arc<Shared>,
     /// The model of the previous request, reused when the next names the same
     /// one so a steady stream of requests allocates no model name.
@@ -39,10 +41,9 @@ pub struct MetricsService<S> {
 /// adjustments, suspend) to what the clocks drift apart in this time.
 const ANCHOR_REFRESH: Duration = Duration::from_secs(1);
 
-impl<S> MetricsService<S> {
-    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
+impl Measure {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
         Self {
-            inner,
             shared,
             last_model: None,
             anchor: None,
@@ -63,11 +64,6 @@ impl<S> MetricsService<S> {
         wall
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
     fn model(&mut self, model: &str) -> Arc<str> {
         match &self.last_model {
             Some(last) if **last == *model => last.clone(),
@@ -80,10 +76,9 @@ impl<S> MetricsService<S> {
     }
 }
 
-impl<S: Clone> Clone for MetricsService<S> {
+impl Clone for Measure {
     fn clone(&self) -> Self {
         Self {
-            inner: self.inner.clone(),
             shared: self.shared.clone(),
             last_model: self.last_model.clone(),
             anchor: self.anchor,
@@ -91,49 +86,34 @@ impl<S: Clone> Clone for MetricsService<S> {
     }
 }
 
-impl<S: fmt::Debug> fmt::Debug for MetricsService<S> {
+impl fmt::Debug for Measure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MetricsService")
-            .field("inner", &self.inner)
+        f.debug_struct("Measure")
             .field("backend", &self.shared.backend)
             .finish_non_exhaustive()
     }
 }
 
-impl<S, Req, B, C, E> Service<Req> for MetricsService<S>
-where
-    S: Service<Req, Response = Response<B>>,
-    S::Error: Into<BoxError>,
-    B: Stream<Item = Result<C, E>>,
-    E: Into<BoxError>,
-    C: Chunk,
-    Req: LlmRequest,
-{
-    type Response = Response<ObservedBody<B, MetricsObserver>>;
-    type Error = BoxError;
-    type Future = MetricsFuture<S::Future>;
+impl Guard for Measure {
+    type Ticket = MetricsObserver;
+    const GATES: bool = false;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, request: Req) -> Self::Future {
-        let model = self.model(request.model());
-        let estimated_tokens = request.estimated_tokens();
+    fn admit(&mut self, call: &Call<'_>) -> Result<MetricsObserver, Refusal<'_>> {
+        let model = self.model(call.model());
+        let estimated_tokens = call.estimate();
         self.shared.sink.record(&Event::RequestStarted {
             backend: &self.shared.backend,
             model: &model,
             estimated_tokens,
         });
-        let now = Instant::now();
+        let now = call.now();
         let started_at = self.wall_clock(now);
         let measurement = Measurement::start(now, started_at, estimated_tokens);
-        let observer = MetricsObserver {
+        Ok(MetricsObserver {
             shared: self.shared.clone(),
             model,
             measurement,
-        };
-        Observed::new(self.inner.call(request), observer)
+        })
     }
 }
 
@@ -153,26 +133,28 @@ impl fmt::Debug for MetricsObserver {
     }
 }
 
-impl EndObserver for MetricsObserver {
-    fn on_end(self, end: StreamEnd<'_>) {
+impl Ticket for MetricsObserver {
+    fn on_end(self, end: End<'_>) {
         let outcome = match end {
-            StreamEnd::Complete => Outcome::Success,
-            StreamEnd::Failed(error) => {
+            End::Complete => Outcome::Success,
+            End::Dropped => Outcome::Cancelled,
+            End::Failed { error, .. } | End::Cut { error, .. } => {
                 Outcome::from_error(error, self.shared.classifier.classify(error))
             }
-            StreamEnd::Dropped => Outcome::Cancelled,
+            End::Refused(rejected) => {
+                Outcome::from_error(rejected, self.shared.classifier.classify(rejected))
+            }
         };
         let record =
             self.measurement
                 .record(&self.shared.backend, &self.model, Instant::now(), outcome);
         self.shared.sink.record(&Event::Completed(&record));
     }
-}
 
-impl<C: Chunk> StreamObserver<C> for MetricsObserver {
-    fn on_chunk(&mut self, chunk: &C) {
+    #[inline]
+    fn on_chunk<C: Chunk>(&mut self, chunk: &C, now: &Now) {
         let firsts = self.measurement.chunk(
-            Instant::now(),
+            now.get(),
             chunk.is_content(),
             chunk.usage(),
             Some(chunk.counted_output_tokens()),
