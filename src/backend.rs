@@ -7,7 +7,7 @@ use futures_core::Stream;
 use http::Response;
 use streamgate_breaker::{Breaker, BreakerBuilder, BreakerRegistry, CircuitBreakerLayer};
 use streamgate_core::{
-    boxed, state::SharedState, BackendId, BoxError, BoxStreamingService, Chunk, LlmRequest,
+    boxed, guard::GuardLayer, state::SharedState, BackendId, BoxError, BoxStreamingService, Chunk, LlmRequest,
     MetricsSink, Prefill, SharedSink,
 };
 use streamgate_core::scoreboard::Scoreboard;
@@ -48,6 +48,12 @@ enum QuotaChoice {
 /// | pacing | with [`pacing`](Self::pacing) | waits (never fails) to stay under requests/tokens per minute |
 /// | breaker | yes: 3 failures in 60 s open it for 30 s | refuses while the backend keeps failing; judges the whole stream |
 /// | timeout | with [`first_content_timeout`](Self::first_content_timeout) | cancels a request whose first content, next chunk or end is late |
+///
+/// Metrics, TPM and quota are [guards](streamgate_core::guard) fused into
+/// one [`GuardLayer`] (admitted in that order, one response future and one
+/// body wrapper for the three); the breaker is a second guard layer, below
+/// pacing; pacing (it waits) and the timeout (it cuts) are layers of their
+/// own.
 ///
 /// Why this order: the cheap declarative gates (TPM, quota) refuse before
 /// the breaker, so a refused request never takes a half-open probe; pacing
@@ -510,6 +516,18 @@ impl<S, Req> Backend<S, Req> {
         };
 
         let metrics = sink.map(|sink| MetricsLayer::new(id.clone(), sink));
+        // Metrics, TPM and quota are one guard layer: one future and one
+        // body wrapper for the three, each chunk read once. The breaker is
+        // its own, below pacing (a paced request must not hold a probe).
+        let gates = (
+            metrics.map(MetricsLayer::into_guard),
+            tpm.map(TpmLayer::into_guard),
+            quota.map(QuotaLayer::into_guard),
+        );
+        let gates = match &gates {
+            (None, None, None) => None,
+            _ => Some(GuardLayer::new(id.clone(), gates)),
+        };
         let map_request = self
             .map_request
             .map(|map| MapRequestLayer::new(move |request: Req| map(request)));
@@ -521,9 +539,7 @@ impl<S, Req> Backend<S, Req> {
             let service = apply(timeout, client.clone());
             let service = apply(breaker.clone(), service);
             let service = apply(pacing.clone(), service);
-            let service = apply(quota.clone(), service);
-            let service = apply(tpm.clone(), service);
-            let service = apply(metrics.clone(), service);
+            let service = apply(gates.clone(), service);
             let service = apply(map_request.clone(), service);
             boxed(service)
         };

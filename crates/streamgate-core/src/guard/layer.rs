@@ -139,7 +139,7 @@ where
     type Future = GuardFuture<S, Req, G::Ticket>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if G::GATES {
+        if self.guard.gates() {
             // The inner service is readied inside the response future of an
             // admitted call, so a refusal never waits for it.
             Poll::Ready(Ok(()))
@@ -158,7 +158,7 @@ where
             }
         };
         let confirm = ticket.confirmation();
-        if G::GATES || confirm.is_some() {
+        if self.guard.gates() || confirm.is_some() {
             Gated::call_when_confirmed(&mut self.inner, request, Admitted(ticket), confirm)
         } else {
             let call = ReadyCall::Called(self.inner.call(request));

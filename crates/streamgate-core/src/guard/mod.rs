@@ -17,7 +17,7 @@
 //! [`GuardLayer`] is the one tower layer for every guard: one response
 //! future, one body wrapper, one place that reports a refusal as
 //! [`Event::Rejected`](crate::Event::Rejected). When any guard of the layer
-//! may refuse ([`Guard::GATES`]), the service is always ready and readies
+//! may refuse ([`Guard::gates`]), the service is always ready and readies
 //! the inner service only for the calls it admits, so a refusal never waits
 //! for a backend that is not ready; a layer of observers only delegates
 //! readiness.
@@ -327,7 +327,9 @@ pub trait Guard {
     /// Whether this guard may refuse. A layer of guards that never refuse
     /// delegates readiness to the inner service instead of readying it per
     /// call.
-    const GATES: bool = true;
+    fn gates(&self) -> bool {
+        true
+    }
 
     /// Admits `call`, or refuses it.
     fn admit(&mut self, call: &Call<'_>) -> Result<Self::Ticket, Refusal<'_>>;
@@ -362,7 +364,9 @@ impl<T: Ticket> Ticket for Option<T> {
 
 impl<G: Guard> Guard for Option<G> {
     type Ticket = Option<G::Ticket>;
-    const GATES: bool = G::GATES;
+    fn gates(&self) -> bool {
+        self.as_ref().is_some_and(Guard::gates)
+    }
 
     #[inline]
     fn admit(&mut self, call: &Call<'_>) -> Result<Self::Ticket, Refusal<'_>> {
@@ -411,7 +415,9 @@ macro_rules! tuple {
 
         impl<$($guard: Guard),+> Guard for ($($guard,)+) {
             type Ticket = ($($guard::Ticket,)+);
-            const GATES: bool = $($guard::GATES)||+;
+            fn gates(&self) -> bool {
+                $(self.$index.gates())||+
+            }
 
             #[inline]
             fn admit(&mut self, call: &Call<'_>) -> Result<Self::Ticket, Refusal<'_>> {

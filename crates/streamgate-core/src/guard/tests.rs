@@ -128,7 +128,9 @@ struct Watcher(Recorder);
 
 impl Guard for Watcher {
     type Ticket = Held;
-    const GATES: bool = false;
+    fn gates(&self) -> bool {
+        false
+    }
 
     fn admit(&mut self, call: &Call<'_>) -> Result<Held, Refusal<'_>> {
         self.0.admit(call)
@@ -249,6 +251,19 @@ async fn an_observer_layer_delegates_readiness() {
     let mut service = GuardLayer::new(backend(), Watcher(Recorder::new("w", &log))).layer(client);
     let ready = futures::FutureExt::now_or_never(ServiceExt::<TestRequest>::ready(&mut service));
     assert!(ready.is_none(), "waits for the inner service");
+    // An absent gate beside an observer does not gate either; a present
+    // one does.
+    let client = ScriptedService::new(Script::new().text("hi"));
+    client.hold_readiness(true);
+    let watcher = Watcher(Recorder::new("w", &log));
+    let mut absent =
+        GuardLayer::new(backend(), (watcher.clone(), None::<Recorder>)).layer(client.clone());
+    let ready = futures::FutureExt::now_or_never(ServiceExt::<TestRequest>::ready(&mut absent));
+    assert!(ready.is_none(), "waits for the inner service");
+    let mut present =
+        GuardLayer::new(backend(), (watcher, Some(Recorder::new("g", &log)))).layer(client);
+    let ready = futures::FutureExt::now_or_never(ServiceExt::<TestRequest>::ready(&mut present));
+    assert!(ready.is_some(), "ready at once");
 }
 
 #[tokio::test(start_paused = true)]
@@ -364,7 +379,9 @@ async fn every_guard_sees_the_same_time_for_a_chunk() {
     struct Timing(Times);
     impl Guard for Timing {
         type Ticket = Timed;
-        const GATES: bool = false;
+        fn gates(&self) -> bool {
+            false
+        }
         fn admit(&mut self, _call: &Call<'_>) -> Result<Timed, Refusal<'_>> {
             Ok(Timed(self.0.clone()))
         }

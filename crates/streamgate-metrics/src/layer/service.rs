@@ -96,7 +96,9 @@ impl fmt::Debug for Measure {
 
 impl Guard for Measure {
     type Ticket = MetricsObserver;
-    const GATES: bool = false;
+    fn gates(&self) -> bool {
+        false
+    }
 
     fn admit(&mut self, call: &Call<'_>) -> Result<MetricsObserver, Refusal<'_>> {
         let model = self.model(call.model());
