@@ -6,17 +6,25 @@ use std::{sync::Arc, time::Duration};
 
 use streamgate_benches::{BareService, BenchChunk, BenchRequest};
 use streamgate_breaker::{Breaker, CircuitBreaker, CircuitBreakerLayer};
-use streamgate_core::{BackendId, MetricsSink};
-use streamgate_failover::{Failover, Strategy, Tpm, TpmLayer};
-use streamgate_metrics::{MetricsLayer, MetricsService, PerformanceTracker};
-use streamgate_quota::{Pacing, PacingLayer, Quota, QuotaLayer, QuotaTracker};
+use streamgate_core::{
+    guard::{GuardLayer, GuardService},
+    BackendId, MetricsSink,
+};
+use streamgate_failover::{Failover, Strategy, TpmGuard, TpmLayer};
+use streamgate_metrics::{Measure, MetricsLayer, PerformanceTracker};
+use streamgate_quota::{Pacing, PacingLayer, QuotaGuard, QuotaLayer, QuotaTracker};
 use streamgate_timeout::{FirstChunkTimeout, FirstChunkTimeoutLayer};
 use tower::Layer;
 
 pub const MODEL: &str = "gpt-4o-mini";
 
-/// The recommended per-backend order, outermost first.
-pub type FullStack<S> = MetricsService<Tpm<Quota<Pacing<CircuitBreaker<FirstChunkTimeout<S>>>>>>;
+/// The guards `Backend` fuses above pacing.
+pub type Gates = (Option<Measure>, Option<TpmGuard>, Option<QuotaGuard>);
+
+/// The recommended per-backend stack, outermost first, as `Backend` builds
+/// it (unboxed): metrics, TPM and quota fused in one guard layer, pacing,
+/// the breaker's guard layer, the timeout.
+pub type FullStack<S> = GuardService<Pacing<CircuitBreaker<FirstChunkTimeout<S>>>, Gates>;
 
 pub fn runtime() -> tokio::runtime::Runtime {
     // Timeouts and pacing read tokio time and register sleeps, which needs a
@@ -83,14 +91,17 @@ pub fn full_stack<S>(name: &str, client: S, sink: Arc<dyn MetricsSink>) -> FullS
     let inner = timeout_layer().layer(client);
     let inner = CircuitBreakerLayer::new(breaker).layer(inner);
     let inner = pacing.layer(inner);
-    let inner = QuotaLayer::builder(backend)
+    let quota = QuotaLayer::builder(backend.clone())
         .tracker(tracker)
         .sink(sink.clone())
         .build()
-        .expect("quota config")
-        .layer(inner);
-    let inner = tpm.layer(inner);
-    MetricsLayer::new(name, sink).layer(inner)
+        .expect("quota config");
+    let gates = (
+        Some(MetricsLayer::new(name, sink).into_guard()),
+        Some(tpm.into_guard()),
+        Some(quota.into_guard()),
+    );
+    GuardLayer::new(backend, gates).layer(inner)
 }
 
 /// What `streamgate::Backend::build` returns for the same settings as
