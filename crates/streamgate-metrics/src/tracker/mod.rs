@@ -1,6 +1,5 @@
 //! The embedded default sink: per backend × model statistics in memory.
 
-mod rate;
 mod recommend;
 mod size;
 mod snapshot;
