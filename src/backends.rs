@@ -28,6 +28,8 @@ struct Entry<Req, C> {
     model_of: Option<ModelOf<Req>>,
     probe: Option<ThroughputProbe>,
     continues: Option<Prefill>,
+    #[cfg(feature = "config")]
+    settings: crate::backend::Settings,
     build: Pending<Req, C>,
 }
 
@@ -78,6 +80,9 @@ pub struct Backends<Req, C> {
     sink: SharedSink,
     scoreboard: Scoreboard,
     configure: Option<ConfigureFailover<Req, C>>,
+    /// The configuration this chain was made from, if any.
+    #[cfg(feature = "config")]
+    source: Option<Arc<crate::config::Config>>,
 }
 
 impl<Req, C> fmt::Debug for Backends<Req, C> {
@@ -98,6 +103,8 @@ impl<Req, C> Default for Backends<Req, C> {
             sink: None,
             scoreboard: Scoreboard::new(),
             configure: None,
+            #[cfg(feature = "config")]
+            source: None,
         }
     }
 }
@@ -123,6 +130,8 @@ impl<Req: 'static, C: 'static> Backends<Req, C> {
             id: backend.id().clone(),
             probe: backend.probe(),
             continues: backend.continues(),
+            #[cfg(feature = "config")]
+            settings: backend.settings(),
             model_of: backend.model_mapping().map(|map| {
                 Arc::new(move |request: &Req| map(request.clone()).model().to_owned())
                     as ModelOf<Req>
@@ -223,6 +232,38 @@ impl Backends<streamgate_providers::ChatRequest, streamgate_providers::ChatChunk
         config: &crate::config::Config,
         runtime: &crate::config::Runtime,
     ) -> Result<Self, crate::config::ConfigError> {
-        crate::config::assemble(config, runtime)
+        let mut backends = crate::config::assemble(config, runtime)?;
+        backends.source = Some(Arc::new(config.clone()));
+        Ok(backends)
+    }
+}
+
+#[cfg(feature = "config")]
+impl<Req, C> Backends<Req, C> {
+    /// Every setting this chain builds with, the defaults that apply
+    /// filled in, as the configuration that builds it again (`Display`
+    /// prints it as TOML). What each [`Backend`] builder holds (its
+    /// deadlines, budgets, probe, and which layers are on) is read from
+    /// the builder; what a builder cannot tell (the provider client, the
+    /// breaker, quota and pacing sections, the router, the sinks) from the
+    /// configuration the chain was made from.
+    ///
+    /// An error for a chain made in code, or for a backend added to it in
+    /// code: its provider and layer settings are the program's own.
+    pub fn effective_config(&self) -> Result<crate::config::Config, crate::config::ConfigError> {
+        let source = self.source.as_deref().ok_or_else(|| {
+            crate::config::ConfigError::new(
+                "",
+                "this chain was made in code: only a chain from `Backends::from_config` \
+                 describes its backends",
+            )
+        })?;
+        let backends = self
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| crate::config::describe_backend(source, i, &entry.id, &entry.settings))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(crate::config::describe(source, backends))
     }
 }

@@ -177,11 +177,13 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let steady = personalities::steady().await?;
 
     let config = load_config(&args, &[&fast, &bursty, &steady])?;
+    let runtime = Runtime::with_secrets(&config, |_| Some("demo".to_owned()))?;
+    let backends = Backends::from_config_with(&config, &runtime)?;
     if args.print_config {
-        print!("{config}");
+        // What the built chain runs with, read back from it.
+        print!("{}", backends.effective_config()?);
         return Ok(());
     }
-    let runtime = Runtime::new(&config)?.secrets(|_| Some("demo".to_owned()));
     let tracker = runtime
         .tracker()
         .cloned()
@@ -192,7 +194,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
     if let (Some(analytics), Some(addr)) = (&analytics, &args.dashboard) {
         println!("dashboard: {}", analytics.serve(addr).await?);
     }
-    let router = Backends::from_config_with(&config, &runtime)?.build()?;
+    let router = backends.build()?;
 
     eprintln!(
         "streamgate demo: {} concurrent callers for {:.0} s against three mock providers \

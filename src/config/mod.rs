@@ -65,10 +65,12 @@
 mod backend;
 mod breaker;
 mod build;
+mod describe;
 mod error;
 mod metrics;
 mod quota;
 mod router;
+mod shared;
 mod value;
 
 use std::{fmt, path::Path};
@@ -84,9 +86,11 @@ pub use quota::{PacingConfig, QuotaConfig};
 pub use router::{
     BackoffConfig, ContextLength, HedgeConfig, HedgeDelayConfig, RouterConfig, StrategyConfig,
 };
+pub use shared::{ReconnectBackoff, SharedStateConfig, DEFAULT_REDIS_URL_ENV};
 pub use value::Toggle;
 
 pub(crate) use build::assemble;
+pub(crate) use describe::{describe, describe_backend};
 
 /// A whole router: the backends in priority order, the router's settings,
 /// the metrics sinks and the store.
@@ -103,6 +107,9 @@ pub struct Config {
     /// The SQLite analytics store (feature `store`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreConfig>,
+    /// State shared with the other replicas on Redis (feature `redis`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_state: Option<SharedStateConfig>,
     /// The backends, tried in this order.
     #[serde(default)]
     pub backends: Vec<BackendConfig>,
@@ -144,6 +151,7 @@ impl Config {
             router: RouterConfig::default(),
             metrics: MetricsConfig::default(),
             store: None,
+            shared_state: None,
             backends,
         }
     }
@@ -221,7 +229,18 @@ impl Config {
             router: self.router.effective(),
             metrics: self.metrics.effective(),
             store: self.store.as_ref().map(StoreConfig::effective),
-            backends: self.backends.iter().map(BackendConfig::effective).collect(),
+            shared_state: self.shared_state.as_ref().map(SharedStateConfig::effective),
+            backends: self
+                .backends
+                .iter()
+                .map(|backend| {
+                    let mut effective = backend.effective();
+                    if self.shared_state.is_some() {
+                        effective.shared_state = Some(backend.shared_state.unwrap_or(true));
+                    }
+                    effective
+                })
+                .collect(),
         }
     }
 
