@@ -1135,9 +1135,20 @@ fn readme_example() -> String {
     section[start..][..section[start..].find("```").unwrap()].to_owned()
 }
 
-#[test]
-fn the_readmes_complete_example_loads_and_builds() {
-    let text = readme_example();
+#[tokio::test]
+async fn the_readmes_complete_example_loads_and_builds() {
+    let mut text = readme_example();
+    if !cfg!(feature = "redis") {
+        let error = Config::from_toml_str(&text).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "shared_state: needs the `redis` feature (streamgate = { features = [\"redis\"] })"
+        );
+        let start = text.find("[shared_state]").unwrap();
+        let end = start + text[start..].find("[[backends]]").unwrap();
+        text.replace_range(start..end, "");
+        text = text.replace("shared_state = false", "");
+    }
     let mut config = match Config::from_toml_str(&text) {
         Ok(config) => config,
         Err(error) if !cfg!(feature = "bedrock") => {
@@ -1162,11 +1173,10 @@ fn the_readmes_complete_example_loads_and_builds() {
     config
         .backends
         .retain(|b| b.provider != ProviderKind::Bedrock && b.name != "bedrock");
-    let runtime = Runtime::with_secrets(&config, |_| Some("key".into())).unwrap();
-    Backends::from_config_with(&config, &runtime)
-        .unwrap()
-        .build()
-        .unwrap();
+    let runtime = Runtime::with_secrets(&config, test_secrets).unwrap();
+    let backends = Backends::from_config_with(&config, &runtime).unwrap();
+    assert_eq!(backends.effective_config().unwrap(), config.effective());
+    backends.build().unwrap();
 }
 
 #[test]
