@@ -83,6 +83,9 @@ pub struct Backends<Req, C> {
     /// The configuration this chain was made from, if any.
     #[cfg(feature = "config")]
     source: Option<Arc<crate::config::Config>>,
+    /// The first section of `source` replaced in code since.
+    #[cfg(feature = "config")]
+    replaced: Option<&'static str>,
 }
 
 impl<Req, C> fmt::Debug for Backends<Req, C> {
@@ -105,6 +108,8 @@ impl<Req, C> Default for Backends<Req, C> {
             configure: None,
             #[cfg(feature = "config")]
             source: None,
+            #[cfg(feature = "config")]
+            replaced: None,
         }
     }
 }
@@ -147,6 +152,8 @@ impl<Req: 'static, C: 'static> Backends<Req, C> {
     /// router's to `sink`, e.g. an `Arc<PerformanceTracker>`.
     pub fn metrics(mut self, sink: Arc<dyn MetricsSink>) -> Self {
         self.sink = Some(sink);
+        #[cfg(feature = "config")]
+        self.changed_in_code("metrics");
         self
     }
 
@@ -173,6 +180,8 @@ impl<Req: 'static, C: 'static> Backends<Req, C> {
         configure: impl FnOnce(FailoverBuilder<Req, C>) -> FailoverBuilder<Req, C> + Send + 'static,
     ) -> Self {
         self.configure = Some(Box::new(configure));
+        #[cfg(feature = "config")]
+        self.changed_in_code("router");
         self
     }
 
@@ -240,6 +249,14 @@ impl Backends<streamgate_providers::ChatRequest, streamgate_providers::ChatChunk
 
 #[cfg(feature = "config")]
 impl<Req, C> Backends<Req, C> {
+    /// Notes that `section` of the configuration this chain was made from
+    /// no longer describes it.
+    fn changed_in_code(&mut self, section: &'static str) {
+        if self.source.is_some() && self.replaced.is_none() {
+            self.replaced = Some(section);
+        }
+    }
+
     /// Every setting this chain builds with, the defaults that apply
     /// filled in, as the configuration that builds it again (`Display`
     /// prints it as TOML). What each [`Backend`] builder holds (its
@@ -248,9 +265,15 @@ impl<Req, C> Backends<Req, C> {
     /// breaker, quota and pacing sections, the router, the sinks) from the
     /// configuration the chain was made from.
     ///
-    /// An error for a chain made in code, or for a backend added to it in
-    /// code: its provider and layer settings are the program's own.
+    /// An error for a chain made in code, or for a backend, the router or
+    /// the sink set in code since: their settings are the program's own.
     pub fn effective_config(&self) -> Result<crate::config::Config, crate::config::ConfigError> {
+        if let Some(section) = self.replaced {
+            return Err(crate::config::ConfigError::new(
+                section,
+                "replaced in code: its settings are not known",
+            ));
+        }
         let source = self.source.as_deref().ok_or_else(|| {
             crate::config::ConfigError::new(
                 "",

@@ -402,6 +402,13 @@ fn a_chain_made_or_extended_in_code_says_why_it_cannot_print_itself() {
         extended.effective_config().unwrap_err().to_string(),
         "backends[1]: backend \"extra\" was added in code: its provider and client are not known"
     );
+    let rerouted = Backends::from_config(&config)
+        .unwrap()
+        .failover(|f| f.retries(2));
+    assert_eq!(
+        rerouted.effective_config().unwrap_err().to_string(),
+        "router: replaced in code: its settings are not known"
+    );
 }
 
 #[test]

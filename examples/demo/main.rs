@@ -177,7 +177,20 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let steady = personalities::steady().await?;
 
     let config = load_config(&args, &[&fast, &bursty, &steady])?;
-    let runtime = Runtime::with_secrets(&config, |_| Some("demo".to_owned()))?;
+    // Every key variable gets a dummy key; a Redis URL (a file's
+    // `[shared_state]`, with the `redis` feature) is read from the
+    // environment.
+    let redis_url = config
+        .shared_state
+        .as_ref()
+        .map(|shared| shared.url_variable().to_owned());
+    let runtime = Runtime::with_secrets(&config, move |name| {
+        if redis_url.as_deref() == Some(name) {
+            std::env::var(name).ok()
+        } else {
+            Some("demo".to_owned())
+        }
+    })?;
     let backends = Backends::from_config_with(&config, &runtime)?;
     if args.print_config {
         // What the built chain runs with, read back from it.
