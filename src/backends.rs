@@ -227,9 +227,12 @@ impl<Req: 'static, C: 'static> Backends<Req, C> {
 impl Backends<streamgate_providers::ChatRequest, streamgate_providers::ChatChunk> {
     /// The builder chain `config` describes: each backend's client and
     /// layers, the sinks and the router, as the methods of the same names
-    /// would set them (see [`config`](crate::config)). Keys are read from
-    /// the environment now; `build()` then cannot fail on a setting, since
-    /// the configuration was checked by the same builders when loaded.
+    /// would set them (see [`config`](crate::config)). Keys (and a
+    /// `[shared_state]` section's Redis URL) are read from the environment
+    /// now; `build()` then cannot fail on a setting, since the
+    /// configuration was checked by the same builders when loaded. With
+    /// `[shared_state]`, call it inside a tokio runtime (see
+    /// [`Runtime::new`](crate::config::Runtime::new)).
     pub fn from_config(config: &crate::config::Config) -> Result<Self, crate::config::ConfigError> {
         let runtime = crate::config::Runtime::new(config)?;
         Self::from_config_with(config, &runtime)
