@@ -59,7 +59,7 @@ async fn a_slow_first_choice_is_hedged_and_the_first_content_wins() {
         .build()
         .unwrap();
     let started = Instant::now();
-    let response = router.oneshot(request()).await.unwrap();
+    let response = router.oneshot(request().with_estimate(250)).await.unwrap();
     // The hedge started at 1 s and had content 100 ms later.
     assert_eq!(started.elapsed(), MS(1_100));
     let report = response
@@ -87,6 +87,16 @@ async fn a_slow_first_choice_is_hedged_and_the_first_content_wins() {
         hedge_events(&events.seen()),
         [HedgeStage::Started, HedgeStage::Won]
     );
+    // Each hedge event carries what the extra attempt sent again.
+    assert!(events.seen().iter().any(|s| matches!(
+        s,
+        Seen::Hedge {
+            primary,
+            hedge,
+            stage: HedgeStage::Started,
+            estimated_tokens: 250,
+        } if primary == "primary" && hedge == "fallback"
+    )));
 }
 
 #[tokio::test(start_paused = true)]
