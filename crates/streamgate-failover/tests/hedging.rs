@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::{drain, sink, Seen};
 use streamgate_core::{
     scoreboard::Scoreboard,
-    testing::{record, Script, ScriptedService, TestChunk, TestRequest},
+    testing::{record, replay, Script, ScriptedService, TestChunk, TestRequest},
     BackendId, ErrorClass, Event, HedgeStage, MetricsSink, Outcome, RejectReason, RequestRecord,
 };
 use streamgate_failover::{Failover, FailoverReport, Hedge};
@@ -215,12 +215,15 @@ async fn a_learned_delay_waits_for_samples_then_hedges_at_the_percentile() {
     // Twenty first contents between 10 and 200 ms: p95 is 190 ms.
     let primary_id = BackendId::new("primary");
     for k in 1..=20 {
-        board.record(&Event::Completed(&RequestRecord {
-            time_to_first_content: Some(MS(k * 10)),
-            duration: MS(k * 10),
-            chunks: 1,
-            ..record(&primary_id, "m", Outcome::Success)
-        }));
+        replay(
+            &board,
+            &RequestRecord {
+                time_to_first_content: Some(MS(k * 10)),
+                duration: MS(k * 10),
+                chunks: 1,
+                ..record(&primary_id, "m", Outcome::Success)
+            },
+        );
     }
     let started = Instant::now();
     drain(router.oneshot(request()).await.unwrap().into_body()).await;
