@@ -553,6 +553,64 @@ impl<S, Req> Backend<S, Req> {
     }
 }
 
+/// Which of a layer's settings a [`Backend`] was given.
+#[cfg(feature = "config")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Given {
+    /// The layer with its defaults.
+    Default,
+    /// No layer.
+    Off,
+    /// Settings (or a handle) given by the program.
+    Custom,
+}
+
+/// The settings a [`Backend`] holds as data, for
+/// [`Backends::effective_config`](crate::Backends::effective_config).
+#[cfg(feature = "config")]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Settings {
+    pub(crate) first_content: Option<Duration>,
+    pub(crate) idle: Option<Duration>,
+    pub(crate) total: Option<Duration>,
+    pub(crate) tpm_budget: Option<u64>,
+    pub(crate) min_throughput: Option<u64>,
+    pub(crate) probe: Option<ThroughputProbe>,
+    pub(crate) breaker: Given,
+    pub(crate) quota: Given,
+    pub(crate) pacing: bool,
+    pub(crate) shared: bool,
+}
+
+#[cfg(feature = "config")]
+impl<S, Req> Backend<S, Req> {
+    /// What this backend was given, as data.
+    pub(crate) fn settings(&self) -> Settings {
+        Settings {
+            first_content: self.first_content,
+            idle: self.idle,
+            total: self.total,
+            tpm_budget: self.tpm_budget,
+            min_throughput: self.min_throughput,
+            probe: self.probe,
+            breaker: match self.breaker {
+                BreakerChoice::Default => Given::Default,
+                BreakerChoice::Off => Given::Off,
+                _ => Given::Custom,
+            },
+            quota: match self.quota {
+                QuotaChoice::Default => Given::Default,
+                QuotaChoice::Off => Given::Off,
+                QuotaChoice::Tracker(_) => Given::Custom,
+            },
+            pacing: self.pacing.is_some(),
+            shared: self.shared.tpm.is_some()
+                || self.shared.quota.is_some()
+                || self.shared.breaker.is_some(),
+        }
+    }
+}
+
 /// A backend's stacks for a router (see [`Backend::stacks`]).
 pub(crate) struct Stacks<Req, C> {
     pub(crate) service: BoxStreamingService<Req, C>,

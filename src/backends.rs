@@ -28,6 +28,8 @@ struct Entry<Req, C> {
     model_of: Option<ModelOf<Req>>,
     probe: Option<ThroughputProbe>,
     continues: Option<Prefill>,
+    #[cfg(feature = "config")]
+    settings: crate::backend::Settings,
     build: Pending<Req, C>,
 }
 
@@ -78,6 +80,12 @@ pub struct Backends<Req, C> {
     sink: SharedSink,
     scoreboard: Scoreboard,
     configure: Option<ConfigureFailover<Req, C>>,
+    /// The configuration this chain was made from, if any.
+    #[cfg(feature = "config")]
+    source: Option<Arc<crate::config::Config>>,
+    /// The first section of `source` replaced in code since.
+    #[cfg(feature = "config")]
+    replaced: Option<&'static str>,
 }
 
 impl<Req, C> fmt::Debug for Backends<Req, C> {
@@ -98,6 +106,10 @@ impl<Req, C> Default for Backends<Req, C> {
             sink: None,
             scoreboard: Scoreboard::new(),
             configure: None,
+            #[cfg(feature = "config")]
+            source: None,
+            #[cfg(feature = "config")]
+            replaced: None,
         }
     }
 }
@@ -123,6 +135,8 @@ impl<Req: 'static, C: 'static> Backends<Req, C> {
             id: backend.id().clone(),
             probe: backend.probe(),
             continues: backend.continues(),
+            #[cfg(feature = "config")]
+            settings: backend.settings(),
             model_of: backend.model_mapping().map(|map| {
                 Arc::new(move |request: &Req| map(request.clone()).model().to_owned())
                     as ModelOf<Req>
@@ -138,6 +152,8 @@ impl<Req: 'static, C: 'static> Backends<Req, C> {
     /// router's to `sink`, e.g. an `Arc<PerformanceTracker>`.
     pub fn metrics(mut self, sink: Arc<dyn MetricsSink>) -> Self {
         self.sink = Some(sink);
+        #[cfg(feature = "config")]
+        self.changed_in_code("metrics");
         self
     }
 
@@ -164,6 +180,8 @@ impl<Req: 'static, C: 'static> Backends<Req, C> {
         configure: impl FnOnce(FailoverBuilder<Req, C>) -> FailoverBuilder<Req, C> + Send + 'static,
     ) -> Self {
         self.configure = Some(Box::new(configure));
+        #[cfg(feature = "config")]
+        self.changed_in_code("router");
         self
     }
 
@@ -209,9 +227,12 @@ impl<Req: 'static, C: 'static> Backends<Req, C> {
 impl Backends<streamgate_providers::ChatRequest, streamgate_providers::ChatChunk> {
     /// The builder chain `config` describes: each backend's client and
     /// layers, the sinks and the router, as the methods of the same names
-    /// would set them (see [`config`](crate::config)). Keys are read from
-    /// the environment now; `build()` then cannot fail on a setting, since
-    /// the configuration was checked by the same builders when loaded.
+    /// would set them (see [`config`](crate::config)). Keys (and a
+    /// `[shared_state]` section's Redis URL) are read from the environment
+    /// now; `build()` then cannot fail on a setting, since the
+    /// configuration was checked by the same builders when loaded. With
+    /// `[shared_state]`, call it inside a tokio runtime (see
+    /// [`Runtime::new`](crate::config::Runtime::new)).
     pub fn from_config(config: &crate::config::Config) -> Result<Self, crate::config::ConfigError> {
         let runtime = crate::config::Runtime::new(config)?;
         Self::from_config_with(config, &runtime)
@@ -223,6 +244,52 @@ impl Backends<streamgate_providers::ChatRequest, streamgate_providers::ChatChunk
         config: &crate::config::Config,
         runtime: &crate::config::Runtime,
     ) -> Result<Self, crate::config::ConfigError> {
-        crate::config::assemble(config, runtime)
+        let mut backends = crate::config::assemble(config, runtime)?;
+        backends.source = Some(Arc::new(config.clone()));
+        Ok(backends)
+    }
+}
+
+#[cfg(feature = "config")]
+impl<Req, C> Backends<Req, C> {
+    /// Notes that `section` of the configuration this chain was made from
+    /// no longer describes it.
+    fn changed_in_code(&mut self, section: &'static str) {
+        if self.source.is_some() && self.replaced.is_none() {
+            self.replaced = Some(section);
+        }
+    }
+
+    /// Every setting this chain builds with, the defaults that apply
+    /// filled in, as the configuration that builds it again (`Display`
+    /// prints it as TOML). What each [`Backend`] builder holds (its
+    /// deadlines, budgets, probe, and which layers are on) is read from
+    /// the builder; what a builder cannot tell (the provider client, the
+    /// breaker, quota and pacing sections, the router, the sinks) from the
+    /// configuration the chain was made from.
+    ///
+    /// An error for a chain made in code, or for a backend, the router or
+    /// the sink set in code since: their settings are the program's own.
+    pub fn effective_config(&self) -> Result<crate::config::Config, crate::config::ConfigError> {
+        if let Some(section) = self.replaced {
+            return Err(crate::config::ConfigError::new(
+                section,
+                "replaced in code: its settings are not known",
+            ));
+        }
+        let source = self.source.as_deref().ok_or_else(|| {
+            crate::config::ConfigError::new(
+                "",
+                "this chain was made in code: only a chain from `Backends::from_config` \
+                 describes its backends",
+            )
+        })?;
+        let backends = self
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| crate::config::describe_backend(source, i, &entry.id, &entry.settings))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(crate::config::describe(source, backends))
     }
 }

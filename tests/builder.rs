@@ -420,3 +420,46 @@ async fn send_failover(router: &Failover<TestRequest, TestChunk>) -> Result<(), 
     }
     Ok(())
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_tpm_gate_and_the_tracker_report_one_tokens_per_minute() {
+    let tracker = Arc::new(PerformanceTracker::new());
+    let tpm = TpmLayer::builder("a")
+        .max_tokens_per_minute(1_000_000)
+        .build()
+        .unwrap();
+    let client = ScriptedService::new(Script::new().text("ok").usage(Usage::new(90, 10)));
+    let service = tower::ServiceBuilder::new()
+        .layer(tpm.clone())
+        .layer(MetricsLayer::new("a", tracker.clone()))
+        .service(client);
+    let both = |tracker: &PerformanceTracker| {
+        let key = tracker
+            .snapshot()
+            .key("a", MODEL)
+            .unwrap()
+            .tokens_per_minute;
+        (
+            tpm.snapshot(MODEL, tokio::time::Instant::now())
+                .tokens_per_minute,
+            key,
+        )
+    };
+    let mut seen = Vec::new();
+    for advance in [0, 30, 30, 1, 30] {
+        tokio::time::advance(Duration::from_secs(advance)).await;
+        let response = service
+            .clone()
+            .oneshot(TestRequest::new(MODEL))
+            .await
+            .unwrap();
+        response.into_body().for_each(|_| async {}).await;
+        seen.push(both(&tracker));
+    }
+    // At 60 s the first request still counts (the current second plus the
+    // 60 before it); at 61 s it has left both windows.
+    assert_eq!(
+        seen,
+        [(100, 100), (200, 200), (300, 300), (300, 300), (300, 300)]
+    );
+}

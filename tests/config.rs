@@ -287,28 +287,128 @@ fn toml_yaml_and_json_load_the_same_configuration() {
     assert_eq!(toml.router.retries, Some(2));
 }
 
-#[test]
-fn every_option_round_trips_through_the_printed_configuration_in_each_format() {
-    let config = full();
-    let effective = config.effective();
-    assert_eq!(
-        effective.effective(),
-        effective,
-        "effective is a fixed point"
+/// [`FULL`] with every option the weighted strategy leaves out: the
+/// sticky strategy and its session key, and (with the `redis` feature)
+/// shared state, which one backend opts out of.
+fn full_variants() -> Vec<String> {
+    let sticky = FULL.replace(
+        "strategy = { weighted = [3, 1] }",
+        "strategy = \"sticky\"\nsession_key = \"metadata.session_id\"",
     );
-    for (text, format) in [
-        (config.to_string(), Format::Toml),
-        (effective.to_toml().unwrap(), Format::Toml),
-        (effective.to_yaml().unwrap(), Format::Yaml),
-        (effective.to_json().unwrap(), Format::Json),
-    ] {
-        let printed = reload(&text, format);
-        assert_eq!(printed, effective, "{format:?}\n{text}");
-        // The same calls on every builder as the original configuration.
-        assert_eq!(builders(&printed), builders(&config), "{format:?}");
+    let mut variants = vec![FULL.to_owned(), sticky];
+    if cfg!(feature = "redis") {
+        let shared = FULL.replace(
+            "breaker = \"off\"\n",
+            "breaker = \"off\"\nshared_state = false\n",
+        ) + "\n[shared_state]\nredis_url_env = \"FLEET_URL\"\nprefix = \"gateway\"\n\
+               timeout = \"20ms\"\nconnect_timeout = \"1s\"\nwindow = \"30s\"\n\
+               reservation_ttl = \"5m\"\nqueue_capacity = 64\n\
+               backoff = { first = \"50ms\", max = \"5s\" }\n";
+        variants.push(shared);
     }
-    // As given (without defaults) it prints back to itself too.
-    assert_eq!(reload(&config.to_toml().unwrap(), Format::Toml), config);
+    variants
+}
+
+/// The secrets of the tests: a key for every variable, and a URL for the
+/// fleet's (nothing listens there; the fleet connects in the background).
+fn test_secrets(name: &str) -> Option<String> {
+    Some(match name {
+        "FLEET_URL" | "REDIS_URL" => "redis://127.0.0.1:1/".to_owned(),
+        _ => format!("key-of-{name}"),
+    })
+}
+
+#[tokio::test]
+async fn every_option_round_trips_through_the_router_and_its_printed_configuration() {
+    let dir = std::env::temp_dir().join(format!("streamgate-round-trip-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for text in full_variants() {
+        let mut config = Config::from_toml_str(&text).unwrap();
+        config.store = config.store.map(|mut store| {
+            store.path = dir.join("analytics.db");
+            store
+        });
+        let expected = config.effective();
+        assert_eq!(expected.effective(), expected, "effective is a fixed point");
+
+        // Config → router → its printed configuration → the same config.
+        let runtime = Runtime::with_secrets(&config, test_secrets).unwrap();
+        let backends = Backends::from_config_with(&config, &runtime).unwrap();
+        let described = backends.effective_config().unwrap();
+        assert_eq!(described, expected);
+        for (printed, format) in [
+            (described.to_string(), Format::Toml),
+            (described.to_toml().unwrap(), Format::Toml),
+            (described.to_yaml().unwrap(), Format::Yaml),
+            (described.to_json().unwrap(), Format::Json),
+        ] {
+            let reloaded = reload(&printed, format);
+            assert_eq!(reloaded, expected, "{format:?}\n{printed}");
+            // The same calls on every builder as the original configuration.
+            assert_eq!(builders(&reloaded), builders(&config), "{format:?}");
+            // And the router it builds prints the same again.
+            let again = Backends::from_config_with(&reloaded, &runtime).unwrap();
+            assert_eq!(again.effective_config().unwrap(), expected, "{format:?}");
+        }
+        backends.build().unwrap();
+        // As given (without defaults) it prints back to itself too.
+        assert_eq!(reload(&config.to_toml().unwrap(), Format::Toml), config);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_router_prints_the_defaults_that_applied() {
+    let config = Config::from_toml_str(&backend("")).unwrap();
+    let backends = Backends::from_config(&config).unwrap();
+    let printed = backends.effective_config().unwrap().to_string();
+    for line in [
+        "strategy = \"ordered\"",
+        "retries = 0",
+        "base_url = \"http://localhost:11434\"",
+        "api_key_env = \"off\"",
+        "minimum_calls = 10",
+        "open_wait = \"30s\"",
+        "default_cooldown = \"10s\"",
+        "tracker = false",
+    ] {
+        assert!(printed.contains(line), "{line}\n{printed}");
+    }
+}
+
+#[test]
+fn a_chain_made_or_extended_in_code_says_why_it_cannot_print_itself() {
+    let client = || ScriptedService::new(Script::new().text("hello"));
+    let error = Backends::<TestRequest, _>::new()
+        .backend(Backend::new("a", client()))
+        .effective_config()
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "this chain was made in code: only a chain from `Backends::from_config` \
+         describes its backends"
+    );
+    let config = Config::from_toml_str(&backend("")).unwrap();
+    let server = || {
+        streamgate::providers::ollama::Ollama::builder()
+            .base_url("http://127.0.0.1:1")
+            .build()
+            .unwrap()
+    };
+    let extended = Backends::from_config(&config)
+        .unwrap()
+        .backend(Backend::new("extra", server()));
+    assert_eq!(
+        extended.effective_config().unwrap_err().to_string(),
+        "backends[1]: backend \"extra\" was added in code: its provider and client are not known"
+    );
+    let rerouted = Backends::from_config(&config)
+        .unwrap()
+        .failover(|f| f.retries(2));
+    assert_eq!(
+        rerouted.effective_config().unwrap_err().to_string(),
+        "router: replaced in code: its settings are not known"
+    );
 }
 
 #[test]
@@ -698,9 +798,9 @@ fn router_settings_are_checked_by_the_router_with_their_path() {
             "router.strategy: weighted strategy needs at least one weight above 0",
         ),
         (
-            "strategy = \"sticky\"",
-            "router.strategy: unknown value `sticky`; expected one of ordered, round_robin, \
-             weighted, least_time_to_first_content, power_of_two_choices",
+            "strategy = \"random\"",
+            "router.strategy: unknown value `random`; expected one of ordered, round_robin, \
+             weighted, least_time_to_first_content, power_of_two_choices, sticky",
         ),
         (
             "hedge = { delay = \"2s\", budget = 1.5 }",
@@ -862,7 +962,7 @@ fn an_unset_key_variable_fails_the_build_with_its_name() {
         error.to_string(),
         "backends[0].api_key_env: environment variable STREAMGATE_TEST_NEVER_SET_4F2A is not set"
     );
-    let empty = Runtime::new(&config).unwrap().secrets(|_| Some(" ".into()));
+    let empty = Runtime::with_secrets(&config, |_| Some(" ".into())).unwrap();
     let error = Backends::from_config_with(&config, &empty).unwrap_err();
     assert_eq!(
         error.to_string(),
@@ -876,9 +976,7 @@ fn a_key_that_cannot_be_sent_is_reported_without_the_key() {
         "[[backends]]\nname = \"a\"\nprovider = \"openai\"\napi_key_env = \"SECRET_KEY\"\n",
     )
     .unwrap();
-    let runtime = Runtime::new(&config)
-        .unwrap()
-        .secrets(|_| Some("sk-very-secret\n".into()));
+    let runtime = Runtime::with_secrets(&config, |_| Some("sk-very-secret\n".into())).unwrap();
     let error = Backends::from_config_with(&config, &runtime).unwrap_err();
     let shown = format!("{error} {error:?}");
     assert!(!shown.contains("very-secret"), "{shown}");
@@ -902,9 +1000,7 @@ fn the_shipped_demo_configuration_builds() {
     let config = Config::from_path(path).unwrap();
     let names: Vec<&str> = config.backends.iter().map(|b| b.name.as_str()).collect();
     assert_eq!(names, ["fast", "bursty", "steady"]);
-    let runtime = Runtime::new(&config)
-        .unwrap()
-        .secrets(|_| Some("demo".into()));
+    let runtime = Runtime::with_secrets(&config, |_| Some("demo".into())).unwrap();
     assert!(runtime.tracker().is_some());
     Backends::from_config_with(&config, &runtime)
         .unwrap()
@@ -1003,9 +1099,7 @@ async fn a_configured_router_fails_over_maps_models_and_sends_the_key_over_http(
         healthy.url()
     );
     let config = Config::from_toml_str(&text).unwrap();
-    let runtime = Runtime::new(&config)
-        .unwrap()
-        .secrets(|name| Some(format!("key-of-{name}")));
+    let runtime = Runtime::with_secrets(&config, |name| Some(format!("key-of-{name}"))).unwrap();
     let router = Backends::from_config_with(&config, &runtime)
         .unwrap()
         .build()
@@ -1048,9 +1142,20 @@ fn readme_example() -> String {
     section[start..][..section[start..].find("```").unwrap()].to_owned()
 }
 
-#[test]
-fn the_readmes_complete_example_loads_and_builds() {
-    let text = readme_example();
+#[tokio::test]
+async fn the_readmes_complete_example_loads_and_builds() {
+    let mut text = readme_example();
+    if !cfg!(feature = "redis") {
+        let error = Config::from_toml_str(&text).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "shared_state: needs the `redis` feature (streamgate = { features = [\"redis\"] })"
+        );
+        let start = text.find("[shared_state]").unwrap();
+        let end = start + text[start..].find("[[backends]]").unwrap();
+        text.replace_range(start..end, "");
+        text = text.replace("shared_state = false", "");
+    }
     let mut config = match Config::from_toml_str(&text) {
         Ok(config) => config,
         Err(error) if !cfg!(feature = "bedrock") => {
@@ -1075,11 +1180,115 @@ fn the_readmes_complete_example_loads_and_builds() {
     config
         .backends
         .retain(|b| b.provider != ProviderKind::Bedrock && b.name != "bedrock");
-    let runtime = Runtime::new(&config)
-        .unwrap()
-        .secrets(|_| Some("key".into()));
-    Backends::from_config_with(&config, &runtime)
-        .unwrap()
-        .build()
-        .unwrap();
+    let runtime = Runtime::with_secrets(&config, test_secrets).unwrap();
+    let backends = Backends::from_config_with(&config, &runtime).unwrap();
+    assert_eq!(backends.effective_config().unwrap(), config.effective());
+    backends.build().unwrap();
+}
+
+#[test]
+fn a_sticky_router_needs_a_session_key_field_and_only_it_takes_one() {
+    let router = |keys: &str| format!("[router]\n{keys}\n{}", backend(""));
+    assert_error(
+        &router("strategy = \"sticky\""),
+        "router.session_key: the sticky strategy needs the request field that holds the \
+         session key, e.g. \"user\" or \"metadata.session_id\"",
+    );
+    assert_error(
+        &router("session_key = \"user\""),
+        "router.session_key: only with strategy = \"sticky\"",
+    );
+    assert_error(
+        &router("strategy = \"sticky\"\nsession_key = \"metadata..id\""),
+        "router.session_key: \"metadata..id\" is not a field path; write e.g. \"user\" or \
+         \"metadata.session_id\"",
+    );
+    assert_error(
+        &router("strategy = \"stiky\""),
+        "router.strategy: unknown value `stiky` (did you mean `sticky`?)",
+    );
+}
+
+#[tokio::test]
+async fn a_sticky_router_keeps_each_session_on_one_backend_over_http() {
+    let mut mocks = Vec::new();
+    let mut text =
+        "[router]\nstrategy = \"sticky\"\nsession_key = \"metadata.session_id\"\n".to_owned();
+    for name in ["a", "b", "c"] {
+        let mock = MockServer::start_with_plan(Plan::new().with_output_tokens(2))
+            .await
+            .unwrap();
+        text.push_str(&format!(
+            "[[backends]]\nname = \"{name}\"\nprovider = \"openai-compatible\"\n\
+             base_url = \"{}/v1\"\n",
+            mock.url()
+        ));
+        mocks.push(mock);
+    }
+    let config = Config::from_toml_str(&text).unwrap();
+    let router = Backends::from_config(&config).unwrap().build().unwrap();
+    let served_by = |session: Option<serde_json::Value>| {
+        let router = router.clone();
+        async move {
+            let mut request = ChatRequest::new("m").with_user("hi");
+            if let Some(session) = session {
+                request.extra.insert(
+                    "metadata".into(),
+                    serde_json::json!({ "session_id": session }),
+                );
+            }
+            let response = router.oneshot(request).await.unwrap();
+            let report = response
+                .extensions()
+                .get::<FailoverReport>()
+                .unwrap()
+                .clone();
+            let chunks: Vec<_> = response.into_body().collect().await;
+            assert!(chunks.iter().all(Result::is_ok));
+            report.served_by.as_str().to_owned()
+        }
+    };
+    let sessions: Vec<serde_json::Value> = ["alice", "bob", "carol", "dave", "erin", "frank"]
+        .into_iter()
+        .map(serde_json::Value::from)
+        .chain([serde_json::Value::from(42)])
+        .collect();
+    let mut chosen = std::collections::BTreeSet::new();
+    for session in &sessions {
+        let first = served_by(Some(session.clone())).await;
+        for _ in 0..3 {
+            assert_eq!(served_by(Some(session.clone())).await, first, "{session}");
+        }
+        chosen.insert(first);
+    }
+    assert!(
+        chosen.len() > 1,
+        "the sessions spread over the backends: {chosen:?}"
+    );
+    // A request without the field is routed in order.
+    assert_eq!(served_by(None).await, "a");
+    // The key is sent on as part of the body.
+    let sent = mocks
+        .iter()
+        .flat_map(|mock| mock.requests())
+        .filter(|r| r.request.body.get("metadata").is_some())
+        .count();
+    assert_eq!(sent, sessions.len() * 4);
+}
+
+#[test]
+fn a_backends_shared_state_key_needs_the_section() {
+    assert_error(
+        &backend("shared_state = false"),
+        "backends[0].shared_state: only with a [shared_state] section",
+    );
+}
+
+#[cfg(not(feature = "redis"))]
+#[test]
+fn a_shared_state_section_needs_the_redis_feature() {
+    assert_error(
+        &format!("[shared_state]\nprefix = \"gateway\"\n{}", backend("")),
+        "shared_state: needs the `redis` feature (streamgate = { features = [\"redis\"] })",
+    );
 }

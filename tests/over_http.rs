@@ -7,7 +7,7 @@ use futures::StreamExt;
 use streamgate::core::keyed::DEFAULT_MODEL_CAP;
 use streamgate::core::scoreboard::Scoreboard;
 use streamgate::core::BreakerState;
-use streamgate::failover::FailoverBuilder;
+use streamgate::failover::{Abandoned, FailoverBuilder};
 use streamgate::mock::{expected_text, MockConfig, MockServer, Plan};
 use streamgate::prelude::*;
 use streamgate::providers::{anthropic::Anthropic, openai::OpenAiChat, ChatChunk, ChatRequest};
@@ -299,6 +299,126 @@ async fn each_mid_stream_fault_is_continued_with_the_exact_text() {
             "{name}"
         );
     }
+}
+
+/// OpenAI Chat backends over `servers` in order, each after the first able
+/// to continue with a prefix message (with its idle deadline, if given),
+/// up to `max` continuations: the caller's text, the error item's class,
+/// and the continuation log.
+async fn continued_across(
+    servers: &[(&MockServer, Option<Duration>)],
+    max: u32,
+) -> (String, Option<ErrorClass>, ContinuationLog) {
+    let mut backends = Backends::new();
+    for (i, (server, idle)) in servers.iter().enumerate() {
+        let client = OpenAiChat::builder()
+            .base_url(format!("{}/v1", server.url()))
+            .build()
+            .unwrap();
+        let mut backend =
+            Backend::new(format!("b{i}"), client).first_content_timeout(Duration::from_secs(10));
+        if let Some(idle) = idle {
+            backend = backend.idle_timeout(*idle);
+        }
+        if i > 0 {
+            backend = backend.continuation(Prefill::AssistantPrefix);
+        }
+        backends = backends.backend(backend);
+    }
+    let router = backends
+        .failover(move |f| f.continuation(Continuation::new().max(max)))
+        .build()
+        .unwrap();
+    let request = ChatRequest::new("mock-model").with_user("hello");
+    let response = router.oneshot(request).await.unwrap();
+    let log = response
+        .extensions()
+        .get::<ContinuationLog>()
+        .cloned()
+        .unwrap();
+    let (mut text, mut error) = (String::new(), None);
+    let mut body = response.into_body();
+    while let Some(item) = body.next().await {
+        match item {
+            Ok(chunk) => text.push_str(&chunk.text),
+            Err(e) => {
+                assert!(error.is_none(), "two error items");
+                error = Some(classify(&*e));
+            }
+        }
+    }
+    (text, error, log)
+}
+
+#[tokio::test]
+async fn over_http_a_continuation_cut_in_turn_continues_again_only_within_the_maximum() {
+    for max in [1, 2] {
+        let first =
+            MockServer::start_with_plan(Plan::new().with_output_tokens(8).disconnect_after(3))
+                .await
+                .unwrap();
+        // Continues from token 3, and is cut after token 5 in turn.
+        let second = MockServer::start_with_plan(
+            Plan::new()
+                .with_output_tokens(8)
+                .honouring_prefill()
+                .disconnect_after(5),
+        )
+        .await
+        .unwrap();
+        let third =
+            MockServer::start_with_plan(Plan::new().with_output_tokens(8).honouring_prefill())
+                .await
+                .unwrap();
+        let (text, error, log) =
+            continued_across(&[(&first, None), (&second, None), (&third, None)], max).await;
+        let continued = log.continued();
+        if max == 1 {
+            assert_eq!(
+                (text, error),
+                (expected_text(5), Some(ErrorClass::Network)),
+                "max 1"
+            );
+            assert_eq!(continued.len(), 1);
+            assert_eq!(log.abandoned(), Some(Abandoned::MaxReached));
+            assert_eq!(third.served(), 0);
+        } else {
+            assert_eq!((text, error), (expected_text(8), None), "max 2");
+            assert_eq!(continued.len(), 2);
+            assert_eq!(continued[1].from.as_str(), "b1");
+            assert_eq!(continued[1].to.as_str(), "b2");
+            // The third was given everything received, from both streams.
+            let sent = third.wait_for_request(0).await.request.body;
+            assert_eq!(
+                sent["messages"].as_array().unwrap().last().unwrap(),
+                &serde_json::json!({"role": "assistant", "content": expected_text(5), "prefix": true})
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn over_http_a_continuation_that_stalls_before_its_overlap_is_known_gives_the_original_error()
+{
+    let first = MockServer::start_with_plan(Plan::new().with_output_tokens(8).disconnect_after(3))
+        .await
+        .unwrap();
+    // Ignores the prefill: repeats two of the three tokens received (the
+    // overlap still undecided, held back), then goes silent.
+    let second = MockServer::start_with_plan(Plan::new().with_output_tokens(8).stall_after(2))
+        .await
+        .unwrap();
+    let (text, error, log) = continued_across(
+        &[(&first, None), (&second, Some(Duration::from_millis(100)))],
+        1,
+    )
+    .await;
+    // Nothing held reached the caller; the error is the first stream's cut,
+    // not the continuation's timeout.
+    assert_eq!((text, error), (expected_text(3), Some(ErrorClass::Network)));
+    assert_eq!(log.abandoned(), Some(Abandoned::Failed));
+    assert!(log.continued().is_empty());
+    assert_eq!(second.served(), 1);
 }
 
 #[tokio::test]

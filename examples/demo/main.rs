@@ -177,11 +177,26 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let steady = personalities::steady().await?;
 
     let config = load_config(&args, &[&fast, &bursty, &steady])?;
+    // Every key variable gets a dummy key; a Redis URL (a file's
+    // `[shared_state]`, with the `redis` feature) is read from the
+    // environment.
+    let redis_url = config
+        .shared_state
+        .as_ref()
+        .map(|shared| shared.url_variable().to_owned());
+    let runtime = Runtime::with_secrets(&config, move |name| {
+        if redis_url.as_deref() == Some(name) {
+            std::env::var(name).ok()
+        } else {
+            Some("demo".to_owned())
+        }
+    })?;
+    let backends = Backends::from_config_with(&config, &runtime)?;
     if args.print_config {
-        print!("{config}");
+        // What the built chain runs with, read back from it.
+        print!("{}", backends.effective_config()?);
         return Ok(());
     }
-    let runtime = Runtime::new(&config)?.secrets(|_| Some("demo".to_owned()));
     let tracker = runtime
         .tracker()
         .cloned()
@@ -192,7 +207,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
     if let (Some(analytics), Some(addr)) = (&analytics, &args.dashboard) {
         println!("dashboard: {}", analytics.serve(addr).await?);
     }
-    let router = Backends::from_config_with(&config, &runtime)?.build()?;
+    let router = backends.build()?;
 
     eprintln!(
         "streamgate demo: {} concurrent callers for {:.0} s against three mock providers \

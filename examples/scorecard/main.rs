@@ -1,6 +1,7 @@
 //! The fault scorecard: each fault a provider can throw, met once through
 //! the bare client and once through the default `Backends` stack (a faulty
-//! primary, a healthy fallback), in the same run, over loopback HTTP.
+//! primary, a healthy fallback), in the same run, over loopback HTTP; then
+//! each mid-stream fault with continuation off and on.
 //!
 //! ```text
 //! cargo xtask scorecard                                 # full run, writes SCORECARD.md
@@ -125,9 +126,12 @@ fn scenarios() -> Vec<Scenario> {
 /// What the caller got.
 #[derive(Clone, Debug, PartialEq)]
 enum Got {
+    /// The exact answer, each part once.
     Full,
     Error(String),
     TruncatedAsSuccess,
+    /// A clean end with text that is not the answer (a part repeated or lost).
+    WrongText,
     Hung,
 }
 
@@ -137,6 +141,7 @@ impl std::fmt::Display for Got {
             Self::Full => f.write_str("full answer"),
             Self::Error(class) => write!(f, "error ({class})"),
             Self::TruncatedAsSuccess => f.write_str("truncated as success"),
+            Self::WrongText => f.write_str("wrong text as success"),
             Self::Hung => f.write_str("no answer (cut by the scorecard)"),
         }
     }
@@ -189,7 +194,8 @@ where
     let got = match tokio::time::timeout(cap, run).await {
         Err(_) => Got::Hung,
         Ok(Ok(text)) if text == expected_text(TOKENS) => Got::Full,
-        Ok(Ok(_)) => Got::TruncatedAsSuccess,
+        Ok(Ok(text)) if expected_text(TOKENS).starts_with(&text) => Got::TruncatedAsSuccess,
+        Ok(Ok(_)) => Got::WrongText,
         Ok(Err(error)) => Got::Error(classify(&*error).as_str().to_owned()),
     };
     (got, ttfc, started.elapsed())
@@ -259,6 +265,110 @@ fn disconnected(_got: &Got, closed: bool) -> &'static str {
     } else {
         "no (nothing to abandon)"
     }
+}
+
+/// A fault after the first content, met with continuation off and on.
+struct MidStream {
+    name: &'static str,
+    primary: Plan,
+    /// Whether the fallback continues from the prefill (else it answers
+    /// from the start, as a server that ignores it).
+    honours: bool,
+}
+
+fn mid_stream() -> Vec<MidStream> {
+    vec![
+        MidStream {
+            name: "cut mid-stream",
+            primary: Plan::new().disconnect_after(3),
+            honours: true,
+        },
+        MidStream {
+            name: "stall mid-stream",
+            primary: Plan::new().stall_after(3),
+            honours: true,
+        },
+        MidStream {
+            name: "error event after content",
+            primary: Plan::new().error_after(3),
+            honours: true,
+        },
+        MidStream {
+            name: "cut mid-stream, fallback ignores the prefill",
+            primary: Plan::new().disconnect_after(3),
+            honours: false,
+        },
+    ]
+}
+
+/// One continuation row: what the caller got, its total time, upstream calls.
+struct ContinuationRow {
+    fault: &'static str,
+    on: bool,
+    got: Got,
+    total: Duration,
+    upstream: u64,
+}
+
+async fn continuation(
+    fault: &MidStream,
+    on: bool,
+    scale: &Scale,
+) -> Result<ContinuationRow, BoxError> {
+    let primary = MockServer::start(plan(fault.primary.clone())).await?;
+    let healthy = if fault.honours {
+        Plan::new().honouring_prefill()
+    } else {
+        Plan::new()
+    };
+    let fallback = MockServer::start(plan(healthy)).await?;
+    let first_content = scale.d(10_000);
+    let router = Backends::new()
+        .backend(
+            Backend::new("primary", client(&primary)?)
+                .first_content_timeout(first_content)
+                .idle_timeout(scale.d(5_000)),
+        )
+        .backend(
+            Backend::new("fallback", client(&fallback)?)
+                .first_content_timeout(first_content)
+                .continuation(Prefill::AssistantPrefix),
+        )
+        .failover(move |f| {
+            if on {
+                f.continuation(Continuation::new())
+            } else {
+                f
+            }
+        })
+        .build()?;
+    let (got, _, total) = call(router, scale.d(30_000)).await;
+    settle().await;
+    Ok(ContinuationRow {
+        fault: fault.name,
+        on,
+        got,
+        total,
+        upstream: primary.served() + fallback.served(),
+    })
+}
+
+fn continuation_table(rows: &[ContinuationRow]) -> String {
+    let mut out = String::from(
+        "| fault after 3 of 8 tokens | continuation | what the caller got | total time | upstream calls |\n|---|---|---|---|---|\n",
+    );
+    for row in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} ms | {} |",
+            row.fault,
+            if row.on { "on" } else { "off" },
+            row.got,
+            row.total.as_millis(),
+            row.upstream,
+        );
+    }
+    out
 }
 
 /// The p99 of `samples` (nearest rank).
@@ -425,11 +535,12 @@ fn table(rows: &[Row]) -> String {
     out
 }
 
-/// The (scenario, stack, what the caller got) triples of a scorecard table.
+/// The (scenario, stack or continuation, what the caller got) triples of
+/// the fault and continuation tables (7 and 5 columns).
 fn outcomes(markdown: &str) -> Vec<(String, String, String)> {
     markdown
         .lines()
-        .filter(|line| line.starts_with("| ") && line.matches('|').count() == 8)
+        .filter(|line| line.starts_with("| ") && matches!(line.matches('|').count(), 6 | 8))
         .map(|line| {
             let cells: Vec<&str> = line.split('|').map(str::trim).collect();
             (
@@ -438,7 +549,7 @@ fn outcomes(markdown: &str) -> Vec<(String, String, String)> {
                 cells[3].to_owned(),
             )
         })
-        .filter(|(scenario, ..)| scenario != "scenario")
+        .filter(|(.., got)| got != "what the caller got")
         .collect()
 }
 
@@ -457,11 +568,30 @@ async fn main_async(
                 .map_err(|e| e.to_string())?,
         );
     }
+    let mut continued = Vec::new();
+    for fault in mid_stream() {
+        for on in [false, true] {
+            eprintln!(
+                "continuation {}: {}",
+                if on { "on" } else { "off" },
+                fault.name
+            );
+            continued.push(
+                continuation(&fault, on, &scale)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+    }
     let faults = table(&rows);
-    print!("{faults}");
+    let continuations = continuation_table(&continued);
+    print!("{faults}\n{continuations}");
     if let Some(path) = check {
         let committed = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
-        let (want, got) = (outcomes(&committed), outcomes(&faults));
+        let (want, got) = (
+            outcomes(&committed),
+            outcomes(&format!("{faults}\n{continuations}")),
+        );
         let diffs: Vec<String> = want
             .iter()
             .filter(|w| !got.contains(w))
@@ -495,7 +625,12 @@ async fn main_async(
              every other setting is the default. The bare client is the same `OpenAiChat` alone.\n\n\
              ## Faults\n\n{faults}\n\
              A fault after the first content (cut, stall) reaches the caller as an error item: the stream is \
-             committed, and there is no continuation yet.\n\n\
+             committed. With continuation on, the router continues it on the fallback:\n\n\
+             ## Continuation\n\n{continuations}\n\
+             The same stack, the fallback declared able to continue (`Prefill::AssistantPrefix`) and \
+             honouring the prefill unless the row says it ignores it; `on` is \
+             `.failover(|f| f.continuation(Continuation::new()))`. \"full answer\" is the exact text with \
+             no part twice; the upstream calls count both backends.\n\n\
              ## Hedging a heavy-tailed primary\n\n{hedge}\n\
              ## Load spread\n\n{spread}\n\
              {n_spread} requests from eight concurrent callers; the shares are of requests served \

@@ -110,6 +110,11 @@ pub struct BackendConfig {
     /// The throughput probe before commit (off unless given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throughput_probe: Option<ProbeConfig>,
+    /// Whether this backend shares its TPM budget, quota knowledge and
+    /// breaker state through `[shared_state]` (default true when that
+    /// section is given; only with it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_state: Option<bool>,
 }
 
 /// `throughput_probe = { chunks = 8, window = "500ms", min_tokens_per_sec = 20.0 }`:
@@ -253,6 +258,7 @@ impl BackendConfig {
             tpm_budget: None,
             min_throughput: None,
             throughput_probe: None,
+            shared_state: None,
         }
     }
 
@@ -364,11 +370,7 @@ impl BackendConfig {
             return err("provider", "bedrock needs the `bedrock` feature".to_owned());
         }
         if let Some(Toggle::On(name)) = &self.api_key_env {
-            // The shell's rule for a variable name; a pasted key (`sk-…`)
-            // breaks it.
-            let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !valid {
+            if !is_variable_name(name) {
                 return err(
                     "api_key_env",
                     "must be the name of an environment variable, not the key".to_owned(),
@@ -380,6 +382,13 @@ impl BackendConfig {
         }
         Ok(())
     }
+}
+
+/// Whether `name` follows the shell's rule for a variable name; a pasted
+/// key (`sk-…`) or URL (`redis://…`) breaks it.
+pub(crate) fn is_variable_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 impl fmt::Display for BackendConfig {

@@ -24,8 +24,9 @@ use crate::{Backend, Backends, BuildError};
 type Secrets = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// What a [`Config`] builds besides the router, for the program to keep:
-/// the performance tracker, the store and each backend's quota tracker
-/// (to read them), and where API keys are read from.
+/// the performance tracker, the store, the Redis fleet and each backend's
+/// quota tracker (to read them), and where secrets (API keys, the Redis
+/// URL) are read from.
 ///
 /// [`Backends::from_config`](crate::Backends::from_config) makes one and
 /// drops it; make it yourself to keep the handles:
@@ -53,6 +54,8 @@ pub struct Runtime {
     tracker: Option<Arc<PerformanceTracker>>,
     #[cfg(feature = "store")]
     store: Option<streamgate_store::Store>,
+    #[cfg(feature = "redis")]
+    fleet: Option<streamgate_redis::Fleet>,
     quota: Vec<(BackendId, QuotaTracker)>,
     secrets: Secrets,
 }
@@ -62,6 +65,7 @@ impl fmt::Debug for Runtime {
         f.debug_struct("Runtime")
             .field("sink", &self.sink.is_some())
             .field("tracker", &self.tracker.is_some())
+            .field("shared_state", &self.has_fleet())
             .field(
                 "quota",
                 &self.quota.iter().map(|(id, _)| id).collect::<Vec<_>>(),
@@ -76,10 +80,25 @@ fn from_environment(name: &str) -> Option<String> {
 
 impl Runtime {
     /// Validates `config`, then makes its sinks (opening the store, if
-    /// any) and a quota tracker for each backend with the quota gate.
-    /// Keys are read from the process environment unless
-    /// [`secrets`](Self::secrets) says otherwise.
+    /// any), the Redis fleet of a `[shared_state]` section and a quota
+    /// tracker for each backend with the quota gate. Secrets are read from
+    /// the process environment (see [`with_secrets`](Self::with_secrets)).
+    ///
+    /// With `[shared_state]`, call it inside a tokio runtime: the fleet
+    /// starts connecting in the background at once (and decides locally
+    /// until connected), so no Redis needs to be reachable yet.
     pub fn new(config: &Config) -> Result<Self, ConfigError> {
+        Self::with_secrets(config, from_environment)
+    }
+
+    /// [`new`](Self::new), reading each secret (the API keys, the Redis
+    /// URL) with `lookup`, given the variable's name, instead of from the
+    /// process environment: a secret manager, or a test.
+    pub fn with_secrets(
+        config: &Config,
+        lookup: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
+    ) -> Result<Self, ConfigError> {
+        let secrets: Secrets = Arc::new(lookup);
         config.validate()?;
         let metrics = config.metrics.effective();
         let cap = metrics
@@ -138,26 +157,23 @@ impl Runtime {
                     .fold(Fanout::new(), |fanout, sink| fanout.with(sink)),
             )),
         };
-        let quota = quota_trackers(config, sink.as_ref())?;
-        Ok(Self {
+        #[cfg(feature = "redis")]
+        let fleet = match &config.shared_state {
+            None => None,
+            Some(shared) => Some(fleet(shared, &secrets, sink.as_ref())?),
+        };
+        let mut runtime = Self {
             sink,
             tracker,
             #[cfg(feature = "store")]
             store,
-            quota,
-            secrets: Arc::new(from_environment),
-        })
-    }
-
-    /// Reads each API key with `lookup` (given the variable's name) instead
-    /// of from the process environment: a secret manager, or a test.
-    #[must_use]
-    pub fn secrets(
-        mut self,
-        lookup: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
-    ) -> Self {
-        self.secrets = Arc::new(lookup);
-        self
+            #[cfg(feature = "redis")]
+            fleet,
+            quota: Vec::new(),
+            secrets,
+        };
+        runtime.quota = quota_trackers(config, &runtime)?;
+        Ok(runtime)
     }
 
     /// The sink every backend and the router report to, if any.
@@ -174,6 +190,28 @@ impl Runtime {
     #[cfg(feature = "store")]
     pub fn store(&self) -> Option<&streamgate_store::Store> {
         self.store.as_ref()
+    }
+
+    /// The Redis fleet of the `[shared_state]` section (its connection
+    /// and counters).
+    #[cfg(feature = "redis")]
+    pub fn fleet(&self) -> Option<&streamgate_redis::Fleet> {
+        self.fleet.as_ref()
+    }
+
+    fn has_fleet(&self) -> bool {
+        #[cfg(feature = "redis")]
+        return self.fleet.is_some();
+        #[cfg(not(feature = "redis"))]
+        false
+    }
+
+    /// The shared state `backend` uses, if any.
+    #[cfg(feature = "redis")]
+    fn shared_for(&self, backend: &BackendConfig) -> Option<&streamgate_redis::Fleet> {
+        self.fleet
+            .as_ref()
+            .filter(|_| backend.shared_state != Some(false))
     }
 
     /// The quota tracker of the backend called `backend`, unless its quota
@@ -194,19 +232,56 @@ impl Runtime {
         let Some(name) = backend.key_variable() else {
             return Ok(None);
         };
-        let at = format!("{path}.api_key_env");
-        match (self.secrets)(name) {
-            None => Err(ConfigError::new(
-                at,
-                format!("environment variable {name} is not set"),
-            )),
-            Some(key) if key.trim().is_empty() => Err(ConfigError::new(
-                at,
-                format!("environment variable {name} is empty"),
-            )),
-            Some(key) => Ok(Some(key)),
-        }
+        read_secret(&self.secrets, name, &format!("{path}.api_key_env")).map(Some)
     }
+}
+
+/// The secret in variable `name`; an error at `at` naming the variable
+/// (never its value) when it is unset or empty.
+fn read_secret(secrets: &Secrets, name: &str, at: &str) -> Result<String, ConfigError> {
+    match secrets(name) {
+        None => Err(ConfigError::new(
+            at,
+            format!("environment variable {name} is not set"),
+        )),
+        Some(value) if value.trim().is_empty() => Err(ConfigError::new(
+            at,
+            format!("environment variable {name} is empty"),
+        )),
+        Some(value) => Ok(value),
+    }
+}
+
+/// The fleet of `[shared_state]`, on the URL its variable holds.
+#[cfg(feature = "redis")]
+fn fleet(
+    shared: &super::SharedStateConfig,
+    secrets: &Secrets,
+    sink: Option<&Arc<dyn MetricsSink>>,
+) -> Result<streamgate_redis::Fleet, ConfigError> {
+    let name = shared.url_variable();
+    let url = read_secret(secrets, name, "shared_state.redis_url_env")?;
+    let mut builder = shared.configure(streamgate_redis::Fleet::builder(url));
+    if let Some(sink) = sink {
+        builder = builder.sink(sink.clone());
+    }
+    builder.build().map_err(|error| {
+        // The fleet's errors hold no password (it redacts them).
+        let message = error.to_string();
+        if message.starts_with("invalid redis url") {
+            ConfigError::new(
+                "shared_state.redis_url_env",
+                format!("the value of {name}: {message}"),
+            )
+        } else if message.contains("tokio runtime") {
+            ConfigError::new(
+                "shared_state",
+                "needs a tokio runtime: build the router inside one",
+            )
+        } else {
+            ConfigError::new("shared_state", message)
+        }
+    })
 }
 
 fn tracker_error(error: &streamgate_metrics::ConfigError) -> ConfigError {
@@ -238,11 +313,12 @@ fn store_error(error: &streamgate_store::StoreError) -> ConfigError {
     ConfigError::new(key, message)
 }
 
-/// A quota tracker for each backend whose gate is on, reporting to `sink`
-/// as the `Backend` builder's default tracker does.
+/// A quota tracker for each backend whose gate is on, reporting to the
+/// runtime's sink and sharing through its fleet as the `Backend` builder's
+/// default tracker does.
 fn quota_trackers(
     config: &Config,
-    sink: Option<&Arc<dyn MetricsSink>>,
+    runtime: &Runtime,
 ) -> Result<Vec<(BackendId, QuotaTracker)>, ConfigError> {
     let mut trackers = Vec::new();
     for (i, backend) in config.backends.iter().enumerate() {
@@ -252,8 +328,12 @@ fn quota_trackers(
             None => QuotaConfig::default(),
         };
         let mut builder = QuotaTracker::builder();
-        if let Some(sink) = sink {
+        if let Some(sink) = &runtime.sink {
             builder = builder.sink(sink.clone());
+        }
+        #[cfg(feature = "redis")]
+        if let Some(fleet) = runtime.shared_for(backend) {
+            builder = builder.shared(fleet.quota());
         }
         let tracker = settings.build(&format!("backends[{i}].quota"), builder)?;
         trackers.push((BackendId::new(backend.name.as_str()), tracker));
@@ -265,14 +345,21 @@ fn quota_trackers(
 /// builder applies its own rules, and their errors are given the path of
 /// the setting.
 pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
-    if let Some(hedge) = &config.router.hedge {
-        hedge.check()?;
+    config.router.check()?;
+    if let Some(shared) = &config.shared_state {
+        shared.check()?;
     }
     for (i, backend) in config.backends.iter().enumerate() {
         let path = format!("backends[{i}]");
         backend.check(&path)?;
         if let Some(probe) = &backend.throughput_probe {
             check_probe(&format!("{path}.throughput_probe"), probe)?;
+        }
+        if backend.shared_state.is_some() && config.shared_state.is_none() {
+            return Err(ConfigError::new(
+                format!("{path}.shared_state"),
+                "only with a [shared_state] section",
+            ));
         }
         if config.backends[..i].iter().any(|b| b.name == backend.name) {
             return Err(ConfigError::new(
@@ -299,14 +386,17 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
         tracker = tracker.min_samples(samples);
     }
     tracker.build().map_err(|e| tracker_error(&e))?;
-    let runtime = Runtime {
+    let mut runtime = Runtime {
         sink: None,
         tracker: None,
         #[cfg(feature = "store")]
         store: None,
-        quota: quota_trackers(config, None)?,
+        #[cfg(feature = "redis")]
+        fleet: None,
+        quota: Vec::new(),
         secrets: Arc::new(|_| None),
     };
+    runtime.quota = quota_trackers(config, &runtime)?;
     let mut backends = Backends::new();
     for backend in &config.backends {
         backends = backends.backend(layers(backend, &runtime, Unreachable));
@@ -382,6 +472,10 @@ fn layers<S>(config: &BackendConfig, runtime: &Runtime, client: S) -> Backend<S,
     match runtime.quota(&config.name) {
         Some(tracker) => backend = backend.quota(tracker.clone()),
         None => backend = backend.without_quota(),
+    }
+    #[cfg(feature = "redis")]
+    if let Some(fleet) = runtime.shared_for(config) {
+        backend = backend.shared_state(fleet);
     }
     if let Some(pacing) = &config.pacing {
         let pacing = pacing.clone();

@@ -1,6 +1,7 @@
 //! Declarative configuration: a whole router (every backend, its layers and
-//! the failover router, the metrics sinks and the analytics store) from one
-//! TOML, YAML or JSON file (feature `config`).
+//! the failover router, the metrics sinks, the analytics store and the
+//! state shared with other replicas) from one TOML, YAML or JSON file
+//! (feature `config`).
 //!
 //! Each section mirrors a builder, key for key: `[[backends]]` is
 //! [`Backend`](crate::Backend) (timeouts, `tpm_budget`, `min_throughput`)
@@ -9,8 +10,9 @@
 //! [`QuotaTrackerBuilder`](crate::quota::QuotaTrackerBuilder),
 //! `[backends.pacing]` is [`PacingLayerBuilder`](crate::quota::PacingLayerBuilder),
 //! `[router]` is [`FailoverBuilder`](crate::failover::FailoverBuilder)
-//! (strategy, hedging, retries, deadlines), `[metrics]` picks the sinks and
-//! `[store]` is the analytics store's builder. An
+//! (strategy, hedging, retries, deadlines), `[metrics]` picks the sinks,
+//! `[store]` is the analytics store's builder and `[shared_state]` the
+//! Redis fleet's (feature `redis`). An
 //! absent key keeps the builder's default, and
 //! [`Backends::from_config`](crate::Backends::from_config) makes the same
 //! calls the builder chain would.
@@ -19,15 +21,20 @@
 //! - Settings that are on by default (the breaker, the quota gate, the
 //!   breaker's "3 failures within 60 s" trigger, its half-open limit) are
 //!   turned off with `"off"`.
-//! - API keys are never in the file: `api_key_env` names the environment
-//!   variable, read when the router is built; an unset or empty variable is
-//!   an error naming it.
+//! - Secrets are never in the file: `api_key_env` names the environment
+//!   variable of a key, `shared_state.redis_url_env` that of the Redis URL,
+//!   read when the router is built; an unset or empty variable is an error
+//!   naming it.
+//! - The sticky strategy takes its session key from a field of the request
+//!   body: `router.session_key = "metadata.session_id"`.
 //! - Mistakes are found once, when the file is loaded, by the builders' own
 //!   checks, and reported with the path of the setting:
 //!   `backends[1].breaker.failure_rate: 150: must be a fraction above 0 and at most 1`.
 //!   Unknown keys are errors, with a "did you mean" when a known key is
 //!   close.
-//! - [`Config::effective`] fills in every default that applies, and
+//! - [`Backends::effective_config`](crate::Backends::effective_config)
+//!   reads back what a chain made from a file runs with, every default
+//!   filled in ([`Config::effective`] does it from the file alone), and
 //!   `Display` prints it (as TOML; [`Config::to_yaml`] and
 //!   [`Config::to_json`] for the other formats), so what a router runs with
 //!   can be read, and loaded again to the same router.
@@ -53,9 +60,10 @@
 //!     base_url = "http://127.0.0.1:8000/v1"
 //!     breaker = { consecutive_failures = 3, open_wait = "10s" }
 //! "#)?;
-//! let router = Backends::from_config(&config)?.build()?;
+//! let backends = Backends::from_config(&config)?;
+//! println!("{}", backends.effective_config()?); // every setting, with the defaults that apply
+//! let router = backends.build()?;
 //! # drop(router);
-//! println!("{config}"); // every setting, with the defaults that apply
 //!
 //! let typo = Config::from_toml_str("[router]\nretires = 1\n").unwrap_err();
 //! assert_eq!(typo.to_string(), "router.retires: unknown key `retires` (did you mean `retries`?)");
@@ -65,10 +73,12 @@
 mod backend;
 mod breaker;
 mod build;
+mod describe;
 mod error;
 mod metrics;
 mod quota;
 mod router;
+mod shared;
 mod value;
 
 use std::{fmt, path::Path};
@@ -84,9 +94,11 @@ pub use quota::{PacingConfig, QuotaConfig};
 pub use router::{
     BackoffConfig, ContextLength, HedgeConfig, HedgeDelayConfig, RouterConfig, StrategyConfig,
 };
+pub use shared::{ReconnectBackoff, SharedStateConfig, DEFAULT_REDIS_URL_ENV};
 pub use value::Toggle;
 
 pub(crate) use build::assemble;
+pub(crate) use describe::{describe, describe_backend};
 
 /// A whole router: the backends in priority order, the router's settings,
 /// the metrics sinks and the store.
@@ -103,6 +115,9 @@ pub struct Config {
     /// The SQLite analytics store (feature `store`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreConfig>,
+    /// State shared with the other replicas on Redis (feature `redis`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_state: Option<SharedStateConfig>,
     /// The backends, tried in this order.
     #[serde(default)]
     pub backends: Vec<BackendConfig>,
@@ -144,6 +159,7 @@ impl Config {
             router: RouterConfig::default(),
             metrics: MetricsConfig::default(),
             store: None,
+            shared_state: None,
             backends,
         }
     }
@@ -221,7 +237,18 @@ impl Config {
             router: self.router.effective(),
             metrics: self.metrics.effective(),
             store: self.store.as_ref().map(StoreConfig::effective),
-            backends: self.backends.iter().map(BackendConfig::effective).collect(),
+            shared_state: self.shared_state.as_ref().map(SharedStateConfig::effective),
+            backends: self
+                .backends
+                .iter()
+                .map(|backend| {
+                    let mut effective = backend.effective();
+                    if self.shared_state.is_some() {
+                        effective.shared_state = Some(backend.shared_state.unwrap_or(true));
+                    }
+                    effective
+                })
+                .collect(),
         }
     }
 

@@ -10,6 +10,7 @@ use streamgate_failover::{Backoff, ContextLengthPolicy, FailoverBuilder, Hedge, 
 use streamgate_failover::{
     DEFAULT_HEDGE_BUDGET, DEFAULT_HEDGE_FLOOR, DEFAULT_HEDGE_MIN_SAMPLES, DEFAULT_HEDGE_PERCENTILE,
 };
+use streamgate_providers::ChatRequest;
 
 use super::{
     value::{format_duration, optional_duration},
@@ -27,6 +28,13 @@ pub struct RouterConfig {
     /// How each request orders the backends (default `ordered`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub strategy: Option<StrategyConfig>,
+    /// With the `sticky` strategy, the request field that holds the
+    /// session key: a field of the request body beside the messages
+    /// ([`ChatRequest::extra`]), dotted into objects, e.g. `"user"`,
+    /// `"metadata.session_id"` or `"metadata.user_id"`. A string or number
+    /// there is the key; a request without one is routed in order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_key: Option<String>,
     /// Hedging of a slow first choice (default: never).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hedge: Option<HedgeConfig>,
@@ -56,10 +64,9 @@ pub struct RouterConfig {
 
 /// How each request orders the backends ([`Strategy`]): `"ordered"`,
 /// `"round_robin"`, `"least_time_to_first_content"`,
-/// `"power_of_two_choices"`, or `{ weighted = [3, 1, 1] }` (one weight per
-/// backend, in order). The sticky strategy needs a session key from each
-/// request, a function: set it in code
-/// (`.failover(|f| config.router.configure(f).strategy(..).session_key(..))`).
+/// `"power_of_two_choices"`, `"sticky"` (with
+/// [`session_key`](RouterConfig::session_key)), or `{ weighted = [3, 1, 1] }`
+/// (one weight per backend, in order).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -74,6 +81,8 @@ pub enum StrategyConfig {
     LeastTimeToFirstContent,
     /// The cheaper of two random backends first.
     PowerOfTwoChoices,
+    /// Requests of one session start at the same backend.
+    Sticky,
 }
 
 impl Serialize for StrategyConfig {
@@ -100,6 +109,7 @@ impl StrategyConfig {
             Self::Weighted(weights) => Strategy::Weighted(weights.clone()),
             Self::LeastTimeToFirstContent => Strategy::LeastTimeToFirstContent,
             Self::PowerOfTwoChoices => Strategy::PowerOfTwoChoices,
+            Self::Sticky => Strategy::Sticky,
         }
     }
 }
@@ -269,12 +279,16 @@ impl BackoffConfig {
 impl RouterConfig {
     /// Sets every key that is present on `builder`: what
     /// `Backends::failover` is given.
-    pub fn configure<Req: 'static, C: 'static>(
+    pub fn configure<C: 'static>(
         &self,
-        mut builder: FailoverBuilder<Req, C>,
-    ) -> FailoverBuilder<Req, C> {
+        mut builder: FailoverBuilder<ChatRequest, C>,
+    ) -> FailoverBuilder<ChatRequest, C> {
         if let Some(strategy) = &self.strategy {
             builder = builder.strategy(strategy.strategy());
+        }
+        if let Some(path) = &self.session_key {
+            let path: Vec<String> = path.split('.').map(str::to_owned).collect();
+            builder = builder.session_key(move |request: &ChatRequest| session_key(request, &path));
         }
         if let Some(hedge) = &self.hedge {
             builder = builder.hedge(hedge.hedge());
@@ -303,12 +317,48 @@ impl RouterConfig {
         builder
     }
 
+    /// Checks what the router's builder cannot see: that a session key
+    /// goes with the sticky strategy, and the hedge's keys.
+    pub(crate) fn check(&self) -> Result<(), ConfigError> {
+        let sticky = self.strategy == Some(StrategyConfig::Sticky);
+        match &self.session_key {
+            None if sticky => {
+                return Err(ConfigError::new(
+                    "router.session_key",
+                    "the sticky strategy needs the request field that holds the session \
+                     key, e.g. \"user\" or \"metadata.session_id\"",
+                ))
+            }
+            Some(_) if !sticky => {
+                return Err(ConfigError::new(
+                    "router.session_key",
+                    "only with strategy = \"sticky\"",
+                ))
+            }
+            Some(path) if path.split('.').any(str::is_empty) => {
+                return Err(ConfigError::new(
+                    "router.session_key",
+                    format!(
+                        "{path:?} is not a field path; write e.g. \"user\" or \
+                         \"metadata.session_id\""
+                    ),
+                ))
+            }
+            _ => {}
+        }
+        if let Some(hedge) = &self.hedge {
+            hedge.check()?;
+        }
+        Ok(())
+    }
+
     /// Every key filled in with the builder's defaults (the ones that are
     /// off by default stay absent).
     pub fn effective(&self) -> Self {
         let backoff = self.backoff.unwrap_or_default().backoff();
         Self {
             strategy: Some(self.strategy.clone().unwrap_or(StrategyConfig::Ordered)),
+            session_key: self.session_key.clone(),
             hedge: self.hedge.as_ref().map(HedgeConfig::effective),
             retries: Some(self.retries.unwrap_or(0)),
             backoff: Some(BackoffConfig {
@@ -348,9 +398,61 @@ impl RouterConfig {
     }
 }
 
+/// The session key at `path` in the request's extra body fields: a string,
+/// or a number's text; anything else (or nothing) is no key.
+fn session_key(request: &ChatRequest, path: &[String]) -> Option<String> {
+    let (first, rest) = path.split_first()?;
+    let mut value = request.extra.get(first)?;
+    for field in rest {
+        value = value.get(field)?;
+    }
+    match value {
+        serde_json::Value::String(key) => Some(key.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
 impl fmt::Display for RouterConfig {
     /// The effective settings, as TOML.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         super::print_toml(&self.effective(), f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(extra: serde_json::Value, path: &str) -> Option<String> {
+        let mut request = ChatRequest::new("m");
+        if let serde_json::Value::Object(fields) = extra {
+            request.extra = fields;
+        }
+        let path: Vec<String> = path.split('.').map(str::to_owned).collect();
+        session_key(&request, &path)
+    }
+
+    #[test]
+    fn a_session_key_is_a_string_or_number_at_its_path_in_the_body_fields() {
+        let body = serde_json::json!({
+            "user": "alice",
+            "metadata": { "session_id": "s-1", "tenant": { "id": 7 }, "flag": true },
+        });
+        assert_eq!(key(body.clone(), "user").as_deref(), Some("alice"));
+        assert_eq!(
+            key(body.clone(), "metadata.session_id").as_deref(),
+            Some("s-1")
+        );
+        assert_eq!(
+            key(body.clone(), "metadata.tenant.id").as_deref(),
+            Some("7")
+        );
+        // Anything else is no key: the request is routed in order.
+        assert_eq!(key(body.clone(), "metadata.flag"), None);
+        assert_eq!(key(body.clone(), "metadata"), None);
+        assert_eq!(key(body.clone(), "metadata.missing"), None);
+        assert_eq!(key(body, "user.name"), None);
+        assert_eq!(key(serde_json::json!({}), "user"), None);
     }
 }

@@ -103,22 +103,46 @@ pub trait LlmRequest: Clone {
 
 /// How a backend continues a partial answer given as an assistant prefill
 /// (see [`Continuable`]).
+///
+/// Each mechanism as its provider documents it. Whether a model accepts a
+/// prefill is the model's, not the wire format's: declare a mechanism only
+/// for a backend whose models accept it. A backend that refuses the prefill
+/// (a 400) fails before content, which the router treats as a continuation
+/// that failed: the next able backend is tried, or the caller gets the
+/// original error. No mechanism resumes a partial tool call: Anthropic
+/// `tool_use` input, OpenAI-compatible `tool_calls` and Gemini
+/// `functionCall` arguments are sent back only whole, and a prefill is text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Prefill {
     /// A final `assistant` message is continued as it is (Anthropic
     /// Messages). Anthropic refuses a final assistant message that ends in
-    /// whitespace, so the trailing whitespace is left out of the prefill.
+    /// whitespace, so the trailing whitespace is left out of the prefill,
+    /// and does not allow a prefill with extended thinking
+    /// (<https://platform.claude.com/docs/en/build-with-claude/prompt-engineering/prefill-claudes-response>).
+    /// Claude 4.6 and later models refuse any prefill with a 400
+    /// (<https://platform.claude.com/docs/en/about-claude/models/whats-new-claude-4-6#prefill-removal>):
+    /// declare it only for a backend serving earlier models.
     FinalAssistant,
     /// The final `assistant` message is marked `"prefix": true`
-    /// (OpenAI-compatible servers with prefix completion: DeepSeek's beta
-    /// endpoint, Mistral).
+    /// (OpenAI-compatible servers with prefix completion): DeepSeek, on its
+    /// beta base URL `https://api.deepseek.com/beta` only
+    /// (<https://api-docs.deepseek.com/guides/chat_prefix_completion>), and
+    /// Mistral (`prefix` on an assistant message,
+    /// <https://docs.mistral.ai/api/>).
     AssistantPrefix,
     /// The body gets `"continue_final_message": true` and
-    /// `"add_generation_prompt": false`, so the chat template leaves the
-    /// final assistant message open (vLLM's OpenAI-compatible server).
+    /// `"add_generation_prompt": false` (the two cannot both be true, and the
+    /// second defaults to true), so the chat template leaves the final
+    /// assistant message open (vLLM's OpenAI-compatible server, extra
+    /// parameters of the Chat API:
+    /// <https://docs.vllm.ai/en/latest/serving/openai_compatible_server.html>).
     ContinueFinalMessage,
-    /// A final `model` turn in `contents` (Gemini).
+    /// A final `model` turn in `contents` (Gemini). Gemini 3.6 Flash,
+    /// Gemini 3.5 Flash-Lite and every later model refuse a request that ends
+    /// with a model turn (a 400)
+    /// (<https://ai.google.dev/gemini-api/docs/latest-model>): declare it
+    /// only for a backend serving earlier models.
     ModelTurn,
 }
 

@@ -70,6 +70,7 @@ pub mod state;
 pub mod testing;
 pub mod time;
 mod usage;
+pub mod window;
 
 pub use backend::BackendId;
 pub use chunk::{Chunk, Continuable, LlmRequest, Prefill};

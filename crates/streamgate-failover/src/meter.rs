@@ -5,14 +5,11 @@ use std::{
     time::Duration,
 };
 
-use streamgate_core::{keyed::KeyedMap, BackendId};
+use streamgate_core::{keyed::KeyedMap, window::SlidingWindow, BackendId};
 use tokio::time::Instant;
 
-/// Buckets in the ring: the current second plus the 60 before it.
-const SLOTS: u64 = 61;
-
 /// The nominal length of the window.
-pub const WINDOW: Duration = Duration::from_secs(60);
+pub const WINDOW: Duration = streamgate_core::window::WINDOW;
 
 /// What a [`TpmMeter`] holds at one instant.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -34,16 +31,12 @@ pub struct BudgetExceeded {
     pub retry_after: Option<Duration>,
 }
 
-/// The ring of one-second buckets. Not thread-safe; [`TpmMeter`] wraps it.
+/// Core's sliding window, the origin its seconds count from, and the
+/// reservations in flight. Not thread-safe; [`TpmMeter`] wraps it.
 #[derive(Clone, Debug)]
 struct Ring {
     origin: Option<Instant>,
-    /// The second (since `origin`) of the newest bucket.
-    head: u64,
-    tokens: [u64; SLOTS as usize],
-    requests: [u64; SLOTS as usize],
-    total_tokens: u64,
-    total_requests: u64,
+    window: SlidingWindow,
     reserved: u64,
 }
 
@@ -51,61 +44,37 @@ impl Ring {
     const fn new() -> Self {
         Self {
             origin: None,
-            head: 0,
-            tokens: [0; SLOTS as usize],
-            requests: [0; SLOTS as usize],
-            total_tokens: 0,
-            total_requests: 0,
+            window: SlidingWindow::new(),
             reserved: 0,
         }
     }
 
-    /// Moves the ring to the second of `now` and returns the bucket index.
-    /// An instant before the newest bucket lands in the newest bucket.
-    fn advance(&mut self, now: Instant) -> usize {
+    /// The second of `now` since the origin (the first instant seen); an
+    /// instant before the newest second lands in it.
+    fn second(&mut self, now: Instant) -> u64 {
         let origin = *self.origin.get_or_insert(now);
-        let second = now.saturating_duration_since(origin).as_secs();
-        if second > self.head {
-            let steps = (second - self.head).min(SLOTS);
-            for step in 1..=steps {
-                let slot = ((self.head + step) % SLOTS) as usize;
-                self.total_tokens -= self.tokens[slot];
-                self.total_requests -= self.requests[slot];
-                self.tokens[slot] = 0;
-                self.requests[slot] = 0;
-            }
-            self.head = second;
-        }
-        (self.head % SLOTS) as usize
+        now.saturating_duration_since(origin).as_secs()
     }
 
-    fn add_tokens(&mut self, now: Instant, tokens: u64) {
-        let slot = self.advance(now);
-        self.tokens[slot] = self.tokens[slot].saturating_add(tokens);
-        self.total_tokens = self.total_tokens.saturating_add(tokens);
+    /// `(tokens, requests)` in the window at `now`, moving it there.
+    fn totals(&mut self, now: Instant) -> (u64, u64) {
+        let second = self.second(now);
+        self.window.advance(second);
+        self.window.totals(second)
     }
 
-    fn add_request(&mut self, now: Instant) {
-        let slot = self.advance(now);
-        self.requests[slot] += 1;
-        self.total_requests += 1;
+    fn add(&mut self, now: Instant, tokens: u64, requests: u64) {
+        let second = self.second(now);
+        self.window.add(second, tokens, requests);
     }
 
     /// How long until expiry frees `need` tokens of the window, oldest
-    /// bucket first. `None` if the whole window holds fewer.
+    /// second first. `None` if the whole window holds fewer.
     fn time_to_free(&self, now: Instant, need: u64) -> Option<Duration> {
         let origin = self.origin?;
-        let oldest = self.head.saturating_sub(SLOTS - 1);
-        let mut freed = 0u64;
-        for second in oldest..=self.head {
-            freed = freed.saturating_add(self.tokens[(second % SLOTS) as usize]);
-            if freed >= need {
-                // Second `s` leaves the window when second `s + 61` starts.
-                let expires = origin + Duration::from_secs(second + SLOTS);
-                return Some(expires.saturating_duration_since(now));
-            }
-        }
-        None
+        let second = self.window.freed_by(need)?;
+        let expires = origin + Duration::from_secs(second);
+        Some(expires.saturating_duration_since(now))
     }
 }
 
@@ -124,9 +93,10 @@ impl Ring {
 /// 60 s; it over-counts by at most what was recorded in the one second just
 /// before them, which for a budget gate is the safe side.
 ///
-/// The ring holds 61 one-second buckets and running totals: recording and
-/// reading are O(1) (moving forward clears at most 61 buckets once), memory
-/// is constant, and each operation is one short critical section.
+/// These are the semantics of core's [`SlidingWindow`] (the tracker's
+/// tokens per minute use the same one): 61 one-second slots with running
+/// totals, so recording and reading are O(1), memory is constant, and each
+/// operation is one short critical section.
 ///
 /// Every method takes `now`, so the arithmetic is tested on any clock.
 /// Thread-safe: each call is one short critical section, and
@@ -159,26 +129,22 @@ impl TpmMeter {
 
     /// Records `tokens` used at `now`.
     pub fn record_tokens(&self, now: Instant, tokens: u64) {
-        self.lock().add_tokens(now, tokens);
+        self.lock().add(now, tokens, 0);
     }
 
     /// Records one request made at `now`.
     pub fn record_request(&self, now: Instant) {
-        self.lock().add_request(now);
+        self.lock().add(now, 0, 1);
     }
 
     /// Tokens recorded in the window ending at `now`.
     pub fn tokens_per_minute(&self, now: Instant) -> u64 {
-        let mut ring = self.lock();
-        ring.advance(now);
-        ring.total_tokens
+        self.lock().totals(now).0
     }
 
     /// Requests recorded in the window ending at `now`.
     pub fn requests_per_minute(&self, now: Instant) -> u64 {
-        let mut ring = self.lock();
-        ring.advance(now);
-        ring.total_requests
+        self.lock().totals(now).1
     }
 
     /// Tokens reserved by requests in flight.
@@ -189,10 +155,10 @@ impl TpmMeter {
     /// Window totals and reservations at `now`.
     pub fn snapshot(&self, now: Instant) -> TpmSnapshot {
         let mut ring = self.lock();
-        ring.advance(now);
+        let (tokens_per_minute, requests_per_minute) = ring.totals(now);
         TpmSnapshot {
-            tokens_per_minute: ring.total_tokens,
-            requests_per_minute: ring.total_requests,
+            tokens_per_minute,
+            requests_per_minute,
             reserved: ring.reserved,
         }
     }
@@ -233,12 +199,9 @@ impl TpmMeter {
 
     fn reserve(&self, now: Instant, tokens: u64, limit: Option<u64>) -> Result<(), BudgetExceeded> {
         let mut ring = self.lock();
-        ring.advance(now);
+        let (used, _) = ring.totals(now);
         if let Some(limit) = limit {
-            let wanted = ring
-                .total_tokens
-                .saturating_add(ring.reserved)
-                .saturating_add(tokens);
+            let wanted = used.saturating_add(ring.reserved).saturating_add(tokens);
             if wanted > limit {
                 return Err(BudgetExceeded {
                     retry_after: ring.time_to_free(now, wanted - limit),
@@ -246,14 +209,14 @@ impl TpmMeter {
             }
         }
         ring.reserved = ring.reserved.saturating_add(tokens);
-        ring.add_request(now);
+        ring.add(now, 0, 1);
         Ok(())
     }
 
     fn settle(&self, now: Instant, reserved: u64, used: u64) {
         let mut ring = self.lock();
         ring.reserved = ring.reserved.saturating_sub(reserved);
-        ring.add_tokens(now, used);
+        ring.add(now, used, 0);
     }
 }
 

@@ -20,8 +20,9 @@ use streamgate_failover::{
     Abandoned, Continuation, ContinuationLog, Failover, FailoverBody, FailoverBuilder,
 };
 use streamgate_providers::{ChatChunk, ToolCallDelta};
+use streamgate_timeout::FirstChunkTimeoutLayer;
 use tokio::time::Instant;
-use tower::ServiceExt;
+use tower::{Layer, ServiceExt};
 
 const MS: fn(u64) -> Duration = Duration::from_millis;
 
@@ -321,6 +322,37 @@ async fn the_continuing_backend_must_start_within_its_first_content_deadline() {
     // The fallback was given its deadline, no more.
     assert_eq!(started.elapsed(), MS(1_000));
     assert_eq!(fallback.requests().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_continuation_that_stalls_before_its_overlap_is_known_gives_the_original_error() {
+    let primary = Recorded::new(cut());
+    // Repeats the start of the received text, then goes silent: the rule
+    // is still undecided, the repeat held back, when the idle deadline cuts.
+    let fallback = ScriptedService::new(Script::new().text("Hel").stall());
+    let idle = FirstChunkTimeoutLayer::builder(MS(5_000))
+        .idle(MS(500))
+        .build()
+        .unwrap();
+    let router = primary
+        .add(Failover::builder(), "primary")
+        .service("fallback", idle.layer(fallback.clone()))
+        .continues_with("fallback", Prefill::AssistantPrefix)
+        .continuation(Continuation::new())
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let (text, error, log) = read(router).await;
+    // Nothing of the held text reached the caller, and the error is the
+    // first stream's, not the continuation's timeout.
+    assert_eq!(
+        (text.as_str(), error),
+        ("Hello wor", Some(ErrorClass::Network))
+    );
+    assert_eq!(log.abandoned(), Some(Abandoned::Failed));
+    assert!(log.continued().is_empty());
+    assert_eq!(fallback.probe().calls(), 1);
+    assert_eq!(started.elapsed(), MS(500));
 }
 
 #[tokio::test(start_paused = true)]

@@ -193,6 +193,9 @@ impl ChatRequest {
 /// | `AssistantPrefix` (DeepSeek, Mistral) | the final `assistant` message with `"prefix": true` |
 /// | `ContinueFinalMessage` (vLLM) | `"continue_final_message": true, "add_generation_prompt": false` |
 /// | `ModelTurn` (Gemini) | a final `model` turn in `contents` |
+///
+/// Each variant of [`Prefill`] links its provider's documentation and says
+/// which models refuse it.
 impl Continuable for ChatRequest {
     fn continued(&self, partial: &str, how: Prefill) -> Option<Self> {
         let mut request = self.clone();

@@ -22,8 +22,8 @@ use tokio::{
 use crate::{mirror::Mirror, scripts, shared::Shared};
 
 /// Slots in the shared window: the current one plus the 60 before it, as
-/// in the local meter.
-pub(crate) const SLOTS: u64 = 61;
+/// in core's window that the local meter and the tracker count on.
+pub(crate) const SLOTS: u64 = streamgate_core::window::SLOTS as u64;
 
 /// The longest model name kept in a key; longer names are cut (a request's
 /// model is outside input).

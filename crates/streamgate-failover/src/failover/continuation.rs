@@ -27,6 +27,26 @@
 //! text, taken as a repeat (rule 1). Text without separators (CJK) is one
 //! word: a regenerated answer that shares a first part of it and then
 //! differs is taken as a continuation.
+//!
+//! # The mechanisms
+//!
+//! The request type adds the prefill ([`Continuable`](streamgate_core::Continuable));
+//! a backend declares how it takes one ([`Prefill`]), as its provider
+//! documents it:
+//!
+//! | [`Prefill`] | provider | documented at | refused by |
+//! |---|---|---|---|
+//! | `FinalAssistant` | Anthropic Messages | <https://platform.claude.com/docs/en/build-with-claude/prompt-engineering/prefill-claudes-response> | a prefill ending in whitespace (left out here); extended thinking; Claude 4.6 and later (<https://platform.claude.com/docs/en/about-claude/models/whats-new-claude-4-6#prefill-removal>) |
+//! | `AssistantPrefix` | DeepSeek (beta base URL), Mistral | <https://api-docs.deepseek.com/guides/chat_prefix_completion>, <https://docs.mistral.ai/api/> | DeepSeek's non-beta base URL |
+//! | `ContinueFinalMessage` | vLLM | <https://docs.vllm.ai/en/latest/serving/openai_compatible_server.html> | `add_generation_prompt: true` (sent false) |
+//! | `ModelTurn` | Gemini | <https://ai.google.dev/gemini-api/docs/latest-model> | Gemini 3.6 Flash, 3.5 Flash-Lite and later |
+//!
+//! A refusal is a continuing attempt that fails before content: the next
+//! able backend is tried, or the caller gets the original error. None of
+//! these resumes a partial tool call (tool arguments go back only whole),
+//! so a stream that carried one is never continued. A server that
+//! repeats the prefill in its answer, or ignores it, is what the overlap
+//! rule is for.
 
 use std::{
     fmt,

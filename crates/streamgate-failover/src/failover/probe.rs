@@ -47,6 +47,21 @@ impl ThroughputProbe {
         }
     }
 
+    /// Content chunks held after the first, at most.
+    pub fn chunks(&self) -> usize {
+        self.chunks
+    }
+
+    /// How long the stream is held, at most.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// The slowest acceptable start, in tokens per second.
+    pub fn min_tokens_per_sec(&self) -> f64 {
+        self.min_tokens_per_sec
+    }
+
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         if self.chunks == 0 {
             return Err(ConfigError::new("probe chunks must be at least 1"));

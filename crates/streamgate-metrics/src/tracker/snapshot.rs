@@ -113,9 +113,11 @@ pub struct KeySnapshot {
     /// Token usage summed over requests (output falls back to the streamed
     /// estimate when the provider reported none).
     pub usage: Usage,
-    /// Tokens (input + output) of the requests finished in the last 60 s.
+    /// Tokens (input + output) of the requests finished in the last minute,
+    /// on the window semantics of [`streamgate_core::window`] (the TPM
+    /// budget gate counts the same way).
     pub tokens_per_minute: u64,
-    /// Requests finished in the last 60 s.
+    /// Requests finished in the last minute, on the same window.
     pub requests_per_minute: u64,
     /// Time to first content (all requests that got content), milliseconds.
     pub time_to_first_content_ms: Option<Percentiles>,
@@ -182,6 +184,9 @@ pub struct HedgeCounts {
     pub won: u64,
     /// The first choice produced content first.
     pub lost: u64,
+    /// The token estimates of the requests the hedges sent again: the
+    /// prompt tokens the extra attempts cost.
+    pub extra_tokens: u64,
 }
 
 /// A point-in-time copy of a [`PerformanceTracker`](super::PerformanceTracker).

@@ -4,13 +4,13 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use hdrhistogram::Histogram;
+use streamgate_core::window::SlidingWindow;
 use streamgate_core::{
     ErrorClass, Outcome, QuotaState, RejectReason, RequestRecord, TimeoutKind, Usage,
 };
 use tokio::time::Instant;
 
 use super::{
-    rate::RateWindow,
     size::InputSize,
     snapshot::{CategorySnapshot, KeySnapshot, Percentiles, QuotaSnapshot, TimeoutCounts},
 };
@@ -136,7 +136,9 @@ pub(crate) struct KeyStats {
     decode: Hist,
     end_to_end: Hist,
     pub(crate) categories: [Option<Box<CategoryStats>>; 6],
-    rate: RateWindow,
+    /// Tokens and requests per minute: core's one window, as the TPM
+    /// meter counts them.
+    rate: SlidingWindow,
     quota: Option<Quota>,
 }
 
@@ -179,7 +181,7 @@ impl KeyStats {
             decode: Hist::rate(),
             end_to_end: Hist::rate(),
             categories: Default::default(),
-            rate: RateWindow::default(),
+            rate: SlidingWindow::new(),
             quota: None,
         }
     }
@@ -217,7 +219,7 @@ impl KeyStats {
         };
         let usage = counted_usage(record);
         add_usage(&mut self.usage, usage);
-        self.rate.record(second, usage.total());
+        self.rate.add(second, usage.total(), 1);
         if let Some(ttfc) = record.time_to_first_content {
             self.time_to_first_content.record_duration(ttfc);
         }
@@ -288,7 +290,7 @@ impl KeyStats {
         now: Instant,
         second: u64,
     ) -> KeySnapshot {
-        let (tpm, rpm) = self.rate.per_minute(second);
+        let (tpm, rpm) = self.rate.totals(second);
         let failures: BTreeMap<&'static str, u64> = self
             .failures
             .iter()
