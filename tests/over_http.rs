@@ -560,3 +560,79 @@ async fn over_http_weighted_p2c_and_sticky_choose_as_documented() {
     }
     assert_eq!(servers.iter().filter(|s| s.served() > 0).count(), 1);
 }
+
+/// Counts what one backend's guards report: starts, ends by outcome, and
+/// refusals.
+#[derive(Default)]
+struct GuardEvents(std::sync::Mutex<Vec<String>>);
+
+impl MetricsSink for GuardEvents {
+    fn record(&self, event: &streamgate::core::Event<'_>) {
+        use streamgate::core::Event;
+        let entry = match event {
+            Event::RequestStarted { .. } => "started".to_owned(),
+            Event::Completed(record) => format!("completed {}", record.outcome.as_str()),
+            Event::Rejected { reason, .. } => format!("rejected {}", reason.as_str()),
+            _ => return,
+        };
+        self.0.lock().unwrap().push(entry);
+    }
+}
+
+#[tokio::test]
+async fn over_http_the_fused_guards_end_each_call_once_and_report_a_refusal_once() {
+    let server = MockServer::start(
+        MockConfig::new().with_sequence([
+            Plan::new().with_output_tokens(3),
+            Plan::new()
+                .fail_with_status(429)
+                .with_retry_after(Duration::from_secs(30)),
+        ]),
+    )
+    .await
+    .unwrap();
+    let events = Arc::new(GuardEvents::default());
+    let backend = Backend::new(
+        "openai",
+        OpenAiChat::builder()
+            .base_url(format!("{}/v1", server.url()))
+            .build()
+            .unwrap(),
+    )
+    .first_content_timeout(Duration::from_secs(10))
+    .tpm_budget(1_000_000)
+    .metrics(events.clone())
+    .build()
+    .unwrap();
+
+    let request = || ChatRequest::new("mock-model").with_user("hello");
+    // Served: one start, one clean end.
+    let response = backend.clone().oneshot(request()).await.unwrap();
+    let chunks: Vec<_> = response.into_body().collect().await;
+    assert!(chunks.iter().all(Result::is_ok));
+    // Rate limited: the quota gate learns the 30 s; the call fails once.
+    let Err(error) = backend.clone().oneshot(request()).await else {
+        panic!("a 429 is an error");
+    };
+    assert_eq!(classify(&*error), ErrorClass::RateLimited);
+    // Refused by the quota gate, inside the same guard layer as metrics and
+    // TPM: reported once, recorded once, the server never called.
+    let Err(error) = backend.clone().oneshot(request()).await else {
+        panic!("refused");
+    };
+    let rejected = error.downcast_ref::<Rejected>().expect("a rejection");
+    assert_eq!(rejected.reason, RejectReason::QuotaExhausted);
+    assert_eq!(server.requests().len(), 2);
+    assert_eq!(
+        *events.0.lock().unwrap(),
+        [
+            "started",
+            "completed success",
+            "started",
+            "completed rate_limited",
+            "started",
+            "rejected quota_exhausted",
+            "completed rejected",
+        ]
+    );
+}
