@@ -457,6 +457,39 @@ fn render(r: &Results, commands: &[String], quick: bool) -> String {
     line("noise of the bare client (a few ns) can come out slightly negative. \"Before\" is the last run");
     line("of version 1's shape, where metrics, TPM, quota and the breaker each wrapped the future and");
     line("the body; the machine is shared, so figures between runs move by several percent.");
+    // The before run's bare client and full stack, to compare like with like
+    // when the machine was busier or quieter in this run.
+    const BEFORE_BARE_REQUEST: f64 = 62.6;
+    const BEFORE_FULL_REQUEST: f64 = 2_220.0;
+    const BEFORE_BARE_CHUNK: f64 = 2.3;
+    const BEFORE_FULL_CHUNK: f64 = 63.8;
+    if let (Some(bare), Some(full)) = (
+        r.median("per_request/bare"),
+        r.median("per_request/full_stack"),
+    ) {
+        let per_chunk = |id: &str| {
+            r.median(&format!("per_chunk/{id}_1000"))
+                .map(|t| t / (LONG_TOKENS + 2.0))
+        };
+        line("");
+        line(&format!(
+            "In this run the bare client took {} per request (before: {}). As multiples of the bare \
+             client, which the machine's load affects alike, the full stack went from {:.1}× to {:.1}× \
+             per request{}.",
+            Time(bare),
+            Time(BEFORE_BARE_REQUEST),
+            BEFORE_FULL_REQUEST / BEFORE_BARE_REQUEST,
+            full / bare,
+            match (per_chunk("bare"), per_chunk("full_stack")) {
+                (Some(b), Some(f)) if b > 0.0 => format!(
+                    " and from {:.1}× to {:.1}× per chunk of the 1,000-chunk stream",
+                    BEFORE_FULL_CHUNK / BEFORE_BARE_CHUNK,
+                    f / b
+                ),
+                _ => String::new(),
+            }
+        ));
+    }
     line("");
 
     line("## Per request");
