@@ -22,6 +22,9 @@
 //! - An open circuit rejects in `call` with
 //!   [`Rejected`](streamgate_core::Rejected) (`CircuitOpen`, with the time
 //!   left) without calling the inner service.
+//! - The layer is a [`GuardLayer`](streamgate_core::guard::GuardLayer) of a
+//!   [`BreakerGuard`] ([`CircuitBreakerLayer::into_guard`] to fuse it with
+//!   other guards); the [`Permit`] is its ticket.
 //! - Transitions and rejections go to the optional
 //!   [`MetricsSink`](streamgate_core::MetricsSink).
 //!

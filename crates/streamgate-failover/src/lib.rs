@@ -5,7 +5,9 @@
 //!   of one-second buckets, with reservations for requests in flight
 //!   ([`TpmMeter`] documents the exact window).
 //! - [`TpmLayer`]: per backend, a *budget* gate (a maximum TPM: reserve the
-//!   estimate at admission, reconcile with real usage at the end).
+//!   estimate at admission, reconcile with real usage at the end): a
+//!   [`GuardLayer`](streamgate_core::guard::GuardLayer) of a [`TpmGuard`]
+//!   ([`TpmLayer::into_guard`] to fuse it with other guards).
 //! - [`Failover`]: backends ordered by a [`Strategy`] and the scoreboard,
 //!   tried until one commits a stream;
 //!   refusals skipped, retryable failures retried or failed over before the

@@ -11,6 +11,11 @@
 //! (feature `opentelemetry`) and [`TracingSink`] export to the ecosystem, and
 //! [`Fanout`] sends to several at once. Metric names live in [`names`].
 //!
+//! The layer is a [`GuardLayer`](streamgate_core::guard::GuardLayer) of
+//! [`Measure`], a guard that never refuses (so readiness stays the inner
+//! service's); [`MetricsLayer::into_guard`] hands it to a guard layer that
+//! fuses it with gates, as `Backend` does with TPM and quota.
+//!
 //! # Rejections
 //!
 //! Every sink follows one rule: a request a gate refused (an open breaker,

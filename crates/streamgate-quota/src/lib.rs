@@ -12,7 +12,9 @@
 //!   ([`QuotaTracker::admit`] and its [`InFlight`] guard).
 //! - [`QuotaLayer`]: refuses with
 //!   [`Rejected`](streamgate_core::Rejected)`{ reason: QuotaExhausted }`
-//!   before calling, and learns from every response and error.
+//!   before calling, and learns from every response and error: a
+//!   [`GuardLayer`](streamgate_core::guard::GuardLayer) of a [`QuotaGuard`]
+//!   ([`QuotaLayer::into_guard`] to fuse it with other guards).
 //! - [`PacingLayer`]: waits (never fails) to stay under configured or learned
 //!   limits, token-weighted by the request's estimate.
 //! - [`explain`]: what streamgate makes of a response: the functions the
