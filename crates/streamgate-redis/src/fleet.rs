@@ -19,7 +19,12 @@ use tokio::{
     time::Instant,
 };
 
-use crate::{mirror::Mirror, scripts, shared::Shared};
+use crate::{
+    in_flight::{Count, InFlight},
+    mirror::Mirror,
+    scripts,
+    shared::Shared,
+};
 
 /// Slots in the shared window: the current one plus the 60 before it, as
 /// in the local meter.
@@ -67,6 +72,12 @@ pub struct FleetStats {
     /// Admissions decided from local state alone because shared state was
     /// unreachable or slower than the timeout.
     pub local_decisions: u64,
+    /// Round trips to Redis made for requests: admissions (TPM
+    /// reservations, probe leases), written-behind writes (each one round
+    /// trip, however many commands it pipelines) and
+    /// [`Fleet::tpm_use`]. Connecting and reading back stored facts are
+    /// not counted.
+    pub round_trips: u64,
 }
 
 /// Configures a [`Fleet`]; see each setting for its default.
@@ -79,6 +90,7 @@ pub struct FleetBuilder {
     connect_timeout: Duration,
     window: Duration,
     reservation_ttl: Duration,
+    in_flight_ttl: Duration,
     queue_capacity: usize,
     backoff: (Duration, Duration),
     sink: SharedSink,
@@ -92,6 +104,7 @@ impl fmt::Debug for FleetBuilder {
             .field("timeout", &self.timeout)
             .field("window", &self.window)
             .field("reservation_ttl", &self.reservation_ttl)
+            .field("in_flight_ttl", &self.in_flight_ttl)
             .field("queue_capacity", &self.queue_capacity)
             .finish_non_exhaustive()
     }
@@ -132,6 +145,15 @@ impl FleetBuilder {
     /// died while holding it comes back after this.
     pub fn reservation_ttl(mut self, ttl: Duration) -> Self {
         self.reservation_ttl = ttl;
+        self
+    }
+
+    /// How long this replica's in-flight counts hold in shared state
+    /// without a refresh (default 10 s): it refreshes them every third of
+    /// it while they are above zero, so the counts of a replica that died
+    /// disappear from every other replica after at most this.
+    pub fn in_flight_ttl(mut self, ttl: Duration) -> Self {
+        self.in_flight_ttl = ttl;
         self
     }
 
@@ -177,6 +199,12 @@ impl FleetBuilder {
                 &[],
             ));
         }
+        if self.in_flight_ttl < Duration::from_millis(30) {
+            return Err(FleetError::new(
+                "the in-flight ttl must be at least 30 ms",
+                &[],
+            ));
+        }
         if self.queue_capacity == 0 {
             return Err(FleetError::new("the queue capacity must be above 0", &[]));
         }
@@ -205,6 +233,10 @@ impl FleetBuilder {
             backoff: self.backoff,
             slot_ms,
             reservation_ttl_ms: self.reservation_ttl.as_millis().max(1) as u64,
+            in_flight_ttl: self.in_flight_ttl,
+            in_flight: InFlight::default(),
+            restored: Arc::new(Notify::new()),
+            round_trips: AtomicU64::new(0),
             conn: RwLock::new(None),
             up: AtomicBool::new(false),
             up_watch: up_tx,
@@ -231,6 +263,11 @@ impl FleetBuilder {
             inner.shutdown.subscribe(),
         ));
         runtime.spawn(write_behind(Arc::downgrade(&inner), queue));
+        runtime.spawn(refresh_in_flight(
+            Arc::downgrade(&inner),
+            Arc::clone(&inner.restored),
+            inner.shutdown.subscribe(),
+        ));
         let shared = Arc::new(Shared(Arc::clone(&inner)));
         let state = SharedState::new()
             .with_tpm(shared.clone())
@@ -265,6 +302,7 @@ impl Fleet {
             connect_timeout: Duration::from_millis(100),
             window: Duration::from_secs(60),
             reservation_ttl: Duration::from_secs(600),
+            in_flight_ttl: Duration::from_secs(10),
             queue_capacity: 1024,
             backoff: (Duration::from_millis(10), Duration::from_secs(1)),
             sink: None,
@@ -316,6 +354,7 @@ impl Fleet {
             outages: self.inner.outages.load(Ordering::Relaxed),
             dropped_writes: self.inner.dropped.load(Ordering::Relaxed),
             local_decisions: self.inner.local.load(Ordering::Relaxed),
+            round_trips: self.inner.round_trips.load(Ordering::Relaxed),
         }
     }
 
@@ -329,6 +368,7 @@ impl Fleet {
         let mut call = fleet.current.prepare_invoke();
         call.key(&keys[0]).key(&keys[1]).key(&keys[2]);
         call.arg(fleet.slot_ms).arg(SLOTS);
+        fleet.round_trip();
         match tokio::time::timeout(fleet.timeout, call.invoke_async::<u64>(&mut conn)).await {
             Ok(Ok(total)) => Some(total),
             _ => None,
@@ -360,6 +400,9 @@ pub(crate) enum Write {
     },
     /// Commands made in one round trip.
     Pipeline(redis::Pipeline),
+    /// Stores and publishes this replica's in-flight count of a key, as it
+    /// is when written.
+    InFlight(Arc<Count>),
     /// Answers when everything before it is written.
     Flush(tokio::sync::oneshot::Sender<()>),
 }
@@ -375,6 +418,11 @@ pub(crate) struct Inner {
     backoff: (Duration, Duration),
     pub(crate) slot_ms: u64,
     pub(crate) reservation_ttl_ms: u64,
+    pub(crate) in_flight_ttl: Duration,
+    pub(crate) in_flight: InFlight,
+    /// Wakes the refresher when sharing resumes.
+    restored: Arc<Notify>,
+    round_trips: AtomicU64,
     conn: RwLock<Option<MultiplexedConnection>>,
     up: AtomicBool,
     up_watch: watch::Sender<bool>,
@@ -420,6 +468,11 @@ impl Inner {
             .clone()
     }
 
+    /// Counts a round trip made for requests.
+    pub(crate) fn round_trip(&self) {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts an admission decided locally.
     pub(crate) fn decided_locally(&self) {
         self.local.fetch_add(1, Ordering::Relaxed);
@@ -435,6 +488,8 @@ impl Inner {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
             self.up_watch.send_replace(false);
+            // What the others have in flight is unknown from now on.
+            self.in_flight.clear_others();
             self.report_degraded(error);
             self.wake.notify_one();
         }
@@ -461,6 +516,7 @@ impl Inner {
             .take();
         self.up.store(true, Ordering::Release);
         self.up_watch.send_replace(true);
+        self.restored.notify_one();
         if self.reported.swap(false, Ordering::AcqRel) {
             let after = since.map_or(Duration::ZERO, |since| since.elapsed());
             emit(&self.sink, || Event::SharedStateRestored {
@@ -472,9 +528,19 @@ impl Inner {
 
     /// Queues `write` without waiting; counts it when the queue is full or
     /// shared state is unreachable.
-    pub(crate) fn write_behind(&self, write: Write) {
+    pub(crate) fn write_behind(&self, write: Write) -> bool {
         if !self.up.load(Ordering::Acquire) || self.writes.try_send(write).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Queues a write of `count` unless one is queued already (it will
+    /// carry this change too).
+    pub(crate) fn write_in_flight(&self, count: &Arc<Count>) {
+        if count.claim_write() && !self.write_behind(Write::InFlight(Arc::clone(count))) {
+            count.unclaim_write();
         }
     }
 
@@ -603,6 +669,7 @@ async fn write_behind(inner: Weak<Inner>, mut queue: mpsc::Receiver<Write>) {
                     fleet.dropped.fetch_add(1, Ordering::Relaxed);
                     continue;
                 };
+                fleet.round_trip();
                 let mut call = fleet.reconcile.prepare_invoke();
                 call.key(&keys[0]).key(&keys[1]).key(&keys[2]);
                 call.arg(used).arg(id).arg(fleet.slot_ms).arg(SLOTS);
@@ -613,6 +680,18 @@ async fn write_behind(inner: Weak<Inner>, mut queue: mpsc::Receiver<Write>) {
                     fleet.dropped.fetch_add(1, Ordering::Relaxed);
                     continue;
                 };
+                fleet.round_trip();
+                tokio::time::timeout(fleet.timeout, pipe.query_async::<()>(&mut conn)).await
+            }
+            Write::InFlight(count) => {
+                // Changes from here on queue a write of their own.
+                count.unclaim_write();
+                let Some(mut conn) = fleet.connection() else {
+                    fleet.dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                let pipe = crate::shared::in_flight(&fleet, &count);
+                fleet.round_trip();
                 tokio::time::timeout(fleet.timeout, pipe.query_async::<()>(&mut conn)).await
             }
         };
@@ -620,6 +699,30 @@ async fn write_behind(inner: Weak<Inner>, mut queue: mpsc::Receiver<Write>) {
             Ok(Ok(())) => {}
             Ok(Err(error)) => fleet.degrade(&error.to_string()),
             Err(_) => fleet.degrade("a write timed out"),
+        }
+    }
+}
+
+/// Refreshes this replica's non-zero in-flight counts every third of their
+/// TTL, and writes every count when sharing resumes (the others forgot
+/// them, or Redis lost them). Ends with the fleet.
+async fn refresh_in_flight(
+    inner: Weak<Inner>,
+    restored: Arc<Notify>,
+    mut shutdown: watch::Receiver<()>,
+) {
+    let Some(period) = inner.upgrade().map(|fleet| fleet.in_flight_ttl / 3) else {
+        return;
+    };
+    loop {
+        let idle = tokio::select! {
+            _ = tokio::time::sleep(period) => false,
+            _ = restored.notified() => true,
+            _ = shutdown.changed() => return,
+        };
+        let Some(fleet) = inner.upgrade() else { return };
+        for count in fleet.in_flight.own_counts(idle) {
+            fleet.write_in_flight(&count);
         }
     }
 }

@@ -14,7 +14,14 @@
 //! - **Quota** ([`SharedQuota`]): when a replica learns that a (backend,
 //!   model) is exhausted (a 429, a zero `remaining`), it stores the fact
 //!   with the reset as its TTL and publishes it; every replica keeps a
-//!   mirror, so the others refuse before they call.
+//!   mirror, so the others refuse before they call. Each replica also
+//!   writes how many requests (and estimated tokens) it has in flight per
+//!   key, and the quota tracker counts the others' against the remaining
+//!   figures it read: replicas that last read `remaining: 5` send 5
+//!   between them. A count is this replica's own key with a TTL
+//!   ([`FleetBuilder::in_flight_ttl`], default 10 s) that it refreshes
+//!   while the count is above zero, so the count of a replica that dies
+//!   expires.
 //! - **Breaker** ([`SharedBreaker`]): the open-until time is stored and
 //!   published the same way; the half-open probe is a lease taken with
 //!   `SET NX PX`, so exactly one replica probes, and its outcome closes or
@@ -27,16 +34,20 @@
 //! remote call. Admission costs at most one round trip (the TPM
 //! reservation, or the probe lease of a half-open breaker), bounded by
 //! [`FleetBuilder::timeout`] (default 5 ms). Reconciles and published facts
-//! go through a bounded queue written by a task of their own
+//! (and in-flight counts: one write carries every change made while it
+//! waited) go through a bounded queue written by a task of their own
 //! ([`FleetBuilder::queue_capacity`]; overflow is counted in
 //! [`FleetStats::dropped_writes`], never blocking). On a timeout or a lost
 //! connection the replica decides from local state alone, emits
 //! [`Event::SharedStateDegraded`](streamgate_core::Event::SharedStateDegraded)
 //! once, reconnects with backoff, and emits `SharedStateRestored` when
-//! sharing resumes.
+//! sharing resumes. While degraded, the other replicas' in-flight counts
+//! are forgotten (local counts alone decide); on reconnecting, a replica
+//! writes its own again. [`FleetStats::round_trips`] counts the round
+//! trips made for requests.
 //!
 //! Keys are `PREFIX:tpm:{backend/model}:…`, `PREFIX:quota:…`,
-//! `PREFIX:open:…`, `PREFIX:probe:…` (the prefix is
+//! `PREFIX:open:…`, `PREFIX:probe:…`, `PREFIX:inflight:…:REPLICA` (the prefix is
 //! [`FleetBuilder::prefix`], default `streamgate`); they hold backend and
 //! model names, never an API key. The `redis://` URL is a secret when it
 //! has a password: it is redacted in every `Debug` and error.
@@ -64,6 +75,7 @@
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 mod fleet;
+mod in_flight;
 mod mirror;
 mod scripts;
 mod shared;
