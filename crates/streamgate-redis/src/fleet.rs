@@ -181,10 +181,20 @@ impl FleetBuilder {
     /// fleet is usable at once and decides locally until connected (see
     /// [`Fleet::connected`]). Must be called inside a tokio runtime.
     pub fn build(self) -> Result<Fleet, FleetError> {
+        check_tls(&self.url)?;
         let client = Client::open(self.url.as_str())
             .map_err(|e| FleetError::new(format!("invalid redis url: {e}"), &[&self.url]))?;
         let password = client.get_connection_info().redis.password.clone();
         let known: Vec<&str> = password.iter().map(String::as_str).collect();
+        if let redis::ConnectionAddr::TcpTls { insecure: true, .. } =
+            client.get_connection_info().addr
+        {
+            return Err(FleetError::new(
+                "an unverified tls connection (#insecure) is not supported: \
+                 trust the server's certificate authority instead (SSL_CERT_FILE)",
+                &[],
+            ));
+        }
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| FleetError::new("a fleet must be built inside a tokio runtime", &[]))?;
         if self.timeout.is_zero() || self.connect_timeout.is_zero() {
@@ -293,7 +303,9 @@ impl fmt::Debug for Fleet {
 }
 
 impl Fleet {
-    /// Configures a fleet on the Redis at `url` (`redis://[:password@]host:port/db`).
+    /// Configures a fleet on the Redis at `url`
+    /// (`redis://[[user]:password@]host:port/db`, or `rediss://` for TLS
+    /// with the `tls` feature: see the [crate docs](crate#tls)).
     pub fn builder(url: impl Into<String>) -> FleetBuilder {
         FleetBuilder {
             url: url.into(),
@@ -553,6 +565,42 @@ impl Inner {
     /// A reservation id unique across replicas.
     pub(crate) fn reservation(&self, id: u64) -> String {
         format!("{:016x}-{id}", self.replica)
+    }
+}
+
+/// Whether `url` asks for TLS (`rediss://`, `valkeys://`).
+fn is_tls(url: &str) -> bool {
+    let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+    scheme.eq_ignore_ascii_case("rediss") || scheme.eq_ignore_ascii_case("valkeys")
+}
+
+/// A TLS URL needs the `tls` feature, and a process-wide rustls crypto
+/// provider: the client builds its TLS configuration from it when it
+/// connects, and panics without one. Checked here, so the program gets an
+/// error instead.
+fn check_tls(url: &str) -> Result<(), FleetError> {
+    if !is_tls(url) {
+        return Ok(());
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        Err(FleetError::new(
+            "a rediss:// url needs tls: enable the `tls` feature of streamgate-redis \
+             (`redis-tls` of streamgate)",
+            &[],
+        ))
+    }
+    #[cfg(feature = "tls")]
+    {
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            return Err(FleetError::new(
+                "a rediss:// url needs a process-wide rustls crypto provider: \
+                 install one with rustls::crypto::CryptoProvider::install_default \
+                 before building the fleet",
+                &[],
+            ));
+        }
+        Ok(())
     }
 }
 

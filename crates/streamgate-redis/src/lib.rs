@@ -52,6 +52,33 @@
 //! model names, never an API key. The `redis://` URL is a secret when it
 //! has a password: it is redacted in every `Debug` and error.
 //!
+//! # TLS
+//!
+//! With the `tls` feature (`redis-tls` of `streamgate`), `rediss://` and
+//! `valkeys://` URLs connect over TLS, verifying the server against the
+//! system's roots (`SSL_CERT_FILE` or `SSL_CERT_DIR` name others). The
+//! feature brings rustls without a crypto provider feature, so depending on
+//! it changes no other crate's rustls; the program installs the
+//! process-wide provider, once, before building the fleet:
+//!
+//! ```no_run
+//! # use streamgate_redis::Fleet;
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! rustls::crypto::aws_lc_rs::default_provider()
+//!     .install_default()
+//!     .expect("no other provider was installed");
+//! let fleet = Fleet::builder("rediss://:secret@redis.internal:6380/").build()?;
+//! # drop(fleet);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Without a provider, [`FleetBuilder::build`] returns an error saying so
+//! (the client would panic when connecting); without the feature, a
+//! `rediss://` URL is refused with the feature to enable. Unverified TLS
+//! (`#insecure`) is refused.
+//!
 //! # Example
 //!
 //! ```no_run
