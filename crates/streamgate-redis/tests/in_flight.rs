@@ -1,6 +1,7 @@
 //! Requests in flight shared across replicas through a real `redis-server`
 //! (started by each test on a free loopback port): each replica is a quota
-//! tracker of its own on a `Fleet` connection of its own.
+//! tracker of its own on a `Fleet` connection of its own, alone or behind a
+//! `QuotaLayer` over the mock provider on loopback HTTP.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -8,11 +9,15 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use common::{eventually, RedisServer};
+use futures::StreamExt;
 use http::{HeaderMap, StatusCode};
-use streamgate_core::{state::StateKey, BackendId};
-use streamgate_quota::{ExhaustReason, InFlight, QuotaInfo, QuotaTracker};
+use streamgate_core::{state::StateKey, BackendId, RejectReason, Rejected};
+use streamgate_mock::{MockConfig, MockServer, Plan};
+use streamgate_providers::{openai::OpenAiChat, ChatRequest};
+use streamgate_quota::{ExhaustReason, InFlight, QuotaInfo, QuotaLayer, QuotaTracker};
 use streamgate_redis::Fleet;
 use tokio::time::Instant;
+use tower::{Layer, ServiceExt};
 
 /// A bound for a loopback Redis on a loaded machine, not a measurement.
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -250,4 +255,88 @@ async fn an_outage_forgets_the_others_counts_and_a_reconnect_republishes_ours() 
     })
     .await;
     drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http_a_replica_refuses_what_another_has_in_flight_without_calling() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    // Six requests a minute, reported in the headers; a request saying
+    // "hold" gets its headers only after a minute (it stays in flight).
+    let mock = MockServer::start(MockConfig::new().with_requests_per_minute(6).with_script(
+        |info| {
+            let plan = Plan::new().with_output_tokens(2);
+            if info.body.to_string().contains("hold") {
+                plan.with_header_delay(Duration::from_secs(60))
+            } else {
+                plan
+            }
+        },
+    ))
+    .await
+    .unwrap();
+    let client = OpenAiChat::builder()
+        .base_url(format!("{}/v1", mock.url()))
+        .api_key("sk-test-in-flight")
+        .build()
+        .unwrap();
+    let backend = BackendId::new("openai");
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let fleet = fleet(&redis.url(), "http", Duration::from_secs(10)).await;
+        let tracker = QuotaTracker::builder()
+            .shared(fleet.quota())
+            .build()
+            .unwrap();
+        let layer = QuotaLayer::builder("openai")
+            .tracker(tracker.clone())
+            .build()
+            .unwrap();
+        replicas.push((fleet, tracker, layer.layer(client.clone())));
+    }
+    let send = |i: usize, text: &'static str| {
+        let service = replicas[i].2.clone();
+        async move {
+            let request = ChatRequest::new(MODEL).with_user(text);
+            let response = service.oneshot(request).await?;
+            let mut body = response.into_body();
+            while let Some(chunk) = body.next().await {
+                chunk?;
+            }
+            Ok::<_, streamgate_core::BoxError>(())
+        }
+    };
+    // Each replica learns the key: A reads 5 left, B 4.
+    send(0, "hi").await.unwrap();
+    send(1, "hi").await.unwrap();
+    assert_eq!(replicas[1].1.in_flight(&backend, MODEL), (0, 0));
+
+    // A sends four that stay unanswered: all B thinks is left.
+    let held: Vec<_> = (0..4).map(|_| tokio::spawn(send(0, "hold"))).collect();
+    eventually("the provider holds four", || mock.requests().len() == 6).await;
+    replicas[0].0.flush().await;
+    eventually("B sees A's four in flight", || {
+        others(&replicas[1].0, &backend).0 == 4
+    })
+    .await;
+    let error = send(1, "hi").await.unwrap_err();
+    let rejected = error
+        .downcast_ref::<Rejected>()
+        .expect("refused by the gate");
+    assert_eq!(rejected.reason, RejectReason::QuotaExhausted);
+    assert_eq!(mock.requests().len(), 6, "B did not call");
+
+    // A's requests end (cancelled): B's share comes back.
+    for task in &held {
+        task.abort();
+    }
+    eventually("B sees nothing in flight", || {
+        others(&replicas[1].0, &backend).0 == 0
+    })
+    .await;
+    assert!(replicas[1]
+        .1
+        .check(&backend, MODEL, 0, Instant::now())
+        .is_ok());
 }
