@@ -327,6 +327,10 @@ pub enum Event<'a> {
         stage: HedgeStage,
         /// The hedge delay.
         after: Duration,
+        /// The request's token estimate: what the extra attempt sent, and
+        /// what a provider bills for its prompt even when the attempt is
+        /// dropped. Reported with every stage; count it once, at `Started`.
+        estimated_tokens: u64,
     },
     /// A committed stream failed after content and `to` continued it from
     /// the text received so far (the caller saw one stream).

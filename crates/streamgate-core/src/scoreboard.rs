@@ -12,8 +12,11 @@
 //!   a breaker transition out of open clears the breaker's entry;
 //! - **in flight**: requests started (`RequestStarted`) and not yet
 //!   `Completed`;
-//! - **time to first content**: a moving average of `Completed` records'
-//!   time to first content, the newest sample weighing [`EWMA_WEIGHT`];
+//! - **time to first content**: a moving average of the times the
+//!   `FirstContent` events report, the newest sample weighing
+//!   [`EWMA_WEIGHT`]. It learns when the content arrives, not when the
+//!   stream ends, so a long answer does not hide a backend's latency while
+//!   it streams;
 //! - **decode throughput**: output tokens over streaming time (first content
 //!   to end) of the last [`THROUGHPUT_SAMPLES`] streams younger than
 //!   [`THROUGHPUT_SAMPLE_TTL`], judged once [`MIN_THROUGHPUT_SAMPLES`] are
@@ -337,22 +340,23 @@ impl Scoreboard {
 }
 
 impl Score {
+    fn first_content(&mut self, ttfc: Duration) {
+        let sample = ttfc.as_secs_f64();
+        self.ttfc = Some(match self.ttfc {
+            None => sample,
+            Some(avg) => avg + EWMA_WEIGHT * (sample - avg),
+        });
+        self.ttfc_recent[(self.ttfc_samples % TTFC_SAMPLES as u64) as usize] = ttfc;
+        self.ttfc_samples = self.ttfc_samples.saturating_add(1);
+        self.late_until = None;
+    }
+
     fn refuse(&mut self, reason: RejectReason, until: Instant) {
         self.refused[gate(reason)] = Some((until, reason));
     }
 
     fn complete(&mut self, record: &RequestRecord<'_>, now: Instant, late_for: Duration) {
         self.in_flight = self.in_flight.saturating_sub(1);
-        if let Some(ttfc) = record.time_to_first_content {
-            let sample = ttfc.as_secs_f64();
-            self.ttfc = Some(match self.ttfc {
-                None => sample,
-                Some(avg) => avg + EWMA_WEIGHT * (sample - avg),
-            });
-            self.ttfc_recent[(self.ttfc_samples % TTFC_SAMPLES as u64) as usize] = ttfc;
-            self.ttfc_samples = self.ttfc_samples.saturating_add(1);
-            self.late_until = None;
-        }
         let failed = match record.outcome {
             Outcome::Success => Some(false),
             Outcome::Failed(class) => is_backend_fault(class).then_some(true),
@@ -420,6 +424,11 @@ impl MetricsSink for Scoreboard {
             Event::RequestStarted { backend, model, .. } => self.update(backend, model, |score| {
                 score.in_flight = score.in_flight.saturating_add(1);
             }),
+            Event::FirstContent {
+                backend,
+                model,
+                after,
+            } => self.update(backend, model, |score| score.first_content(*after)),
             Event::Completed(record) => {
                 let (now, late_for) = (Instant::now(), self.inner.late_for);
                 self.update(record.backend, record.model, |score| {

@@ -585,3 +585,22 @@ pub fn record<'a>(
         outcome,
     }
 }
+
+/// Tells `sink` what a measuring layer tells it of a request that ended
+/// as `record` says: `RequestStarted`, `FirstContent` if it had content,
+/// then `Completed`.
+pub fn replay(sink: &dyn crate::MetricsSink, record: &crate::RequestRecord<'_>) {
+    sink.record(&crate::Event::RequestStarted {
+        backend: record.backend,
+        model: record.model,
+        estimated_tokens: record.estimated_tokens,
+    });
+    if let Some(after) = record.time_to_first_content {
+        sink.record(&crate::Event::FirstContent {
+            backend: record.backend,
+            model: record.model,
+            after,
+        });
+    }
+    sink.record(&crate::Event::Completed(record));
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::{drain, expect_err, sink, RefuseUntil, Seen, WithRetryAfter};
 use streamgate_core::{
     scoreboard::Scoreboard,
-    testing::{record, Script, ScriptedService, TestChunk, TestRequest},
+    testing::{record, replay, Script, ScriptedService, TestChunk, TestRequest},
     BackendId, BoxError, ErrorClass, Event, FailoverError, LlmRequest, MetricsSink, Outcome,
     ProviderError, RejectReason, RequestRecord,
 };
@@ -466,14 +466,17 @@ async fn first_content_deadline_fails_over_and_the_last_attempt_gets_extra_time(
 fn streamed(board: &Scoreboard, backend: &str, n: usize, ttfc_ms: u64, tokens: u64, secs: u64) {
     let backend = BackendId::new(backend);
     for _ in 0..n {
-        board.record(&Event::Completed(&RequestRecord {
-            time_to_first_content: Some(MS(ttfc_ms)),
-            duration: Duration::from_secs(secs),
-            output_duration: Some(Duration::from_secs(secs)),
-            streamed_output_tokens: tokens,
-            chunks: tokens,
-            ..record(&backend, "m", Outcome::Success)
-        }));
+        replay(
+            board,
+            &RequestRecord {
+                time_to_first_content: Some(MS(ttfc_ms)),
+                duration: Duration::from_secs(secs),
+                output_duration: Some(Duration::from_secs(secs)),
+                streamed_output_tokens: tokens,
+                chunks: tokens,
+                ..record(&backend, "m", Outcome::Success)
+            },
+        );
     }
 }
 

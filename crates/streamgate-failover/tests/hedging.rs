@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::{drain, sink, Seen};
 use streamgate_core::{
     scoreboard::Scoreboard,
-    testing::{record, Script, ScriptedService, TestChunk, TestRequest},
+    testing::{record, replay, Script, ScriptedService, TestChunk, TestRequest},
     BackendId, ErrorClass, Event, HedgeStage, MetricsSink, Outcome, RejectReason, RequestRecord,
 };
 use streamgate_failover::{Failover, FailoverReport, Hedge};
@@ -59,7 +59,7 @@ async fn a_slow_first_choice_is_hedged_and_the_first_content_wins() {
         .build()
         .unwrap();
     let started = Instant::now();
-    let response = router.oneshot(request()).await.unwrap();
+    let response = router.oneshot(request().with_estimate(250)).await.unwrap();
     // The hedge started at 1 s and had content 100 ms later.
     assert_eq!(started.elapsed(), MS(1_100));
     let report = response
@@ -87,6 +87,16 @@ async fn a_slow_first_choice_is_hedged_and_the_first_content_wins() {
         hedge_events(&events.seen()),
         [HedgeStage::Started, HedgeStage::Won]
     );
+    // Each hedge event carries what the extra attempt sent again.
+    assert!(events.seen().iter().any(|s| matches!(
+        s,
+        Seen::Hedge {
+            primary,
+            hedge,
+            stage: HedgeStage::Started,
+            estimated_tokens: 250,
+        } if primary == "primary" && hedge == "fallback"
+    )));
 }
 
 #[tokio::test(start_paused = true)]
@@ -215,12 +225,15 @@ async fn a_learned_delay_waits_for_samples_then_hedges_at_the_percentile() {
     // Twenty first contents between 10 and 200 ms: p95 is 190 ms.
     let primary_id = BackendId::new("primary");
     for k in 1..=20 {
-        board.record(&Event::Completed(&RequestRecord {
-            time_to_first_content: Some(MS(k * 10)),
-            duration: MS(k * 10),
-            chunks: 1,
-            ..record(&primary_id, "m", Outcome::Success)
-        }));
+        replay(
+            &board,
+            &RequestRecord {
+                time_to_first_content: Some(MS(k * 10)),
+                duration: MS(k * 10),
+                chunks: 1,
+                ..record(&primary_id, "m", Outcome::Success)
+            },
+        );
     }
     let started = Instant::now();
     drain(router.oneshot(request()).await.unwrap().into_body()).await;

@@ -243,6 +243,7 @@ async fn over_http_a_hedge_wins_and_the_slow_first_choice_is_disconnected() {
         primary: "slow".into(),
         hedge: "fast".into(),
         stage: streamgate_core::HedgeStage::Won,
+        estimated_tokens: streamgate_core::LlmRequest::estimated_tokens(&request()),
     }));
 }
 

@@ -42,6 +42,10 @@ pub const HEDGES: &str = "streamgate.hedges";
 /// another backend, by [`FAILOVER_TO`] (the continuing backend), labelled
 /// with the failed stream's backend and model.
 pub const CONTINUATIONS: &str = "streamgate.continuations";
+/// Counter (`{token}`): the token estimates of the requests hedges sent
+/// again (what the extra attempts cost in prompt tokens), labelled with
+/// the hedge's backend and model.
+pub const HEDGE_TOKENS: &str = "streamgate.hedge.tokens";
 /// Attribute: how a hedge went.
 pub const HEDGE_STAGE: &str = "streamgate.hedge.stage";
 /// Histogram (seconds): how long requests waited to stay under a rate.

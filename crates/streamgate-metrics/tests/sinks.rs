@@ -9,8 +9,8 @@ use std::{
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use streamgate_core::{
-    BackendId, BreakerState, ErrorClass, Event, MetricsSink, Outcome, RejectReason, RequestRecord,
-    Usage,
+    BackendId, BreakerState, ErrorClass, Event, HedgeStage, MetricsSink, Outcome, RejectReason,
+    RequestRecord, Usage,
 };
 use streamgate_metrics::{names, Fanout, MetricsFacadeSink, PerformanceTracker, TracingSink};
 
@@ -351,4 +351,70 @@ fn tracker_and_facade_agree_on_requests_and_rejections() {
     let key = snapshot.key("openai", "gpt-4o").unwrap();
     assert_eq!(key.requests, 2);
     assert_eq!(key.rejections.get("quota_exhausted"), Some(&2));
+}
+
+/// One hedge that won and one that lost, for a request estimated at
+/// `tokens`.
+fn two_hedges(sink: &dyn MetricsSink, tokens: u64) {
+    let (primary, hedge) = (BackendId::new("primary"), BackendId::new("fallback"));
+    for outcome in [HedgeStage::Won, HedgeStage::Lost] {
+        for stage in [HedgeStage::Started, outcome] {
+            sink.record(&Event::Hedge {
+                primary: &primary,
+                hedge: &hedge,
+                model: "gpt-4o",
+                stage,
+                after: Duration::from_millis(300),
+                estimated_tokens: tokens,
+            });
+        }
+    }
+}
+
+#[test]
+fn hedges_are_counted_by_stage_with_the_tokens_they_sent_again() {
+    let tracker = Arc::new(PerformanceTracker::new());
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let fanout = Fanout::new()
+        .with(tracker.clone())
+        .with(Arc::new(MetricsFacadeSink::new()));
+    metrics::with_local_recorder(&recorder, || two_hedges(&fanout, 120));
+
+    let hedges = tracker.snapshot().session.hedges;
+    assert_eq!(
+        (hedges.started, hedges.won, hedges.lost, hedges.extra_tokens),
+        (2, 1, 1, 240)
+    );
+    let mut stages = Vec::new();
+    let mut tokens = Vec::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let backend = key
+            .key()
+            .labels()
+            .find(|l| l.key() == names::PROVIDER_NAME)
+            .map(|l| l.value().to_owned());
+        match (key.key().name(), value) {
+            (names::HEDGES, DebugValue::Counter(n)) => {
+                let stage = key
+                    .key()
+                    .labels()
+                    .find(|l| l.key() == names::HEDGE_STAGE)
+                    .map(|l| l.value().to_owned());
+                stages.push((stage.unwrap(), n));
+            }
+            (names::HEDGE_TOKENS, DebugValue::Counter(n)) => tokens.push((backend, n)),
+            _ => {}
+        }
+    }
+    stages.sort();
+    assert_eq!(
+        stages,
+        [
+            ("lost".to_owned(), 1),
+            ("started".to_owned(), 2),
+            ("won".to_owned(), 1)
+        ]
+    );
+    assert_eq!(tokens, [(Some("fallback".to_owned()), 240)]);
 }

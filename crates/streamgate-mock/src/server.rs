@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{post, MethodRouter};
+use axum::serve::ListenerExt as _;
 use axum::Router;
 use bytes::Bytes;
 use futures::Stream;
@@ -74,6 +75,13 @@ impl MockServer {
                 let _ = signal.wait_for(|stop| *stop).await;
             };
             // `serve` only returns once shut down; there is nobody left to report to.
+            // Each event is written as it happens, as a provider's server
+            // does: without `TCP_NODELAY` a small write waits for the
+            // client's delayed ACK, tens of milliseconds on loopback.
+            let listener = listener.tap_io(|tcp| {
+                // Only a latency setting: the stream works without it.
+                let _ = tcp.set_nodelay(true);
+            });
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(stopped)
                 .await;

@@ -15,19 +15,17 @@ fn completed(
     output_ms: Option<u64>,
 ) {
     let backend = backend();
-    board.record(&Event::RequestStarted {
-        backend: &backend,
-        model: "m",
-        estimated_tokens: 0,
-    });
-    board.record(&Event::Completed(&RequestRecord {
-        time_to_first_content: ttfc_ms.map(Duration::from_millis),
-        duration: Duration::from_secs(1),
-        output_duration: output_ms.map(Duration::from_millis),
-        streamed_output_tokens: tokens,
-        chunks: tokens,
-        ..record(&backend, "m", outcome)
-    }));
+    crate::testing::replay(
+        board,
+        &RequestRecord {
+            time_to_first_content: ttfc_ms.map(Duration::from_millis),
+            duration: Duration::from_secs(1),
+            output_duration: output_ms.map(Duration::from_millis),
+            streamed_output_tokens: tokens,
+            chunks: tokens,
+            ..record(&backend, "m", outcome)
+        },
+    );
 }
 
 fn view(board: &Scoreboard) -> ScoreView {

@@ -682,6 +682,7 @@ where
         return (vec![primary.await], 1);
     }
     let (first, second) = (&inner.backends[i].id, &inner.backends[j].id);
+    let estimated_tokens = request.estimated_tokens();
     let hedge_event = |stage| {
         emit(&inner.sink, || Event::Hedge {
             primary: first,
@@ -689,6 +690,7 @@ where
             model: request.model(),
             stage,
             after: delay,
+            estimated_tokens,
         });
     };
     hedge_event(HedgeStage::Started);

@@ -4,6 +4,7 @@ use std::{
     collections::hash_map::DefaultHasher,
     hash::{Hash, Hasher},
     sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
 };
 
 use streamgate_core::{scoreboard::ScoreView, BackendId};
@@ -32,14 +33,17 @@ pub enum Strategy {
     /// weight (one weight per backend, in the order they were added; a 0
     /// weight is only ever a fallback); the others follow in order.
     Weighted(Vec<u32>),
-    /// The lowest moving average of time to first content first. Backends
-    /// with no sample yet come first of all, in order, so a cold backend is
-    /// explored rather than starved.
+    /// The lowest moving average of time to first content first. A
+    /// backend with no sample yet and nothing in flight comes first of all,
+    /// so a cold backend is explored rather than starved; while that first
+    /// request is on its way it comes last, so a burst of callers does not
+    /// pile onto a backend nobody has measured.
     LeastTimeToFirstContent,
     /// Two distinct backends drawn at random; the one with the lower cost,
     /// average time to first content × (requests in flight + 1), first, then
     /// the other, then the rest in order. A backend with no sample yet costs
-    /// 0, so it is explored.
+    /// 0 while nothing is in flight on it, so it is explored, and more than
+    /// any measured one while its first requests are on their way.
     PowerOfTwoChoices,
     /// Requests with the same session key (see
     /// [`session_key`](super::FailoverBuilder::session_key)) start at the
@@ -112,10 +116,16 @@ impl Strategy {
                 }
             }
             Self::LeastTimeToFirstContent => {
-                // Stable: ties (and cold backends) keep their order.
+                // Stable: ties keep their order.
                 order.sort_by(|&a, &b| {
-                    let cost =
-                        |i: usize| inputs.scores[i].time_to_first_content.unwrap_or_default();
+                    let cost = |i: usize| {
+                        let score = &inputs.scores[i];
+                        match score.time_to_first_content {
+                            Some(t) => t,
+                            None if score.in_flight == 0 => Duration::ZERO,
+                            None => Duration::MAX,
+                        }
+                    };
                     cost(a).cmp(&cost(b))
                 });
             }
@@ -124,9 +134,11 @@ impl Strategy {
                 let b = (a + 1 + pick(inputs.rng, n - 1)) % n;
                 let cost = |i: usize| {
                     let score = &inputs.scores[i];
-                    score.time_to_first_content.map_or(0.0, |t| {
-                        t.as_secs_f64() * (f64::from(score.in_flight) + 1.0)
-                    })
+                    match score.time_to_first_content {
+                        Some(t) => t.as_secs_f64() * (f64::from(score.in_flight) + 1.0),
+                        None if score.in_flight == 0 => 0.0,
+                        None => f64::INFINITY,
+                    }
                 };
                 let (first, second) = if cost(b) < cost(a) { (b, a) } else { (a, b) };
                 order.retain(|&i| i != first && i != second);
@@ -167,8 +179,6 @@ fn rendezvous(key: u64, backend: &BackendId) -> u64 {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use std::time::Duration;
-
     use streamgate_core::scoreboard::Scoreboard;
     use tokio::time::Instant;
 
@@ -266,6 +276,45 @@ mod tests {
             ),
             [1, 2, 3, 0]
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn least_ttfc_explores_a_cold_backend_one_request_at_a_time() {
+        let (turn, rng) = (AtomicUsize::new(0), Jitter::with_seed(1));
+        // b1 is cold with its first request on its way: it waits for that
+        // sample behind every measured backend.
+        let scores = with_ttfc(&[Some(900), None, Some(300)], &[0, 1, 0]);
+        assert_eq!(
+            order_of(
+                &Strategy::LeastTimeToFirstContent,
+                &scores,
+                None,
+                &turn,
+                &rng
+            ),
+            [2, 0, 1]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn p2c_explores_an_idle_cold_backend_but_not_a_busy_one() {
+        let (turn, rng) = (AtomicUsize::new(0), Jitter::with_seed(5));
+        // Cold and idle: cheaper than any measured backend.
+        let scores = with_ttfc(&[Some(100), None], &[0, 0]);
+        for _ in 0..20 {
+            assert_eq!(
+                order_of(&Strategy::PowerOfTwoChoices, &scores, None, &turn, &rng),
+                [1, 0]
+            );
+        }
+        // Cold with a request in flight: dearer than a busy measured one.
+        let scores = with_ttfc(&[Some(100), None], &[9, 1]);
+        for _ in 0..20 {
+            assert_eq!(
+                order_of(&Strategy::PowerOfTwoChoices, &scores, None, &turn, &rng),
+                [0, 1]
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -28,6 +28,7 @@ pub enum Seen {
         primary: String,
         hedge: String,
         stage: streamgate_core::HedgeStage,
+        estimated_tokens: u64,
     },
     Failover {
         from: String,
@@ -85,11 +86,13 @@ impl MetricsSink for Collect {
                 primary,
                 hedge,
                 stage,
+                estimated_tokens,
                 ..
             } => Seen::Hedge {
                 primary: primary.to_string(),
                 hedge: hedge.to_string(),
                 stage: *stage,
+                estimated_tokens: *estimated_tokens,
             },
             Event::Continuation {
                 from,

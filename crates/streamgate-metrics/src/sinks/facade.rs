@@ -3,7 +3,7 @@
 use std::sync::{Arc, OnceLock};
 
 use metrics::{Counter, Gauge, Histogram, Label, Unit};
-use streamgate_core::{BackendId, Event, MetricsSink, RequestRecord};
+use streamgate_core::{BackendId, Event, HedgeStage, MetricsSink, RequestRecord};
 
 use super::{
     is_operation, outcome_slot, reject_slot, time_per_output_chunk, OUTCOME_SLOTS, REJECT_SLOTS,
@@ -304,6 +304,7 @@ impl MetricsSink for MetricsFacadeSink {
                 hedge,
                 model,
                 stage,
+                estimated_tokens,
                 ..
             } => {
                 let key = self.key(hedge, model);
@@ -312,6 +313,10 @@ impl MetricsSink for MetricsFacadeSink {
                     key.with([Label::from_static_parts(names::HEDGE_STAGE, stage.as_str())])
                 )
                 .increment(1);
+                if *stage == HedgeStage::Started {
+                    metrics::counter!(names::HEDGE_TOKENS, key.labels.to_vec())
+                        .increment(*estimated_tokens);
+                }
             }
             Event::Continuation {
                 from, to, model, ..

@@ -6,7 +6,7 @@ use opentelemetry::{
     metrics::{Counter, Gauge, Histogram, Meter},
     KeyValue, StringValue,
 };
-use streamgate_core::{BackendId, Event, MetricsSink, RequestRecord};
+use streamgate_core::{BackendId, Event, HedgeStage, MetricsSink, RequestRecord};
 
 use super::{is_operation, outcome_slot, time_per_output_chunk};
 use streamgate_core::keyed::KeyedMap;
@@ -37,6 +37,7 @@ struct Instruments {
     breaker_transitions: Counter<u64>,
     failovers: Counter<u64>,
     hedges: Counter<u64>,
+    hedge_tokens: Counter<u64>,
     continuations: Counter<u64>,
     throttle_wait: Histogram<f64>,
     quota_requests: Gauge<u64>,
@@ -127,6 +128,10 @@ impl OpenTelemetrySink {
                 hedges: meter
                     .u64_counter(names::HEDGES)
                     .with_unit("{hedge}")
+                    .build(),
+                hedge_tokens: meter
+                    .u64_counter(names::HEDGE_TOKENS)
+                    .with_unit("{token}")
                     .build(),
                 continuations: meter
                     .u64_counter(names::CONTINUATIONS)
@@ -264,9 +269,14 @@ impl MetricsSink for OpenTelemetrySink {
                 hedge,
                 model,
                 stage,
+                estimated_tokens,
                 ..
             } => {
-                let [a, b, c] = self.key(hedge, model).base.clone();
+                let base = self.key(hedge, model).base.clone();
+                if *stage == HedgeStage::Started {
+                    i.hedge_tokens.add(*estimated_tokens, &base);
+                }
+                let [a, b, c] = base;
                 i.hedges.add(
                     1,
                     &[a, b, c, KeyValue::new(names::HEDGE_STAGE, stage.as_str())],

@@ -150,8 +150,9 @@ impl MetricsSink for TracingSink {
                 model,
                 stage,
                 after,
+                estimated_tokens,
             } => {
-                tracing::debug!(target: TARGET, primary = primary.as_str(), hedge = hedge.as_str(), model, stage = stage.as_str(), after_ms = ms(*after), "hedge");
+                tracing::debug!(target: TARGET, primary = primary.as_str(), hedge = hedge.as_str(), model, stage = stage.as_str(), after_ms = ms(*after), estimated_tokens, "hedge");
             }
             Event::Continuation {
                 from,

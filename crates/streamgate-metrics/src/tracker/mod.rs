@@ -106,6 +106,7 @@ struct Session {
     throttled: AtomicU64,
     throttle_wait_nanos: AtomicU64,
     hedges: [AtomicU64; 3],
+    hedge_tokens: AtomicU64,
     continuations: AtomicU64,
 }
 
@@ -280,6 +281,7 @@ impl PerformanceTracker {
                     started: load(&s.hedges[0]),
                     won: load(&s.hedges[1]),
                     lost: load(&s.hedges[2]),
+                    extra_tokens: load(&s.hedge_tokens),
                 },
                 continuations: load(&s.continuations),
             },
@@ -455,9 +457,18 @@ impl MetricsSink for PerformanceTracker {
             Event::Failover { from, model, .. } => {
                 self.with_key(from, model, |k| k.failovers += 1);
             }
-            Event::Hedge { stage, .. } => {
+            Event::Hedge {
+                stage,
+                estimated_tokens,
+                ..
+            } => {
                 let slot = match stage {
-                    HedgeStage::Started => 0,
+                    HedgeStage::Started => {
+                        self.session
+                            .hedge_tokens
+                            .fetch_add(*estimated_tokens, Ordering::Relaxed);
+                        0
+                    }
                     HedgeStage::Won => 1,
                     _ => 2,
                 };

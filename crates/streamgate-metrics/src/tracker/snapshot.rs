@@ -182,6 +182,9 @@ pub struct HedgeCounts {
     pub won: u64,
     /// The first choice produced content first.
     pub lost: u64,
+    /// The token estimates of the requests the hedges sent again: the
+    /// prompt tokens the extra attempts cost.
+    pub extra_tokens: u64,
 }
 
 /// A point-in-time copy of a [`PerformanceTracker`](super::PerformanceTracker).
