@@ -576,6 +576,7 @@ pub(crate) struct Settings {
     pub(crate) tpm_budget: Option<u64>,
     pub(crate) min_throughput: Option<u64>,
     pub(crate) probe: Option<ThroughputProbe>,
+    pub(crate) continues: Option<Prefill>,
     pub(crate) breaker: Given,
     pub(crate) quota: Given,
     pub(crate) pacing: bool,
@@ -593,6 +594,7 @@ impl<S, Req> Backend<S, Req> {
             tpm_budget: self.tpm_budget,
             min_throughput: self.min_throughput,
             probe: self.probe,
+            continues: self.continues,
             breaker: match self.breaker {
                 BreakerChoice::Default => Given::Default,
                 BreakerChoice::Off => Given::Off,

@@ -60,8 +60,9 @@
 //!   - `mock` (feature `mock`, off by default): a mock provider server on
 //!     loopback, for tests and demos;
 //!   - `redis` (feature `redis`, off by default): TPM budgets, quota
-//!     knowledge and breaker state shared across replicas on Redis
-//!     ([`Backend::shared_state`] takes its fleet).
+//!     knowledge, in-flight counts and breaker state shared across
+//!     replicas on Redis ([`Backend::shared_state`] takes its fleet);
+//!     `rediss://` URLs with the `redis-tls` feature.
 //! - [`prelude`]: the names most programs need.
 //!
 //! [`Backend`] and [`Backends`] need the `timeout`, `breaker`, `quota`,

@@ -295,7 +295,15 @@ fn full_variants() -> Vec<String> {
         "strategy = { weighted = [3, 1] }",
         "strategy = \"sticky\"\nsession_key = \"metadata.session_id\"",
     );
-    let mut variants = vec![FULL.to_owned(), sticky];
+    // Continuation needs a backend that can continue: a third one.
+    let continuation = FULL.replace(
+        "strategy = { weighted = [3, 1] }",
+        "strategy = { weighted = [3, 1, 1] }\ncontinuation = { max = 2, total = \"1m\" }",
+    )
+        + "\n[[backends]]\nname = \"deepseek\"\nprovider = \"openai-compatible\"\n\
+           base_url = \"https://api.deepseek.com/beta\"\napi_key_env = \"DEEPSEEK_KEY\"\n\
+           continuation = \"assistant_prefix\"\n";
+    let mut variants = vec![FULL.to_owned(), sticky, continuation];
     if cfg!(feature = "redis") {
         let shared = FULL.replace(
             "breaker = \"off\"\n",
@@ -839,6 +847,78 @@ fn router_settings_are_checked_by_the_router_with_their_path() {
     for (keys, expected) in cases {
         assert_error(&format!("[router]\n{keys}\n{}", backend("")), expected);
     }
+}
+
+#[test]
+fn continuation_settings_are_checked_with_their_path() {
+    let able = backend("continuation = \"final_assistant\"");
+    let cases = [
+        (
+            format!("[router]\ncontinuation = {{}}\n{}", backend("")),
+            "router.continuation: no backend can continue a stream: give the ones that can a \
+             `continuation` mechanism, e.g. continuation = \"final_assistant\"",
+        ),
+        (
+            format!("[router]\ncontinuation = {{ max = 9 }}\n{able}"),
+            "router.continuation.max: continuation max must be 1 to 8",
+        ),
+        (
+            format!("[router]\ncontinuation = {{ total = \"0s\" }}\n{able}"),
+            "router.continuation.total: continuation total must be above 0",
+        ),
+        (
+            format!("[router]\ncontinuation = {{ maxx = 2 }}\n{able}"),
+            "router.continuation.maxx: unknown key `maxx` (did you mean `max`?)",
+        ),
+        (
+            backend("continuation = \"model_turn\""),
+            "backends[0].continuation: only for provider gemini or vertex, not ollama",
+        ),
+        (
+            backend("continuation = \"assistant_prefix\""),
+            "backends[0].continuation: only for provider openai-compatible, not ollama",
+        ),
+        (
+            backend("continuation = \"prefix\""),
+            "backends[0].continuation: unknown value `prefix`; expected one of final_assistant, \
+             assistant_prefix, continue_final_message, model_turn",
+        ),
+    ];
+    for (text, expected) in cases {
+        assert_error(&text, expected);
+    }
+}
+
+#[tokio::test]
+async fn a_configured_continuation_finishes_a_cut_stream_on_the_backend_that_can() {
+    let cut = MockServer::start_with_plan(Plan::new().with_output_tokens(8).disconnect_after(3))
+        .await
+        .unwrap();
+    let able = MockServer::start_with_plan(Plan::new().with_output_tokens(8).honouring_prefill())
+        .await
+        .unwrap();
+    let text = format!(
+        "[router]\ncontinuation = {{}}\n\
+         [[backends]]\nname = \"cut\"\nprovider = \"openai-compatible\"\nbase_url = \"{}/v1\"\n\
+         api_key_env = \"off\"\n\
+         [[backends]]\nname = \"able\"\nprovider = \"openai-compatible\"\nbase_url = \"{}/v1\"\n\
+         api_key_env = \"off\"\ncontinuation = \"final_assistant\"\n",
+        cut.url(),
+        able.url()
+    );
+    let config = Config::from_toml_str(&text).unwrap();
+    let router = Backends::from_config(&config).unwrap().build().unwrap();
+    let response = router
+        .oneshot(ChatRequest::new("m").with_user("hi"))
+        .await
+        .unwrap();
+    let mut body = response.into_body();
+    let mut got = String::new();
+    while let Some(chunk) = body.next().await {
+        got.push_str(&chunk.unwrap().text);
+    }
+    assert_eq!(got, streamgate::mock::expected_text(8));
+    assert_eq!((cut.served(), able.served()), (1, 1));
 }
 
 #[test]

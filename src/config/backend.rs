@@ -110,6 +110,15 @@ pub struct BackendConfig {
     /// The throughput probe before commit (off unless given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throughput_probe: Option<ProbeConfig>,
+    /// How this backend continues another backend's stream that failed
+    /// after content, when the router's `continuation` is on (off unless
+    /// given): `"final_assistant"` (Anthropic, Bedrock, Ollama,
+    /// OpenAI-compatible servers that continue a final assistant message),
+    /// `"assistant_prefix"` (OpenAI-compatible servers taking
+    /// `"prefix": true`, e.g. DeepSeek, Mistral), `"continue_final_message"`
+    /// (vLLM), `"model_turn"` (Gemini, Vertex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continuation: Option<PrefillConfig>,
     /// Whether this backend shares its TPM budget, quota knowledge and
     /// breaker state through `[shared_state]` (default true when that
     /// section is given; only with it).
@@ -138,6 +147,57 @@ impl ProbeConfig {
     /// The probe.
     pub fn probe(&self) -> streamgate_failover::ThroughputProbe {
         streamgate_failover::ThroughputProbe::new(self.chunks, self.window, self.min_tokens_per_sec)
+    }
+}
+
+/// How a backend takes a partial answer to continue it
+/// ([`Prefill`](streamgate_core::Prefill)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum PrefillConfig {
+    /// A final assistant message.
+    FinalAssistant,
+    /// A final assistant message with `"prefix": true`.
+    AssistantPrefix,
+    /// `"continue_final_message": true` (vLLM).
+    ContinueFinalMessage,
+    /// A final `model` turn (Gemini).
+    ModelTurn,
+}
+
+impl PrefillConfig {
+    /// The mechanism.
+    pub fn prefill(self) -> streamgate_core::Prefill {
+        use streamgate_core::Prefill;
+        match self {
+            Self::FinalAssistant => Prefill::FinalAssistant,
+            Self::AssistantPrefix => Prefill::AssistantPrefix,
+            Self::ContinueFinalMessage => Prefill::ContinueFinalMessage,
+            Self::ModelTurn => Prefill::ModelTurn,
+        }
+    }
+
+    /// The configuration of `how`, if a file can name it.
+    pub(crate) fn of(how: streamgate_core::Prefill) -> Option<Self> {
+        use streamgate_core::Prefill;
+        Some(match how {
+            Prefill::FinalAssistant => Self::FinalAssistant,
+            Prefill::AssistantPrefix => Self::AssistantPrefix,
+            Prefill::ContinueFinalMessage => Self::ContinueFinalMessage,
+            Prefill::ModelTurn => Self::ModelTurn,
+            _ => return None,
+        })
+    }
+
+    /// The providers whose client sends this mechanism.
+    fn providers(self) -> &'static [ProviderKind] {
+        use ProviderKind as P;
+        match self {
+            Self::FinalAssistant => &[P::Anthropic, P::Bedrock, P::Ollama, P::OpenAiCompatible],
+            Self::AssistantPrefix | Self::ContinueFinalMessage => &[P::OpenAiCompatible],
+            Self::ModelTurn => &[P::Gemini, P::Vertex],
+        }
     }
 }
 
@@ -258,6 +318,7 @@ impl BackendConfig {
             tpm_budget: None,
             min_throughput: None,
             throughput_probe: None,
+            continuation: None,
             shared_state: None,
         }
     }
@@ -339,6 +400,9 @@ impl BackendConfig {
             &[P::OpenAi, P::OpenAiCompatible],
         )?;
         only("deployment", self.deployment.is_some(), &[P::Azure])?;
+        if let Some(how) = self.continuation {
+            only("continuation", true, how.providers())?;
+        }
         only("api_version", self.api_version.is_some(), &[P::Azure])?;
         only("project", self.project.is_some(), &[P::Vertex])?;
         only("location", self.location.is_some(), &[P::Vertex])?;

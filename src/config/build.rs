@@ -368,6 +368,15 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
             ));
         }
     }
+    if config.router.continuation.is_some()
+        && config.backends.iter().all(|b| b.continuation.is_none())
+    {
+        return Err(ConfigError::new(
+            "router.continuation",
+            "no backend can continue a stream: give the ones that can a `continuation` \
+             mechanism, e.g. continuation = \"final_assistant\"",
+        ));
+    }
     if config.metrics.opentelemetry == Some(true) && !cfg!(feature = "opentelemetry") {
         return Err(ConfigError::new(
             "metrics.opentelemetry",
@@ -489,6 +498,9 @@ fn layers<S>(config: &BackendConfig, runtime: &Runtime, client: S) -> Backend<S,
     }
     if let Some(probe) = &config.throughput_probe {
         backend = backend.throughput_probe(probe.probe());
+    }
+    if let Some(how) = config.continuation {
+        backend = backend.continuation(how.prefill());
     }
     if !config.models.is_empty() {
         let models = config.models.clone();

@@ -3,7 +3,7 @@
 
 use streamgate_core::BackendId;
 
-use super::{BackendConfig, Config, ConfigError, ProbeConfig, Toggle};
+use super::{BackendConfig, Config, ConfigError, PrefillConfig, ProbeConfig, Toggle};
 use crate::backend::{Given, Settings};
 
 /// Backend `i` of a chain made from `source`: what its `Backend` builder
@@ -38,6 +38,10 @@ pub(crate) fn describe_backend(
         window: probe.window(),
         min_tokens_per_sec: probe.min_tokens_per_sec(),
     });
+    backend.continuation = match settings.continues {
+        None => None,
+        Some(how) => Some(PrefillConfig::of(how).ok_or_else(|| in_code("continuation"))?),
+    };
     backend.breaker = match (settings.breaker, &given.breaker) {
         (Given::Off, _) => Some(Toggle::Off),
         (Given::Default, _) => None,

@@ -85,14 +85,15 @@ use std::{fmt, path::Path};
 
 use serde::{Deserialize, Serialize};
 
-pub use backend::{BackendConfig, ProbeConfig, ProviderKind};
+pub use backend::{BackendConfig, PrefillConfig, ProbeConfig, ProviderKind};
 pub use breaker::{BreakerConfig, ExponentialWait, FailuresWithin, OpenWaitConfig, SlowCallRate};
 pub use build::Runtime;
 pub use error::ConfigError;
 pub use metrics::{MetricsConfig, StoreConfig, DEFAULT_METER};
 pub use quota::{PacingConfig, QuotaConfig};
 pub use router::{
-    BackoffConfig, ContextLength, HedgeConfig, HedgeDelayConfig, RouterConfig, StrategyConfig,
+    BackoffConfig, ContextLength, ContinuationConfig, HedgeConfig, HedgeDelayConfig, RouterConfig,
+    StrategyConfig,
 };
 pub use shared::{ReconnectBackoff, SharedStateConfig, DEFAULT_REDIS_URL_ENV};
 pub use value::Toggle;

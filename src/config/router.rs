@@ -6,7 +6,9 @@ use serde::{
     de::{self, Visitor},
     Deserialize, Deserializer, Serialize, Serializer,
 };
-use streamgate_failover::{Backoff, ContextLengthPolicy, FailoverBuilder, Hedge, Strategy};
+use streamgate_failover::{
+    Backoff, ContextLengthPolicy, Continuation, FailoverBuilder, Hedge, Strategy,
+};
 use streamgate_failover::{
     DEFAULT_HEDGE_BUDGET, DEFAULT_HEDGE_FLOOR, DEFAULT_HEDGE_MIN_SAMPLES, DEFAULT_HEDGE_PERCENTILE,
 };
@@ -35,6 +37,11 @@ pub struct RouterConfig {
     /// there is the key; a request without one is routed in order.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session_key: Option<String>,
+    /// Mid-stream continuation (default: off): a stream that fails after
+    /// content continues on a backend that declares a `continuation`
+    /// mechanism. `continuation = {}` turns it on with the defaults.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub continuation: Option<ContinuationConfig>,
     /// Hedging of a slow first choice (default: never).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hedge: Option<HedgeConfig>,
@@ -237,6 +244,42 @@ impl HedgeConfig {
     }
 }
 
+/// `continuation = { max = 2, total = "1m" }` ([`Continuation`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ContinuationConfig {
+    /// Continuations per request (1 to
+    /// [`MAX_CONTINUATIONS`](streamgate_failover::MAX_CONTINUATIONS);
+    /// default 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max: Option<u32>,
+    /// The request's total time: no continuation starts after it (default:
+    /// none).
+    #[serde(with = "optional_duration", skip_serializing_if = "Option::is_none")]
+    pub total: Option<Duration>,
+}
+
+impl ContinuationConfig {
+    fn continuation(&self) -> Continuation {
+        let mut continuation = Continuation::new();
+        if let Some(max) = self.max {
+            continuation = continuation.max(max);
+        }
+        if let Some(total) = self.total {
+            continuation = continuation.total(total);
+        }
+        continuation
+    }
+
+    fn effective(&self) -> Self {
+        Self {
+            max: Some(self.max.unwrap_or(1)),
+            total: self.total,
+        }
+    }
+}
+
 /// `backoff = { base = "250ms", max = "4s", max_retry_after = "10s" }`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -292,6 +335,9 @@ impl RouterConfig {
         }
         if let Some(hedge) = &self.hedge {
             builder = builder.hedge(hedge.hedge());
+        }
+        if let Some(continuation) = &self.continuation {
+            builder = builder.continuation(continuation.continuation());
         }
         if let Some(n) = self.retries {
             builder = builder.retries(n);
@@ -359,6 +405,10 @@ impl RouterConfig {
         Self {
             strategy: Some(self.strategy.clone().unwrap_or(StrategyConfig::Ordered)),
             session_key: self.session_key.clone(),
+            continuation: self
+                .continuation
+                .as_ref()
+                .map(ContinuationConfig::effective),
             hedge: self.hedge.as_ref().map(HedgeConfig::effective),
             retries: Some(self.retries.unwrap_or(0)),
             backoff: Some(BackoffConfig {
@@ -383,6 +433,8 @@ impl RouterConfig {
             ("hedge percentile", "router.hedge.percentile"),
             ("hedge floor", "router.hedge.floor"),
             ("hedge min samples", "router.hedge.min_samples"),
+            ("continuation max", "router.continuation.max"),
+            ("continuation total", "router.continuation.total"),
             ("retries", "router.retries"),
             ("backoff base", "router.backoff.base"),
             ("backoff", "router.backoff"),

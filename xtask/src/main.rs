@@ -115,6 +115,8 @@ fn ci() -> Result<(), String> {
         "--check",
         "SCORECARD.md",
     ])?;
+    // `rediss://` without the `tls` feature (the workspace run has it on).
+    cargo(&["test", "-p", "streamgate-redis", "--test", "tls"])?;
     // Last, so the test summary closes the output.
     cargo(&["test", "--workspace", "--all-features", "--no-fail-fast"])
 }

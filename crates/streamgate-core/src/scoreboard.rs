@@ -16,7 +16,8 @@
 //!   `FirstContent` events report, the newest sample weighing
 //!   [`EWMA_WEIGHT`]. It learns when the content arrives, not when the
 //!   stream ends, so a long answer does not hide a backend's latency while
-//!   it streams;
+//!   it streams. An average no sample refreshes fades ([`TTFC_DECAY`]), so
+//!   a backend that stopped being chosen is tried again and judged afresh;
 //! - **decode throughput**: output tokens over streaming time (first content
 //!   to end) of the last [`THROUGHPUT_SAMPLES`] streams younger than
 //!   [`THROUGHPUT_SAMPLE_TTL`], judged once [`MIN_THROUGHPUT_SAMPLES`] are
@@ -79,6 +80,16 @@ use crate::{
 /// first content, failure rate): a quarter, so about the last eight samples
 /// decide.
 pub const EWMA_WEIGHT: f64 = 0.25;
+
+/// How fast an average of time to first content that no new sample
+/// refreshes fades: the view reports it times `exp(-age / TTFC_DECAY)`,
+/// `age` the time since its last sample. A backend the router stopped
+/// choosing (one sample that happened to be slow, or a slow spell that
+/// ended) thus looks faster as time passes and is chosen again, and its
+/// next sample judges it afresh, instead of one old figure keeping it out
+/// for good. 10 s: a backend three times slower than the others is
+/// retried about every 11 s; one equally fast is back within a second.
+pub const TTFC_DECAY: Duration = Duration::from_secs(10);
 
 /// How long a backend stays late after a first-content timeout, unless it
 /// delivers first content in time sooner: 30 s, the breaker's default open
@@ -147,6 +158,8 @@ struct Score {
     refused: [Option<(Instant, RejectReason)>; GATES],
     in_flight: u32,
     ttfc: Option<f64>,
+    /// When `ttfc` last took a sample.
+    ttfc_at: Option<Instant>,
     ttfc_samples: u64,
     /// The last [`TTFC_SAMPLES`] times to first content, oldest overwritten.
     ttfc_recent: [Duration; TTFC_SAMPLES],
@@ -174,8 +187,9 @@ pub struct ScoreView {
     pub retry_at: Option<Instant>,
     /// Requests started and not yet finished.
     pub in_flight: u32,
-    /// The moving average of the time to first content; `None` before the
-    /// first sample.
+    /// The moving average of the time to first content, faded by the time
+    /// since its last sample (see [`TTFC_DECAY`]); `None` before the first
+    /// sample.
     pub time_to_first_content: Option<Duration>,
     /// How many first-content times the average has seen.
     pub ttfc_samples: u64,
@@ -284,7 +298,13 @@ impl Scoreboard {
             refused_by: refusing.map(|(_, reason)| *reason),
             retry_at: refusing.map(|(until, _)| *until),
             in_flight: score.in_flight,
-            time_to_first_content: score.ttfc.map(Duration::from_secs_f64),
+            time_to_first_content: score.ttfc.map(|avg| {
+                let age = score
+                    .ttfc_at
+                    .map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
+                let fade = (-age.as_secs_f64() / TTFC_DECAY.as_secs_f64()).exp();
+                Duration::from_secs_f64(avg * fade)
+            }),
             ttfc_samples: score.ttfc_samples,
             tokens_per_minute,
             failure_rate: score.failure_rate,
@@ -340,7 +360,8 @@ impl Scoreboard {
 }
 
 impl Score {
-    fn first_content(&mut self, ttfc: Duration) {
+    fn first_content(&mut self, ttfc: Duration, now: Instant) {
+        self.ttfc_at = Some(now);
         let sample = ttfc.as_secs_f64();
         self.ttfc = Some(match self.ttfc {
             None => sample,
@@ -428,7 +449,10 @@ impl MetricsSink for Scoreboard {
                 backend,
                 model,
                 after,
-            } => self.update(backend, model, |score| score.first_content(*after)),
+            } => {
+                let now = Instant::now();
+                self.update(backend, model, |score| score.first_content(*after, now));
+            }
             Event::Completed(record) => {
                 let (now, late_for) = (Instant::now(), self.inner.late_for);
                 self.update(record.backend, record.model, |score| {

@@ -54,6 +54,15 @@
 //! provider may not have seen them yet), which errs on the side of not
 //! sending. A negative remaining count (see above) does not gate.
 //!
+//! With [shared state](QuotaTrackerBuilder::shared), every replica tells
+//! the others how many requests (and estimated tokens) it has in flight
+//! for a key, and each counts the others' requests against the same
+//! remaining figures: four replicas that last read `remaining: 5` admit 5
+//! between them, not 20. The others' counts are read from the shared
+//! state's local answer (no remote call at admission) and written behind
+//! the request; they are shared for keys this replica tracks (it has
+//! observed headers for them), as the local count is.
+//!
 //! # Memory
 //!
 //! Keys live in core's bounded [`KeyedMap`]: at most
@@ -346,13 +355,13 @@ struct Entry {
 }
 
 impl Entry {
-    fn new() -> Self {
+    fn new(pending: Option<Pending>) -> Self {
         Self {
             buckets: [Bucket::default(); 4],
             windows: Vec::new(),
             exhausted: None,
             known: false,
-            pending: Arc::default(),
+            pending: Arc::new(pending.unwrap_or_default()),
         }
     }
 
@@ -544,8 +553,10 @@ impl QuotaTrackerBuilder {
     /// Shares what the tracker learns with other replicas through `state`
     /// (for example `streamgate-redis`): an exhaustion learned here is
     /// published with its reset, and one learned by another replica
-    /// refuses here too until its reset. Without it the knowledge is this
-    /// process's alone ([`InProcess`]).
+    /// refuses here too until its reset; requests in flight here count
+    /// against the remaining figures of the other replicas, and theirs
+    /// here (see [`QuotaTracker::admit`]). Without it the knowledge is
+    /// this process's alone ([`InProcess`]).
     #[must_use]
     pub fn shared(mut self, state: Arc<dyn SharedQuota>) -> Self {
         self.shared = Some(state);
@@ -602,6 +613,7 @@ impl QuotaTrackerBuilder {
         let mut tracker = QuotaTracker::from_parts(c, self.sink);
         if let (Some(shared), Some(inner)) = (self.shared, Arc::get_mut(&mut tracker.inner)) {
             inner.shared = shared;
+            inner.sharing = true;
         }
         Ok(tracker)
     }
@@ -634,6 +646,8 @@ struct Inner {
     populated: AtomicBool,
     /// What the replicas of a fleet agree on; [`InProcess`] by default.
     shared: Arc<dyn SharedQuota>,
+    /// Whether `shared` was given (in-flight counts are then shared too).
+    sharing: bool,
 }
 
 /// What each (backend, model) has left, learned from responses. Cheap to
@@ -684,6 +698,7 @@ impl QuotaTracker {
                 keys: KeyedMap::new(config.model_cap),
                 populated: AtomicBool::new(false),
                 shared: Arc::new(InProcess),
+                sharing: false,
             }),
         }
     }
@@ -709,7 +724,7 @@ impl QuotaTracker {
         estimated_tokens: u64,
         now: Instant,
     ) -> Result<(), Refusal> {
-        self.admit(backend, model, estimated_tokens, now)
+        self.admit_with(backend, model, estimated_tokens, now, false)
             .map(InFlight::release)
     }
 
@@ -721,12 +736,29 @@ impl QuotaTracker {
     /// a few atomic operations and no allocation for a known key; a key
     /// never observed admits everything uncounted. A model past the
     /// [cap](QuotaTrackerBuilder::model_cap) is judged by the shared key.
+    ///
+    /// With [shared state](QuotaTrackerBuilder::shared), the requests the
+    /// other replicas have in flight for the key count against the same
+    /// figures, and this one is added to what they see (written behind,
+    /// never awaited) until the guard is dropped.
     pub fn admit(
         &self,
         backend: &BackendId,
         model: &str,
         estimated_tokens: u64,
         now: Instant,
+    ) -> Result<InFlight, Refusal> {
+        self.admit_with(backend, model, estimated_tokens, now, true)
+    }
+
+    /// [`admit`](Self::admit); `publish`: tell the other replicas.
+    fn admit_with(
+        &self,
+        backend: &BackendId,
+        model: &str,
+        estimated_tokens: u64,
+        now: Instant,
+        publish: bool,
     ) -> Result<InFlight, Refusal> {
         // What another replica learned, from the shared state's local answer.
         if let Some(exhaustion) = self
@@ -759,7 +791,7 @@ impl QuotaTracker {
                 }
             }
             (
-                self.reserve(&entry, estimated_tokens, now)?,
+                self.reserve(&entry, estimated_tokens, now, publish)?,
                 entry.exhausted.is_some(),
             )
         };
@@ -770,7 +802,13 @@ impl QuotaTracker {
     }
 
     /// Counts one request against the fresh remaining counts, or refuses.
-    fn reserve(&self, entry: &Entry, estimate: u64, now: Instant) -> Result<InFlight, Refusal> {
+    fn reserve(
+        &self,
+        entry: &Entry,
+        estimate: u64,
+        now: Instant,
+        publish: bool,
+    ) -> Result<InFlight, Refusal> {
         let c = &self.inner.config;
         let refuse = |left: Left, reason| Refusal {
             retry_after: left
@@ -783,9 +821,17 @@ impl QuotaTracker {
         // A negative count does not gate (see the module docs).
         let requests = entry.requests_left(now).filter(|l| l.remaining >= 0);
         let tokens = entry.tokens_left(now).filter(|l| l.remaining >= 0);
-        if let Some(left) = tokens {
-            let in_flight = pending.tokens();
-            let available = left.scheduled().saturating_sub(in_flight);
+        // What the other replicas have in flight counts against the same
+        // figures: the provider answers them from the same quota.
+        let (other_requests, other_tokens) = if requests.is_some() || tokens.is_some() {
+            pending.others()
+        } else {
+            (0, 0)
+        };
+        let requests_left = requests.map(|l| l.scheduled().saturating_sub(other_requests));
+        let tokens_left = tokens.map(|l| l.scheduled().saturating_sub(other_tokens));
+        if let (Some(left), Some(tokens_left)) = (tokens, tokens_left) {
+            let available = tokens_left.saturating_sub(pending.tokens());
             if c.predictive && estimate > 0 && available < estimate {
                 return Err(Refusal {
                     retry_after: left.fresh_until.saturating_duration_since(now),
@@ -793,7 +839,7 @@ impl QuotaTracker {
                 });
             }
         }
-        if !pending.take_request(requests.map(Left::scheduled)) {
+        if !pending.take_request(requests_left) {
             return Err(requests.map_or(
                 Refusal {
                     retry_after: c.min_cooldown,
@@ -802,7 +848,7 @@ impl QuotaTracker {
                 |l| refuse(l, ExhaustReason::InFlight),
             ));
         }
-        if !pending.take_tokens(estimate, tokens.map(Left::scheduled), c.predictive) {
+        if !pending.take_tokens(estimate, tokens_left, c.predictive) {
             pending.release(1, 0);
             return Err(tokens.map_or(
                 Refusal {
@@ -812,7 +858,10 @@ impl QuotaTracker {
                 |l| refuse(l, ExhaustReason::InFlight),
             ));
         }
-        Ok(InFlight::counted(entry.pending.clone(), estimate))
+        if publish {
+            pending.admitted(estimate);
+        }
+        Ok(InFlight::counted(entry.pending.clone(), estimate, publish))
     }
 
     /// Clears an exhaustion that has run out, and reports it.
@@ -883,9 +932,11 @@ impl QuotaTracker {
         let slot = self
             .inner
             .keys
-            .get_or_insert_with(backend, model, |_, key| Slot {
+            .get_or_insert_with(backend, model, |backend, key| Slot {
                 model: key.clone(),
-                entry: RwLock::new(Entry::new()),
+                entry: RwLock::new(Entry::new(self.inner.sharing.then(|| {
+                    Pending::shared(Arc::clone(&self.inner.shared), backend.clone(), key.clone())
+                }))),
             });
         if !self.inner.populated.load(Ordering::Relaxed) {
             self.inner.populated.store(true, Ordering::Release);

@@ -19,7 +19,12 @@ use tokio::{
     time::Instant,
 };
 
-use crate::{mirror::Mirror, scripts, shared::Shared};
+use crate::{
+    in_flight::{Count, InFlight},
+    mirror::Mirror,
+    scripts,
+    shared::Shared,
+};
 
 /// Slots in the shared window: the current one plus the 60 before it, as
 /// in core's window that the local meter and the tracker count on.
@@ -67,6 +72,12 @@ pub struct FleetStats {
     /// Admissions decided from local state alone because shared state was
     /// unreachable or slower than the timeout.
     pub local_decisions: u64,
+    /// Round trips to Redis made for requests: admissions (TPM
+    /// reservations, probe leases), written-behind writes (each one round
+    /// trip, however many commands it pipelines) and
+    /// [`Fleet::tpm_use`]. Connecting and reading back stored facts are
+    /// not counted.
+    pub round_trips: u64,
 }
 
 /// Configures a [`Fleet`]; see each setting for its default.
@@ -79,6 +90,7 @@ pub struct FleetBuilder {
     connect_timeout: Duration,
     window: Duration,
     reservation_ttl: Duration,
+    in_flight_ttl: Duration,
     queue_capacity: usize,
     backoff: (Duration, Duration),
     sink: SharedSink,
@@ -92,6 +104,7 @@ impl fmt::Debug for FleetBuilder {
             .field("timeout", &self.timeout)
             .field("window", &self.window)
             .field("reservation_ttl", &self.reservation_ttl)
+            .field("in_flight_ttl", &self.in_flight_ttl)
             .field("queue_capacity", &self.queue_capacity)
             .finish_non_exhaustive()
     }
@@ -135,6 +148,15 @@ impl FleetBuilder {
         self
     }
 
+    /// How long this replica's in-flight counts hold in shared state
+    /// without a refresh (default 10 s): it refreshes them every third of
+    /// it while they are above zero, so the counts of a replica that died
+    /// disappear from every other replica after at most this.
+    pub fn in_flight_ttl(mut self, ttl: Duration) -> Self {
+        self.in_flight_ttl = ttl;
+        self
+    }
+
     /// How many writes may wait for the writer (default 1024); when full,
     /// a write is dropped and counted, never waited for.
     pub fn queue_capacity(mut self, capacity: usize) -> Self {
@@ -159,10 +181,20 @@ impl FleetBuilder {
     /// fleet is usable at once and decides locally until connected (see
     /// [`Fleet::connected`]). Must be called inside a tokio runtime.
     pub fn build(self) -> Result<Fleet, FleetError> {
+        check_tls(&self.url)?;
         let client = Client::open(self.url.as_str())
             .map_err(|e| FleetError::new(format!("invalid redis url: {e}"), &[&self.url]))?;
         let password = client.get_connection_info().redis.password.clone();
         let known: Vec<&str> = password.iter().map(String::as_str).collect();
+        if let redis::ConnectionAddr::TcpTls { insecure: true, .. } =
+            client.get_connection_info().addr
+        {
+            return Err(FleetError::new(
+                "an unverified tls connection (#insecure) is not supported: \
+                 trust the server's certificate authority instead (SSL_CERT_FILE)",
+                &[],
+            ));
+        }
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| FleetError::new("a fleet must be built inside a tokio runtime", &[]))?;
         if self.timeout.is_zero() || self.connect_timeout.is_zero() {
@@ -174,6 +206,12 @@ impl FleetBuilder {
         if self.reservation_ttl < Duration::from_millis(1) {
             return Err(FleetError::new(
                 "the reservation ttl must be at least 1 ms",
+                &[],
+            ));
+        }
+        if self.in_flight_ttl < Duration::from_millis(30) {
+            return Err(FleetError::new(
+                "the in-flight ttl must be at least 30 ms",
                 &[],
             ));
         }
@@ -205,6 +243,10 @@ impl FleetBuilder {
             backoff: self.backoff,
             slot_ms,
             reservation_ttl_ms: self.reservation_ttl.as_millis().max(1) as u64,
+            in_flight_ttl: self.in_flight_ttl,
+            in_flight: InFlight::default(),
+            restored: Arc::new(Notify::new()),
+            round_trips: AtomicU64::new(0),
             conn: RwLock::new(None),
             up: AtomicBool::new(false),
             up_watch: up_tx,
@@ -231,6 +273,11 @@ impl FleetBuilder {
             inner.shutdown.subscribe(),
         ));
         runtime.spawn(write_behind(Arc::downgrade(&inner), queue));
+        runtime.spawn(refresh_in_flight(
+            Arc::downgrade(&inner),
+            Arc::clone(&inner.restored),
+            inner.shutdown.subscribe(),
+        ));
         let shared = Arc::new(Shared(Arc::clone(&inner)));
         let state = SharedState::new()
             .with_tpm(shared.clone())
@@ -256,7 +303,9 @@ impl fmt::Debug for Fleet {
 }
 
 impl Fleet {
-    /// Configures a fleet on the Redis at `url` (`redis://[:password@]host:port/db`).
+    /// Configures a fleet on the Redis at `url`
+    /// (`redis://[[user]:password@]host:port/db`, or `rediss://` for TLS
+    /// with the `tls` feature: see the [crate docs](crate#tls)).
     pub fn builder(url: impl Into<String>) -> FleetBuilder {
         FleetBuilder {
             url: url.into(),
@@ -265,6 +314,7 @@ impl Fleet {
             connect_timeout: Duration::from_millis(100),
             window: Duration::from_secs(60),
             reservation_ttl: Duration::from_secs(600),
+            in_flight_ttl: Duration::from_secs(10),
             queue_capacity: 1024,
             backoff: (Duration::from_millis(10), Duration::from_secs(1)),
             sink: None,
@@ -316,6 +366,7 @@ impl Fleet {
             outages: self.inner.outages.load(Ordering::Relaxed),
             dropped_writes: self.inner.dropped.load(Ordering::Relaxed),
             local_decisions: self.inner.local.load(Ordering::Relaxed),
+            round_trips: self.inner.round_trips.load(Ordering::Relaxed),
         }
     }
 
@@ -329,6 +380,7 @@ impl Fleet {
         let mut call = fleet.current.prepare_invoke();
         call.key(&keys[0]).key(&keys[1]).key(&keys[2]);
         call.arg(fleet.slot_ms).arg(SLOTS);
+        fleet.round_trip();
         match tokio::time::timeout(fleet.timeout, call.invoke_async::<u64>(&mut conn)).await {
             Ok(Ok(total)) => Some(total),
             _ => None,
@@ -360,6 +412,9 @@ pub(crate) enum Write {
     },
     /// Commands made in one round trip.
     Pipeline(redis::Pipeline),
+    /// Stores and publishes this replica's in-flight count of a key, as it
+    /// is when written.
+    InFlight(Arc<Count>),
     /// Answers when everything before it is written.
     Flush(tokio::sync::oneshot::Sender<()>),
 }
@@ -375,6 +430,11 @@ pub(crate) struct Inner {
     backoff: (Duration, Duration),
     pub(crate) slot_ms: u64,
     pub(crate) reservation_ttl_ms: u64,
+    pub(crate) in_flight_ttl: Duration,
+    pub(crate) in_flight: InFlight,
+    /// Wakes the refresher when sharing resumes.
+    restored: Arc<Notify>,
+    round_trips: AtomicU64,
     conn: RwLock<Option<MultiplexedConnection>>,
     up: AtomicBool,
     up_watch: watch::Sender<bool>,
@@ -420,6 +480,11 @@ impl Inner {
             .clone()
     }
 
+    /// Counts a round trip made for requests.
+    pub(crate) fn round_trip(&self) {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts an admission decided locally.
     pub(crate) fn decided_locally(&self) {
         self.local.fetch_add(1, Ordering::Relaxed);
@@ -435,6 +500,8 @@ impl Inner {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
             self.up_watch.send_replace(false);
+            // What the others have in flight is unknown from now on.
+            self.in_flight.clear_others();
             self.report_degraded(error);
             self.wake.notify_one();
         }
@@ -461,6 +528,7 @@ impl Inner {
             .take();
         self.up.store(true, Ordering::Release);
         self.up_watch.send_replace(true);
+        self.restored.notify_one();
         if self.reported.swap(false, Ordering::AcqRel) {
             let after = since.map_or(Duration::ZERO, |since| since.elapsed());
             emit(&self.sink, || Event::SharedStateRestored {
@@ -472,9 +540,19 @@ impl Inner {
 
     /// Queues `write` without waiting; counts it when the queue is full or
     /// shared state is unreachable.
-    pub(crate) fn write_behind(&self, write: Write) {
+    pub(crate) fn write_behind(&self, write: Write) -> bool {
         if !self.up.load(Ordering::Acquire) || self.writes.try_send(write).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Queues a write of `count` unless one is queued already (it will
+    /// carry this change too).
+    pub(crate) fn write_in_flight(&self, count: &Arc<Count>) {
+        if count.claim_write() && !self.write_behind(Write::InFlight(Arc::clone(count))) {
+            count.unclaim_write();
         }
     }
 
@@ -487,6 +565,42 @@ impl Inner {
     /// A reservation id unique across replicas.
     pub(crate) fn reservation(&self, id: u64) -> String {
         format!("{:016x}-{id}", self.replica)
+    }
+}
+
+/// Whether `url` asks for TLS (`rediss://`, `valkeys://`).
+fn is_tls(url: &str) -> bool {
+    let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+    scheme.eq_ignore_ascii_case("rediss") || scheme.eq_ignore_ascii_case("valkeys")
+}
+
+/// A TLS URL needs the `tls` feature, and a process-wide rustls crypto
+/// provider: the client builds its TLS configuration from it when it
+/// connects, and panics without one. Checked here, so the program gets an
+/// error instead.
+fn check_tls(url: &str) -> Result<(), FleetError> {
+    if !is_tls(url) {
+        return Ok(());
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        Err(FleetError::new(
+            "a rediss:// url needs tls: enable the `tls` feature of streamgate-redis \
+             (`redis-tls` of streamgate)",
+            &[],
+        ))
+    }
+    #[cfg(feature = "tls")]
+    {
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            return Err(FleetError::new(
+                "a rediss:// url needs a process-wide rustls crypto provider: \
+                 install one with rustls::crypto::CryptoProvider::install_default \
+                 before building the fleet",
+                &[],
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -603,6 +717,7 @@ async fn write_behind(inner: Weak<Inner>, mut queue: mpsc::Receiver<Write>) {
                     fleet.dropped.fetch_add(1, Ordering::Relaxed);
                     continue;
                 };
+                fleet.round_trip();
                 let mut call = fleet.reconcile.prepare_invoke();
                 call.key(&keys[0]).key(&keys[1]).key(&keys[2]);
                 call.arg(used).arg(id).arg(fleet.slot_ms).arg(SLOTS);
@@ -613,6 +728,18 @@ async fn write_behind(inner: Weak<Inner>, mut queue: mpsc::Receiver<Write>) {
                     fleet.dropped.fetch_add(1, Ordering::Relaxed);
                     continue;
                 };
+                fleet.round_trip();
+                tokio::time::timeout(fleet.timeout, pipe.query_async::<()>(&mut conn)).await
+            }
+            Write::InFlight(count) => {
+                // Changes from here on queue a write of their own.
+                count.unclaim_write();
+                let Some(mut conn) = fleet.connection() else {
+                    fleet.dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                let pipe = crate::shared::in_flight(&fleet, &count);
+                fleet.round_trip();
                 tokio::time::timeout(fleet.timeout, pipe.query_async::<()>(&mut conn)).await
             }
         };
@@ -620,6 +747,30 @@ async fn write_behind(inner: Weak<Inner>, mut queue: mpsc::Receiver<Write>) {
             Ok(Ok(())) => {}
             Ok(Err(error)) => fleet.degrade(&error.to_string()),
             Err(_) => fleet.degrade("a write timed out"),
+        }
+    }
+}
+
+/// Refreshes this replica's non-zero in-flight counts every third of their
+/// TTL, and writes every count when sharing resumes (the others forgot
+/// them, or Redis lost them). Ends with the fleet.
+async fn refresh_in_flight(
+    inner: Weak<Inner>,
+    restored: Arc<Notify>,
+    mut shutdown: watch::Receiver<()>,
+) {
+    let Some(period) = inner.upgrade().map(|fleet| fleet.in_flight_ttl / 3) else {
+        return;
+    };
+    loop {
+        let idle = tokio::select! {
+            _ = tokio::time::sleep(period) => false,
+            _ = restored.notified() => true,
+            _ = shutdown.changed() => return,
+        };
+        let Some(fleet) = inner.upgrade() else { return };
+        for count in fleet.in_flight.own_counts(idle) {
+            fleet.write_in_flight(&count);
         }
     }
 }

@@ -12,7 +12,10 @@ use streamgate_core::state::{
 };
 use tokio::time::Instant;
 
-use crate::fleet::{Inner, Write, SLOTS};
+use crate::{
+    fleet::{Inner, Write, SLOTS},
+    in_flight::Count,
+};
 
 /// Separates the fields of a published message (never in a sane name).
 const SEP: char = '\u{1f}';
@@ -62,6 +65,7 @@ impl SharedTpm for Shared {
                 .arg(SLOTS)
                 .arg(fleet.reservation_ttl_ms)
                 .arg(member);
+            fleet.round_trip();
             let reply =
                 tokio::time::timeout(fleet.timeout, call.invoke_async::<(i64, i64)>(&mut conn))
                     .await;
@@ -130,10 +134,16 @@ impl SharedQuota for Shared {
         fleet.write_behind(Write::Pipeline(pipe));
     }
 
-    fn add_in_flight(&self, _key: StateKey<'_>, _requests: i64, _tokens: i64) {}
+    fn add_in_flight(&self, key: StateKey<'_>, requests: i64, tokens: i64) {
+        let fleet = &self.0;
+        if let Some(count) = fleet.in_flight.own(key.backend.as_str(), key.model) {
+            count.add(requests, tokens);
+            fleet.write_in_flight(&count);
+        }
+    }
 
-    fn others_in_flight(&self, _key: StateKey<'_>) -> (u64, u64) {
-        (0, 0)
+    fn others_in_flight(&self, key: StateKey<'_>) -> (u64, u64) {
+        self.0.in_flight.others(key.backend.as_str(), key.model)
     }
 }
 
@@ -168,6 +178,7 @@ impl SharedBreaker for Shared {
                 .arg("NX")
                 .arg("PX")
                 .arg(ttl);
+            fleet.round_trip();
             let reply =
                 tokio::time::timeout(fleet.timeout, set.query_async::<Option<String>>(&mut conn))
                     .await;
@@ -218,6 +229,41 @@ impl SharedBreaker for Shared {
         release(fleet, &mut pipe, key);
         fleet.write_behind(Write::Pipeline(pipe));
     }
+}
+
+/// Stores this replica's count of a key as it is now (deleted at zero)
+/// with the in-flight TTL, and publishes it.
+pub(crate) fn in_flight(fleet: &Inner, count: &Count) -> redis::Pipeline {
+    let (requests, tokens) = count.read();
+    let (backend, model) = (&*count.backend, &*count.model);
+    let key = format!(
+        "{}:{:x}",
+        fleet.key("inflight", backend, model),
+        fleet.replica
+    );
+    let value = format!(
+        "{:x}{SEP}{requests}{SEP}{tokens}{SEP}{backend}{SEP}{model}",
+        fleet.replica
+    );
+    let mut pipe = redis::pipe();
+    let ttl = if (requests, tokens) == (0, 0) {
+        pipe.cmd("DEL").arg(&key).ignore();
+        0
+    } else {
+        let ttl = (fleet.in_flight_ttl.min(MAX_FACT).as_millis() as u64).max(1);
+        pipe.cmd("SET")
+            .arg(&key)
+            .arg(&value)
+            .arg("PX")
+            .arg(ttl)
+            .ignore();
+        ttl
+    };
+    pipe.cmd("PUBLISH")
+        .arg(&fleet.channel)
+        .arg(format!("i{SEP}{:x}{SEP}{ttl}{SEP}{value}", fleet.replica))
+        .ignore();
+    pipe
 }
 
 /// Deletes the probe lease if this replica holds it.
@@ -299,6 +345,25 @@ fn remember(fleet: &Inner, kind: &str, until: Instant, value: &str) {
                 fleet.open.insert(backend, model, until, open_until);
             }
         }
+        "i" | "inflight" => {
+            let mut fields = value.splitn(5, SEP);
+            let (Some(replica), Some(requests), Some(tokens), Some(backend), Some(model)) = (
+                fields.next().map(|r| u64::from_str_radix(r, 16)),
+                fields.next().map(str::parse::<u64>),
+                fields.next().map(str::parse::<u64>),
+                fields.next(),
+                fields.next(),
+            ) else {
+                return;
+            };
+            if let (Ok(replica), Ok(requests), Ok(tokens)) = (replica, requests, tokens) {
+                if replica != fleet.replica {
+                    fleet
+                        .in_flight
+                        .set_other(backend, model, replica, (requests, tokens), until);
+                }
+            }
+        }
         "c" => {
             if let Some((backend, model)) = value.split_once(SEP) {
                 fleet.open.remove(backend, model);
@@ -317,7 +382,7 @@ pub(crate) async fn seed(
     fleet: &Inner,
     conn: &mut MultiplexedConnection,
 ) -> redis::RedisResult<()> {
-    for kind in ["quota", "open"] {
+    for kind in ["quota", "open", "inflight"] {
         let pattern = format!("{}:{kind}:*", fleet.prefix);
         let mut cursor = 0u64;
         let mut seen = 0usize;

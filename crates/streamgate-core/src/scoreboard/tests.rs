@@ -294,3 +294,24 @@ async fn ttfc_quantiles_use_the_last_samples_by_nearest_rank() {
         Some(Duration::from_millis(5))
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_average_no_sample_refreshes_fades_so_the_backend_is_tried_again() {
+    let board = Scoreboard::new();
+    completed(&board, Outcome::Success, Some(300), 0, None);
+    assert_eq!(
+        view(&board).time_to_first_content,
+        Some(Duration::from_millis(300))
+    );
+    // One decay time later: e⁻¹ of it.
+    tokio::time::advance(TTFC_DECAY).await;
+    let faded = view(&board).time_to_first_content.unwrap();
+    assert_eq!(faded.as_millis(), (300.0 * (-1.0f64).exp()) as u128);
+    // A new sample refreshes it: the average of the old figure and the new
+    // one, unfaded.
+    completed(&board, Outcome::Success, Some(100), 0, None);
+    assert_eq!(
+        view(&board).time_to_first_content,
+        Some(Duration::from_millis(250))
+    );
+}

@@ -920,3 +920,107 @@ async fn overflow_models_count_in_flight_against_the_shared_key() {
     drop(guard);
     assert!(tracker.admit(&b, "third", 0, now).is_ok());
 }
+
+/// Shared state that says what the other replicas have in flight, and
+/// records what this replica tells them.
+#[derive(Debug, Default)]
+struct OtherReplicas {
+    others: Mutex<(u64, u64)>,
+    told: Mutex<Vec<(String, i64, i64)>>,
+}
+
+impl SharedQuota for OtherReplicas {
+    fn exhausted_until(
+        &self,
+        _key: StateKey<'_>,
+        _now: Instant,
+    ) -> Option<streamgate_core::state::Exhaustion> {
+        None
+    }
+
+    fn learn(&self, _key: StateKey<'_>, _until: Instant, _reason: &str) {}
+
+    fn add_in_flight(&self, key: StateKey<'_>, requests: i64, tokens: i64) {
+        self.told
+            .lock()
+            .unwrap()
+            .push((key.model.to_owned(), requests, tokens));
+    }
+
+    fn others_in_flight(&self, _key: StateKey<'_>) -> (u64, u64) {
+        *self.others.lock().unwrap()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn other_replicas_in_flight_count_against_the_same_remaining() {
+    let fleet = Arc::new(OtherReplicas::default());
+    let tracker = QuotaTracker::builder()
+        .predictive(true)
+        .shared(fleet.clone())
+        .build()
+        .unwrap();
+    let b = BackendId::new("openai");
+    let now = Instant::now();
+    tracker.observe(
+        &b,
+        "m",
+        &info(
+            200,
+            &[
+                ("x-ratelimit-remaining-requests", "3"),
+                ("x-ratelimit-reset-requests", "20s"),
+                ("x-ratelimit-remaining-tokens", "1000"),
+                ("x-ratelimit-reset-tokens", "6s"),
+            ],
+        ),
+        now,
+    );
+    // Two requests in flight elsewhere leave one of the three here.
+    *fleet.others.lock().unwrap() = (2, 300);
+    let first = tracker.admit(&b, "m", 100, now).unwrap();
+    let refusal = tracker.admit(&b, "m", 100, now).unwrap_err();
+    assert_eq!(refusal.reason, ExhaustReason::InFlight);
+    assert_eq!(refusal.retry_after, secs(20));
+    // The others' tokens count against the remaining tokens as well.
+    *fleet.others.lock().unwrap() = (0, 800);
+    let refusal = tracker.admit(&b, "m", 150, now).unwrap_err();
+    assert_eq!(refusal.reason, ExhaustReason::InsufficientTokens);
+    let second = tracker.admit(&b, "m", 50, now).unwrap();
+
+    // Each admission and each end is told once; `check` tells nothing.
+    assert!(tracker.check(&b, "m", 10, now).is_ok());
+    drop((first, second));
+    assert_eq!(
+        *fleet.told.lock().unwrap(),
+        [
+            ("m".to_owned(), 1, 100),
+            ("m".to_owned(), 1, 50),
+            ("m".to_owned(), -1, -100),
+            ("m".to_owned(), -1, -50),
+        ]
+    );
+    // The others gone, the three requests are this replica's again.
+    *fleet.others.lock().unwrap() = (0, 0);
+    let guards: Vec<_> = (0..3)
+        .map(|_| tracker.admit(&b, "m", 0, now).unwrap())
+        .collect();
+    assert!(tracker.admit(&b, "m", 0, now).is_err());
+    drop(guards);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unknown_key_tells_the_other_replicas_nothing() {
+    // Uncounted here, so not counted elsewhere either.
+    let fleet = Arc::new(OtherReplicas::default());
+    let tracker = QuotaTracker::builder()
+        .shared(fleet.clone())
+        .build()
+        .unwrap();
+    let b = BackendId::new("openai");
+    *fleet.others.lock().unwrap() = (100, 0);
+    let guard = tracker.admit(&b, "m", 10, Instant::now()).unwrap();
+    assert!(!guard.is_counted());
+    drop(guard);
+    assert!(fleet.told.lock().unwrap().is_empty());
+}

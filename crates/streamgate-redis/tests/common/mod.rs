@@ -4,6 +4,7 @@
 
 use std::{
     net::TcpListener,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::Duration,
 };
@@ -14,6 +15,8 @@ const START: Duration = Duration::from_secs(10);
 pub struct RedisServer {
     port: u16,
     password: Option<String>,
+    /// The folder of `ca.crt`, `server.crt` and `server.key`: TLS only.
+    tls: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -25,6 +28,16 @@ impl RedisServer {
     }
 
     pub async fn start_with_password(password: Option<&str>) -> Option<Self> {
+        Self::start_with(password, None).await
+    }
+
+    /// Starts a server that speaks TLS only, with the certificates in
+    /// `dir` (see [`certificates`]).
+    pub async fn start_tls(password: Option<&str>, dir: &Path) -> Option<Self> {
+        Self::start_with(password, Some(dir.to_owned())).await
+    }
+
+    async fn start_with(password: Option<&str>, tls: Option<PathBuf>) -> Option<Self> {
         if Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -42,6 +55,7 @@ impl RedisServer {
         let mut server = Self {
             port,
             password: password.map(str::to_owned),
+            tls,
             child: None,
         };
         server.restart().await;
@@ -50,9 +64,14 @@ impl RedisServer {
 
     /// The URL to connect to, with the password if there is one.
     pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         match &self.password {
-            Some(password) => format!("redis://:{password}@127.0.0.1:{}/", self.port),
-            None => format!("redis://127.0.0.1:{}/", self.port),
+            Some(password) => format!("{scheme}://:{password}@127.0.0.1:{}/", self.port),
+            None => format!("{scheme}://127.0.0.1:{}/", self.port),
         }
     }
 
@@ -69,8 +88,19 @@ impl RedisServer {
     pub async fn restart(&mut self) {
         self.kill();
         let mut command = Command::new("redis-server");
+        match &self.tls {
+            None => command.args(["--port", &self.port.to_string()]),
+            Some(dir) => command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(dir.join("server.crt"))
+                .arg("--tls-key-file")
+                .arg(dir.join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(dir.join("ca.crt"))
+                .args(["--tls-auth-clients", "no"]),
+        };
         command
-            .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
             .args(["--appendonly", "no"])
@@ -136,4 +166,82 @@ fn major_version() -> u32 {
             version.split('.').next()?.parse().ok()
         })
         .unwrap_or(0)
+}
+
+/// Writes a certificate authority (`ca.crt`) and a server certificate for
+/// 127.0.0.1 signed by it (`server.crt`, `server.key`) into `dir`, with the
+/// `openssl` tool; `false` (after saying why) when it is not installed.
+pub fn certificates(dir: &Path) -> bool {
+    if Command::new("openssl")
+        .arg("version")
+        .stdout(Stdio::null())
+        .status()
+        .is_err()
+    {
+        eprintln!("SKIPPED: openssl is not installed");
+        return false;
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    let steps: [&[&str]; 3] = [
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=streamgate test ca",
+        ],
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "1",
+            "-extfile",
+            "ext",
+        ],
+    ];
+    for args in steps {
+        let status = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "openssl {args:?}");
+    }
+    true
 }
