@@ -222,7 +222,7 @@ async fn run_scenario(scenario: &Scenario, scale: &Scale) -> Result<[Row; 2], Bo
     let bare = Row {
         scenario: scenario.name,
         stack: "bare client",
-        disconnected: disconnected(&got, primary.disconnects() > 0),
+        disconnected: disconnected(primary.disconnects() > 0),
         got,
         ttfc,
         total,
@@ -250,7 +250,7 @@ async fn run_scenario(scenario: &Scenario, scale: &Scale) -> Result<[Row; 2], Bo
     let stack = Row {
         scenario: scenario.name,
         stack: "Backends",
-        disconnected: disconnected(&got, primary.disconnects() > 0),
+        disconnected: disconnected(primary.disconnects() > 0),
         got,
         ttfc,
         total,
@@ -259,7 +259,7 @@ async fn run_scenario(scenario: &Scenario, scale: &Scale) -> Result<[Row; 2], Bo
     Ok([bare, stack])
 }
 
-fn disconnected(_got: &Got, closed: bool) -> &'static str {
+fn disconnected(closed: bool) -> &'static str {
     if closed {
         "yes"
     } else {
