@@ -420,6 +420,7 @@ impl<Req: 'static, C: 'static> FailoverBuilder<Req, C> {
         }
         Ok(Failover {
             inner: Arc::new(Inner {
+                ids: backends.iter().map(|member| member.id.clone()).collect(),
                 backends,
                 retries: self.retries,
                 backoff: self.backoff,

@@ -12,6 +12,7 @@ use std::{
 };
 
 use http::Response;
+use smallvec::{smallvec, SmallVec};
 use streamgate_core::scoreboard::{ScoreView, Scoreboard};
 use streamgate_core::{
     emit, Attempt, BackendId, BoxBody, BoxError, BoxStreamingService, Chunk, Classifier, Commit,
@@ -199,6 +200,8 @@ pub(crate) type SessionKey<Req> = Arc<dyn Fn(&Req) -> Option<u64> + Send + Sync>
 
 pub(crate) struct Inner<Req, C> {
     pub(crate) backends: Vec<Member<Req, C>>,
+    /// The backends' names, in order, for the strategy.
+    pub(crate) ids: Vec<BackendId>,
     pub(crate) retries: u32,
     pub(crate) backoff: Backoff,
     pub(crate) context_length: ContextLengthPolicy,
@@ -313,7 +316,7 @@ where
         let round_start = attempts.len();
         let mut called_any = false;
         let plan = plan(&inner, &request);
-        let calls: Vec<usize> = plan
+        let calls: SmallVec<[usize; INLINE_BACKENDS]> = plan
             .iter()
             .filter_map(|step| match *step {
                 Step::Call(i) => Some(i),
@@ -361,7 +364,7 @@ where
             let (verdicts, consumed) = match hedge {
                 None => {
                     let last = c + 1 == calls.len();
-                    (vec![try_backend(&inner, i, &request, last).await], 1)
+                    (smallvec![try_backend(&inner, i, &request, last).await], 1)
                 }
                 Some((j, delay)) => {
                     hedged = true;
@@ -419,9 +422,9 @@ where
 /// The order of one round: the strategy's, then the scoreboard's say. Known
 /// refusals are skipped first (no call), then the available backends are
 /// called, deprioritised ones (late, slow) last.
-pub(crate) fn plan<Req: LlmRequest, C>(inner: &Inner<Req, C>, request: &Req) -> Vec<Step> {
+pub(crate) fn plan<Req: LlmRequest, C>(inner: &Inner<Req, C>, request: &Req) -> Plan {
     let now = Instant::now();
-    let scores: Vec<ScoreView> = inner
+    let scores: SmallVec<[ScoreView; INLINE_BACKENDS]> = inner
         .backends
         .iter()
         .map(|member| match &member.model {
@@ -429,15 +432,14 @@ pub(crate) fn plan<Req: LlmRequest, C>(inner: &Inner<Req, C>, request: &Req) -> 
             None => inner.scoreboard.view(&member.id, request.model(), now),
         })
         .collect();
-    let ids: Vec<&BackendId> = inner.backends.iter().map(|m| &m.id).collect();
     let order = inner.strategy.order(&Inputs {
-        ids: &ids,
+        ids: &inner.ids,
         scores: &scores,
         turn: &inner.turn,
         rng: &inner.jitter,
         session: inner.session_key.as_ref().and_then(|key| key(request)),
     });
-    let mut plan = Vec::with_capacity(order.len());
+    let mut plan = Plan::new();
     plan.extend(order.iter().filter_map(|&i| {
         let score = &scores[i];
         score
@@ -508,6 +510,16 @@ fn failover_event<Req, C>(
 
 /// What trying one backend came to, with the attempts it made.
 type Tried<C> = (usize, Verdict<C>, Vec<Attempt>);
+
+/// What one step of the router tried: one backend, or a hedged pair.
+type Tries<C> = SmallVec<[Tried<C>; 2]>;
+
+/// Per-request lists of backend indexes and steps: inline up to this many
+/// backends, so routing allocates nothing for them.
+pub(crate) const INLINE_BACKENDS: usize = 8;
+
+/// The steps of one round.
+pub(crate) type Plan = SmallVec<[Step; INLINE_BACKENDS]>;
 
 /// Tries backend `i`, with retries, and records every attempt.
 async fn try_backend<Req, C>(
@@ -661,7 +673,7 @@ async fn hedged_pair<Req, C>(
     request: &Req,
     j_is_last: bool,
     delay: Duration,
-) -> (Vec<Tried<C>>, usize)
+) -> (Tries<C>, usize)
 where
     Req: LlmRequest + Send + Sync + 'static,
     C: Chunk + Send + 'static,
@@ -676,10 +688,10 @@ where
     })
     .await;
     if let Some(tried) = settled {
-        return (vec![tried], 1);
+        return (smallvec![tried], 1);
     }
     if !inner.hedge_budget.try_take() {
-        return (vec![primary.await], 1);
+        return (smallvec![primary.await], 1);
     }
     let (first, second) = (&inner.backends[i].id, &inner.backends[j].id);
     let estimated_tokens = request.estimated_tokens();
@@ -725,9 +737,9 @@ where
             });
             let (k, verdict, mut tried) = done;
             tried.push(cancelled(loser));
-            (vec![(k, verdict, tried)], 2)
+            (smallvec![(k, verdict, tried)], 2)
         }
-        Verdict::Stop(_) => (vec![done], 2),
+        Verdict::Stop(_) => (smallvec![done], 2),
         // Failed before content: the other one goes on alone.
         Verdict::Next { .. } => {
             let rest = if hedge_finished {
@@ -735,7 +747,7 @@ where
             } else {
                 hedge.await
             };
-            (vec![done, rest], 2)
+            (smallvec![done, rest], 2)
         }
     }
 }

@@ -9,7 +9,9 @@ use std::{
 
 use streamgate_core::{scoreboard::ScoreView, BackendId};
 
-use super::backoff::Jitter;
+use smallvec::SmallVec;
+
+use super::{backoff::Jitter, service::INLINE_BACKENDS};
 
 /// How the router orders its backends for each request.
 ///
@@ -75,9 +77,13 @@ impl std::fmt::Display for Strategy {
     }
 }
 
+/// Backend indexes in the order one request tries them (inline for a
+/// router of up to [`INLINE_BACKENDS`] backends).
+pub(crate) type Order = SmallVec<[usize; INLINE_BACKENDS]>;
+
 /// What a strategy may read for one request.
 pub(crate) struct Inputs<'a> {
-    pub(crate) ids: &'a [&'a BackendId],
+    pub(crate) ids: &'a [BackendId],
     pub(crate) scores: &'a [ScoreView],
     pub(crate) turn: &'a AtomicUsize,
     pub(crate) rng: &'a Jitter,
@@ -86,9 +92,9 @@ pub(crate) struct Inputs<'a> {
 
 impl Strategy {
     /// Every backend index, in the order this strategy tries them.
-    pub(crate) fn order(&self, inputs: &Inputs<'_>) -> Vec<usize> {
+    pub(crate) fn order(&self, inputs: &Inputs<'_>) -> Order {
         let n = inputs.ids.len();
-        let mut order: Vec<usize> = (0..n).collect();
+        let mut order: Order = (0..n).collect();
         match self {
             Self::Ordered => {}
             Self::RoundRobin => {
@@ -141,15 +147,14 @@ impl Strategy {
                     }
                 };
                 let (first, second) = if cost(b) < cost(a) { (b, a) } else { (a, b) };
-                order.retain(|&i| i != first && i != second);
-                order.splice(0..0, [first, second]);
+                move_to_front(&mut order, second);
+                move_to_front(&mut order, first);
             }
             Self::PowerOfTwoChoices => {}
             Self::Sticky => {
                 if let Some(key) = inputs.session {
                     // Highest score first: each key's own preference list.
-                    order
-                        .sort_by_cached_key(|&i| std::cmp::Reverse(rendezvous(key, inputs.ids[i])));
+                    order.sort_by_key(|&i| std::cmp::Reverse(rendezvous(key, &inputs.ids[i])));
                 }
             }
         }
@@ -196,14 +201,14 @@ mod tests {
         rng: &Jitter,
     ) -> Vec<usize> {
         let ids = ids(scores.len());
-        let refs: Vec<&BackendId> = ids.iter().collect();
-        strategy.order(&Inputs {
-            ids: &refs,
+        let order = strategy.order(&Inputs {
+            ids: &ids,
             scores,
             turn,
             rng,
             session,
-        })
+        });
+        order.to_vec()
     }
 
     fn cold(n: usize) -> Vec<ScoreView> {
