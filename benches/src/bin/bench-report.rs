@@ -385,7 +385,15 @@ fn render(r: &Results, commands: &[String], quick: bool) -> String {
             "criterion defaults (warm-up 3 s, measurement 5 s per benchmark; 10 samples end to end)"
         }
     ));
-    line("- The machine was shared with other work while this ran: absolute times are noisy; compare ratios.");
+    // The load the run ended under, which moves absolute times (ratios
+    // within the run are what stay comparable).
+    let load = read_trimmed("/proc/loadavg")
+        .and_then(|text| text.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into());
+    line(&format!(
+        "- Load average (1 min) when the benchmarks ended: {load}; absolute times move with the \
+         machine's load, so compare ratios."
+    ));
     line("");
     line("Reproduce with `cargo xtask bench` (add `--quick` for short settings). It ran:");
     line("");
