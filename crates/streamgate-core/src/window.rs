@@ -116,11 +116,6 @@ impl SlidingWindow {
         (tokens, requests)
     }
 
-    /// Tokens in the window as of `second`.
-    pub fn tokens(&self, second: u64) -> u64 {
-        self.totals(second).0
-    }
-
     /// The first second at which expiry alone has freed at least `need` of
     /// the tokens in the window at its newest second, oldest slot first;
     /// `None` if the window holds fewer.
@@ -195,7 +190,7 @@ mod tests {
         w.add(0, u64::MAX, 1);
         w.add(0, u64::MAX, 1);
         w.add(1, u64::MAX, 1);
-        assert_eq!(w.tokens(1), u64::MAX);
+        assert_eq!(w.totals(1).0, u64::MAX);
         assert_eq!(w.totals(62), (0, 0));
         w.advance(1_000);
         assert_eq!(w.totals(1_000), (0, 0));
