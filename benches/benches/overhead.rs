@@ -253,21 +253,33 @@ fn per_chunk(c: &mut Criterion) {
     // A stream that answers `Pending` before every chunk, as a socket does:
     // what the layers do when a chunk is not ready at once (timers, wakers)
     // is paid here and not in the always-ready stream above.
-    let client = BareService::pending_between_chunks(LONG);
+    // The short stream too, so that the report can take the per-request
+    // cost out of the per-chunk one as it does for the ready stream.
     let mut group = c.benchmark_group("per_chunk_pending");
-    group.throughput(Throughput::Elements(client.chunks_per_response()));
-    bench_one(&mut group, "bare_1000", client);
-    bench_one(
-        &mut group,
-        "full_stack_1000",
-        full_stack("b", client, tracker()),
-    );
-    bench_one(
-        &mut group,
-        "backend_build_1000",
-        backend_build("b", client, tracker()),
-    );
-    bench_one(&mut group, "timeout_1000", timeout_layer().layer(client));
+    for tokens in [SHORT, LONG] {
+        let client = BareService::pending_between_chunks(tokens);
+        bench_one(&mut group, &format!("bare_{tokens}"), client);
+        bench_one(
+            &mut group,
+            &format!("full_stack_{tokens}"),
+            full_stack("b", client, tracker()),
+        );
+        bench_one(
+            &mut group,
+            &format!("backend_build_{tokens}"),
+            backend_build("b", client, tracker()),
+        );
+        bench_one(
+            &mut group,
+            &format!("timeout_{tokens}"),
+            timeout_layer().layer(client),
+        );
+        bench_one(
+            &mut group,
+            &format!("metrics_tracker_{tokens}"),
+            MetricsLayer::new("b", tracker()).layer(client),
+        );
+    }
     group.finish();
 }
 

@@ -108,8 +108,12 @@
 //!
 //! # Cost
 //!
-//! One boxed tokio `Sleep` per request, reset in place for the idle and
-//! total deadlines; no task is spawned and nothing is allocated per chunk.
+//! One allocation per request: a tokio `Sleep` boxed with its deadlines,
+//! reset in place for the idle and total deadlines, so the response future
+//! and the body carry a pointer. No task is spawned and nothing is
+//! allocated per chunk. A wait polls the sleep only when the task's waker
+//! changed; otherwise it asks whether the sleep has fired. A wait after
+//! content reads the clock once (the idle gap restarts there).
 //! Until the first content the chunks before it are held in one small
 //! buffer (see [`Commit`](streamgate_core::Commit)); when the first chunk is
 //! content nothing is held.

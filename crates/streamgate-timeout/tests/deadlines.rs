@@ -436,3 +436,24 @@ async fn steady_content_just_inside_the_idle_gap_never_times_out_then_a_stall_do
     // Last content at 10 + 10 × 90 = 910 ms; idle expiry 100 ms later.
     assert_eq!(inner.probe().last_drop_at(), Some(start + ms(1010)));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_body_polled_by_another_task_is_still_woken_by_its_deadline() {
+    let inner = ScriptedService::new(Script::new().text("a").stall());
+    let response = call(layer(200, Some(100), None), &inner).await.unwrap();
+    let mut body = response.into_body();
+    assert!(body.next().await.unwrap().is_ok());
+    let start = Instant::now();
+
+    // A first wait under a waker nobody listens to, as when a body moves
+    // between tasks; the timer must wake whichever task polls it next.
+    let mut elsewhere = std::task::Context::from_waker(futures::task::noop_waker_ref());
+    assert!(body.poll_next_unpin(&mut elsewhere).is_pending());
+    let item = tokio::time::timeout(ms(1_000), body.next())
+        .await
+        .expect("the idle deadline wakes the task polling now");
+
+    let error = item.unwrap().unwrap_err();
+    assert_eq!(timeout_of(&error).map(|t| t.kind), Some(TimeoutKind::Idle));
+    assert_eq!(start.elapsed(), ms(100));
+}

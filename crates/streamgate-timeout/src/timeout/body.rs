@@ -2,7 +2,6 @@
 //! enforces the idle and total deadlines.
 
 use std::{
-    future::Future,
     pin::Pin,
     task::{Context, Poll},
 };
@@ -10,9 +9,8 @@ use std::{
 use futures_core::Stream;
 use pin_project::pin_project;
 use streamgate_core::{BoxError, Chunk, Replay};
-use tokio::time::{Instant, Sleep};
 
-use super::deadline::{Deadline, Schedule};
+use super::timer::Timer;
 
 /// The body of a [`FirstChunkTimeout`](super::FirstChunkTimeout) response.
 ///
@@ -29,42 +27,16 @@ pub struct TimeoutBody<B, C> {
     #[pin]
     inner: Option<Replay<B, C>>,
     /// `None` when neither an idle nor a total deadline is configured.
-    timer: Option<Timer>,
-}
-
-struct Timer {
-    sleep: Pin<Box<Sleep>>,
-    /// The deadline in force: what expires, and what is reported then.
-    deadline: Deadline,
-    /// Where `sleep` is set. Never later than `deadline`: when content moves
-    /// the deadline later, the sleep is left where it was and moved on when
-    /// it fires (see `poll_expired`), so a steady stream costs no timer
-    /// update per chunk.
-    armed_at: Instant,
-    schedule: Schedule,
-    /// A content chunk was handed out since the deadline was last moved; the
-    /// idle gap restarts at the next wait. Moving it lazily (only when the
-    /// inner stream is pending) keeps back-to-back chunks free of timer work.
-    rearm: bool,
+    timer: Option<Pin<Box<Timer>>>,
 }
 
 impl<B, C> TimeoutBody<B, C> {
-    pub(crate) fn new(
-        body: Replay<B, C>,
-        schedule: Schedule,
-        sleep: Option<Pin<Box<Sleep>>>,
-    ) -> Self {
-        let timer = match sleep {
-            Some(sleep) if schedule.watches_body() => Some(Timer {
-                sleep,
-                deadline: schedule.before_content(),
-                armed_at: schedule.before_content().at,
-                schedule,
-                // The first content just arrived.
-                rearm: true,
-            }),
-            _ => None,
-        };
+    pub(crate) fn new(body: Replay<B, C>, timer: Option<Pin<Box<Timer>>>) -> Self {
+        let timer = timer.filter(|timer| timer.watches_body()).map(|mut timer| {
+            // The first content just arrived.
+            timer.as_mut().content();
+            timer
+        });
         Self {
             inner: Some(body),
             timer,
@@ -88,7 +60,9 @@ where
         match inner.poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
                 if let Some(timer) = this.timer.as_mut() {
-                    timer.rearm |= chunk.is_content();
+                    if chunk.is_content() {
+                        timer.as_mut().content();
+                    }
                 }
                 Poll::Ready(Some(Ok(chunk)))
             }
@@ -102,10 +76,10 @@ where
                 let Some(timer) = this.timer.as_mut() else {
                     return Poll::Pending;
                 };
-                if !timer.poll_expired(cx) {
+                if !timer.as_mut().poll_expired(cx) {
                     return Poll::Pending;
                 }
-                let error = timer.deadline.error();
+                let error = timer.deadline().error();
                 // Cancel first, then report; the body ends after this item.
                 this.inner.set(None);
                 *this.timer = None;
@@ -126,45 +100,11 @@ where
     }
 }
 
-impl Timer {
-    /// Moves the deadline after content if needed, then polls the sleep.
-    fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.rearm {
-            self.rearm = false;
-            if let Some(next) = self.schedule.after_content(Instant::now()) {
-                self.deadline = next;
-                if next.at < self.armed_at {
-                    // Earlier (an idle gap shorter than the first-content
-                    // wait): the sleep must move now.
-                    self.arm(next.at);
-                }
-            }
-        }
-        loop {
-            if self.sleep.as_mut().poll(cx).is_pending() {
-                return false;
-            }
-            if self.armed_at >= self.deadline.at {
-                return true;
-            }
-            // The sleep fired at an older, earlier deadline: move it on to
-            // the one in force and wait again.
-            self.arm(self.deadline.at);
-        }
-    }
-
-    /// Sets the sleep to `at`, in place: no allocation.
-    fn arm(&mut self, at: Instant) {
-        self.armed_at = at;
-        self.sleep.as_mut().reset(at);
-    }
-}
-
 impl<B: std::fmt::Debug, C: std::fmt::Debug> std::fmt::Debug for TimeoutBody<B, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TimeoutBody")
             .field("inner", &self.inner)
-            .field("deadline", &self.timer.as_ref().map(|t| t.deadline))
+            .field("deadline", &self.timer.as_ref().map(|t| t.deadline()))
             .finish()
     }
 }

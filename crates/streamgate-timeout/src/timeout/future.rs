@@ -11,12 +11,8 @@ use futures_core::Stream;
 use http::Response;
 use pin_project::pin_project;
 use streamgate_core::{BoxError, Chunk, Commit};
-use tokio::time::Sleep;
 
-use super::{
-    deadline::{Deadline, Schedule},
-    TimeoutBody,
-};
+use super::{timer::Timer, TimeoutBody};
 
 /// The response future of [`FirstChunkTimeout`](super::FirstChunkTimeout).
 ///
@@ -31,18 +27,14 @@ pub struct ResponseFuture<F, B, C> {
     #[pin]
     commit: Option<Commit<F, B, C>>,
     /// Handed to the body on commit, so one timer serves the whole request.
-    sleep: Option<Pin<Box<Sleep>>>,
-    deadline: Deadline,
-    schedule: Schedule,
+    timer: Option<Pin<Box<Timer>>>,
 }
 
 impl<F, B, C> ResponseFuture<F, B, C> {
-    pub(crate) fn new(future: F, schedule: Schedule, sleep: Pin<Box<Sleep>>) -> Self {
+    pub(crate) fn new(future: F, timer: Pin<Box<Timer>>) -> Self {
         Self {
             commit: Some(Commit::new(future)),
-            sleep: Some(sleep),
-            deadline: schedule.before_content(),
-            schedule,
+            timer: Some(timer),
         }
     }
 }
@@ -67,22 +59,19 @@ where
         if let Poll::Ready(result) = commit.poll(cx) {
             this.commit.set(None);
             let response = result?;
-            let sleep = this.sleep.take();
-            let schedule = *this.schedule;
-            return Poll::Ready(Ok(
-                response.map(|body| TimeoutBody::new(body, schedule, sleep))
-            ));
+            let timer = this.timer.take();
+            return Poll::Ready(Ok(response.map(|body| TimeoutBody::new(body, timer))));
         }
-        let expired = this
-            .sleep
-            .as_mut()
-            .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready());
-        if expired {
+        let Some(timer) = this.timer.as_mut() else {
+            return Poll::Pending;
+        };
+        if timer.as_mut().poll_sleep(cx) {
             // Cancel first: dropping the inner future or body closes the
             // connection, so the provider stops before the caller hears of it.
+            let error = timer.deadline().error();
             this.commit.set(None);
-            *this.sleep = None;
-            return Poll::Ready(Err(this.deadline.error().into()));
+            *this.timer = None;
+            return Poll::Ready(Err(error.into()));
         }
         Poll::Pending
     }

@@ -6,6 +6,7 @@ mod deadline;
 mod future;
 mod layer;
 mod service;
+mod timer;
 
 pub use body::TimeoutBody;
 pub use config::{ConfigError, Setting, TimeoutConfig, TimeoutConfigBuilder};

@@ -8,7 +8,7 @@ use streamgate_core::{BoxError, Chunk};
 use tokio::time::Instant;
 use tower_service::Service;
 
-use super::{deadline::Schedule, ResponseFuture, TimeoutBody, TimeoutConfig};
+use super::{deadline::Schedule, timer::Timer, ResponseFuture, TimeoutBody, TimeoutConfig};
 
 /// Enforces a first-content deadline (and optionally idle and total
 /// deadlines) on a streaming service. Made by
@@ -67,7 +67,7 @@ where
         // Before the inner call: whatever it does synchronously counts too.
         let schedule = Schedule::new(self.config, Instant::now());
         // The one timer allocation of the request; later deadlines reset it.
-        let sleep = Box::pin(tokio::time::sleep_until(schedule.before_content().at));
-        ResponseFuture::new(self.inner.call(request), schedule, sleep)
+        let timer = Timer::new(schedule);
+        ResponseFuture::new(self.inner.call(request), timer)
     }
 }
