@@ -20,7 +20,7 @@ use streamgate_quota::{QuotaLayer, QuotaTracker};
 use tower::{Layer, Service};
 
 mod common;
-use common::{breaker, full_stack, pacing_layer, runtime, timeout_layer, tpm_layer, tracker};
+use common::{backend_build, breaker, full_stack, pacing_layer, runtime, timeout_layer, tpm_layer, tracker};
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator::new();
@@ -82,6 +82,7 @@ fn main() {
         MetricsLayer::new("b", Arc::new(NoopSink)).layer(c)
     });
     report("full_stack", |c| full_stack("b", c, tracker()));
+    report("backend_build", |c| backend_build("b", c, tracker()));
     report("failover_full_stack", |c| {
         let sink: Arc<dyn MetricsSink> = tracker();
         Failover::builder()

@@ -229,6 +229,11 @@ fn per_chunk(c: &mut Criterion) {
         "full_stack_1000",
         full_stack("b", client, tracker()),
     );
+    bench_one(
+        &mut group,
+        "backend_build_1000",
+        backend_build("b", client, tracker()),
+    );
     // Each layer alone, to see where the per-chunk cost of the stack goes.
     bench_one(&mut group, "timeout_1000", timeout_layer().layer(client));
     bench_one(

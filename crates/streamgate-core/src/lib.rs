@@ -13,8 +13,7 @@
 //! - metrics [`Event`]s and the [`MetricsSink`] trait;
 //! - [`guard`]s: admission and observation of a call as pure state with
 //!   hooks, composed as tuples behind one [`GuardLayer`](guard::GuardLayer);
-//! - the commit-at-first-content primitive ([`Commit`], [`Replay`]) and stream
-//!   observation ([`Observed`], [`StreamObserver`]);
+//! - the commit-at-first-content primitive ([`Commit`], [`Replay`]);
 //! - the [`scoreboard`]: what a router knows of each backend × model,
 //!   published by the layers' events;
 //! - the untrusted-input helpers: [`time`] (outside numbers to durations and
@@ -84,8 +83,8 @@ pub use event::{
     emit, BreakerState, Event, HedgeStage, MetricsSink, NoopSink, Outcome, QuotaState,
     RequestRecord, SharedSink,
 };
-pub use observe::{
-    ConfirmedCall, EndObserver, Gated, Observed, ObservedBody, ReadyCall, StreamEnd, StreamObserver,
+pub(crate) use observe::{
+    ConfirmedCall, EndObserver, Gated, ObservedBody, ReadyCall, StreamEnd, StreamObserver,
 };
 pub use service::{boxed, BoxBody, BoxStreamingService};
 pub use usage::Usage;

@@ -44,7 +44,7 @@ use crate::BackendId;
 pub type StateFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// A gate's pending admission: `Ok` to call, or the refusal (see
-/// [`ConfirmedCall`](crate::ConfirmedCall)).
+/// [`Ticket::confirmation`](crate::guard::Ticket::confirmation)).
 pub type Confirmation = StateFuture<Result<(), crate::Rejected>>;
 
 /// Whose state: a backend and a model. Carries no credential.

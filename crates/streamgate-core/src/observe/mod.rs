@@ -1,5 +1,6 @@
-//! Watching a response and its stream to the end, for layers that learn from
-//! outcomes (breaker, quota, TPM, metrics).
+//! Watching a response and its stream to the end: the plumbing under
+//! [`GuardLayer`](crate::guard::GuardLayer), not part of the public API (a
+//! layer that learns from outcomes is a [`Guard`](crate::guard::Guard)).
 //!
 //! [`Observed`] wraps a response future; when it resolves, its body is
 //! wrapped in an [`ObservedBody`]. The [`StreamObserver`] sees the response
@@ -17,6 +18,9 @@ use http::{response::Parts, Response};
 use pin_project::{pin_project, pinned_drop};
 
 use crate::{BoxError, Rejected};
+
+#[cfg(test)]
+mod tests;
 
 /// How an observed request ended.
 #[derive(Debug, Clone, Copy)]

@@ -1,13 +1,14 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use streamgate_core::{
+use super::{EndObserver, Observed, StreamEnd, StreamObserver};
+use crate::{
     classify,
     testing::{Script, ScriptedService, TestChunk, TestRequest},
-    EndObserver, ErrorClass, Observed, StreamEnd, StreamObserver,
+    ErrorClass,
 };
 use tower::ServiceExt;
 
