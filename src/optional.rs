@@ -124,3 +124,71 @@ where
         }
     }
 }
+
+/// A layer that may be absent and leaves the response as it is (pacing,
+/// request mapping): both arms answer the inner service's response, so no
+/// body wrapper is needed.
+#[derive(Clone, Debug)]
+pub(crate) enum Passthrough<A, B> {
+    On(A),
+    Off(B),
+}
+
+/// Wraps `inner` in `layer` when there is one; the response is the inner
+/// service's either way.
+pub(crate) fn apply_same<L: Layer<S>, S>(layer: Option<L>, inner: S) -> Passthrough<L::Service, S> {
+    match layer {
+        Some(layer) => Passthrough::On(layer.layer(inner)),
+        None => Passthrough::Off(inner),
+    }
+}
+
+impl<A, B, Req, R> Service<Req> for Passthrough<A, B>
+where
+    A: Service<Req, Response = R>,
+    A::Error: Into<BoxError>,
+    B: Service<Req, Response = R>,
+    B::Error: Into<BoxError>,
+{
+    type Response = R;
+    type Error = BoxError;
+    type Future = PassthroughFuture<A::Future, B::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        match self {
+            Self::On(a) => a.poll_ready(cx).map_err(Into::into),
+            Self::Off(b) => b.poll_ready(cx).map_err(Into::into),
+        }
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        match self {
+            Self::On(a) => PassthroughFuture::On(a.call(request)),
+            Self::Off(b) => PassthroughFuture::Off(b.call(request)),
+        }
+    }
+}
+
+/// The response future of [`Passthrough`].
+#[pin_project(project = PassthroughFutureProj)]
+pub(crate) enum PassthroughFuture<FA, FB> {
+    On(#[pin] FA),
+    Off(#[pin] FB),
+}
+
+impl<FA, FB, R, EA, EB> Future for PassthroughFuture<FA, FB>
+where
+    FA: Future<Output = Result<R, EA>>,
+    FB: Future<Output = Result<R, EB>>,
+    EA: Into<BoxError>,
+    EB: Into<BoxError>,
+{
+    type Output = Result<R, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            PassthroughFutureProj::On(f) => f.poll(cx).map_err(Into::into),
+            PassthroughFutureProj::Off(f) => f.poll(cx).map_err(Into::into),
+        }
+    }
+}

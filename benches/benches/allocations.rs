@@ -20,7 +20,9 @@ use streamgate_quota::{QuotaLayer, QuotaTracker};
 use tower::{Layer, Service};
 
 mod common;
-use common::{backend_build, breaker, full_stack, pacing_layer, runtime, timeout_layer, tpm_layer, tracker};
+use common::{
+    backend_build, breaker, full_stack, pacing_layer, runtime, timeout_layer, tpm_layer, tracker,
+};
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator::new();

@@ -436,12 +436,19 @@ fn render(r: &Results, commands: &[String], quick: bool) -> String {
         verdict(pending.map(|v| v <= 25.0))
     ));
     let request_allocs = |id: &str| r.allocations.get(id).map(|a| a.per_request);
-    let (stack_allocs, built_allocs) = (request_allocs("full_stack"), request_allocs("backend_build"));
+    let (stack_allocs, built_allocs) = (
+        request_allocs("full_stack"),
+        request_allocs("backend_build"),
+    );
     line(&format!(
         "| ≤ 1 allocation per request | — | {} (`Backend::build`: {}) | {} |",
         stack_allocs.map_or("—".into(), |v| format!("{v:.2}")),
         built_allocs.map_or("—".into(), |v| format!("{v:.2}")),
-        verdict(stack_allocs.zip(built_allocs).map(|(s, b)| s.max(b) <= 1.0005))
+        verdict(
+            stack_allocs
+                .zip(built_allocs)
+                .map(|(s, b)| s.max(b) <= 1.0005)
+        )
     ));
     let chunk_allocs = r.allocations.get("full_stack").map(|a| a.per_chunk);
     line(&format!(

@@ -16,7 +16,9 @@
 //!
 //! [`GuardLayer`] is the one tower layer for every guard: one response
 //! future, one body wrapper, one place that reports a refusal as
-//! [`Event::Rejected`]. When any guard of the layer
+//! [`Event::Rejected`] (a refusal that shared state gives later, through a
+//! [`Ticket::confirmation`], is reported by the guard whose confirmation it
+//! is, once). When any guard of the layer
 //! may refuse ([`Guard::gates`]), the service is always ready and readies
 //! the inner service only for the calls it admits, so a refusal never waits
 //! for a backend that is not ready; a layer of observers only delegates

@@ -3,13 +3,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use super::{EndObserver, Observed, StreamEnd, StreamObserver};
 use crate::{
     classify,
     testing::{Script, ScriptedService, TestChunk, TestRequest},
     ErrorClass,
 };
+use futures::StreamExt;
 use tower::ServiceExt;
 
 #[derive(Clone, Debug, PartialEq)]
