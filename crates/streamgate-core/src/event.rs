@@ -87,7 +87,9 @@ pub struct RequestRecord<'a> {
     pub time_to_first_content: Option<Duration>,
     /// From `call()` to the end (or the drop).
     pub duration: Duration,
-    /// From the first content chunk to the last chunk.
+    /// From the first content chunk to the last chunk with content or
+    /// output tokens (a trailing usage report or finish marker is not
+    /// output).
     pub output_duration: Option<Duration>,
     /// Merged provider-reported usage, if any was reported.
     pub usage: Option<Usage>,

@@ -97,7 +97,8 @@ pub(crate) struct Measurement {
     estimated_tokens: u64,
     first_chunk: Option<Duration>,
     first_content: Option<Duration>,
-    /// Kept as an instant: the elapsed time is only needed at the end.
+    /// The last chunk with content or output tokens, kept as an instant:
+    /// the elapsed time is only needed at the end.
     last_chunk: Option<Instant>,
     usage: Option<Usage>,
     streamed_output_tokens: u64,
@@ -133,17 +134,28 @@ impl Measurement {
         }
     }
 
-    /// A chunk arrived at `now`.
+    /// A chunk arrived; `now` reads the time, only when the chunk needs it:
+    /// the first chunk, the first content, and chunks that carry content or
+    /// output tokens (the output's end and the burst window). A chunk with
+    /// none of these (a trailing usage report, a finish marker) is counted
+    /// without reading the clock.
     pub(crate) fn chunk(
         &mut self,
-        now: Instant,
+        now: impl FnOnce() -> Instant,
         is_content: bool,
         usage: Option<Usage>,
         output_tokens: Option<u64>,
     ) -> Firsts {
         let mut firsts = Firsts::default();
         self.chunks += 1;
-        if self.first_chunk.is_none() || (is_content && self.first_content.is_none()) {
+        Usage::merge_option(&mut self.usage, usage);
+        let tokens = output_tokens.unwrap_or(0);
+        let first = self.first_chunk.is_none() || (is_content && self.first_content.is_none());
+        if !first && !is_content && tokens == 0 {
+            return firsts;
+        }
+        let now = now();
+        if first {
             let elapsed = now.saturating_duration_since(self.start);
             if self.first_chunk.is_none() {
                 self.first_chunk = Some(elapsed);
@@ -154,9 +166,11 @@ impl Measurement {
                 firsts.content = Some(elapsed);
             }
         }
+        if !is_content && tokens == 0 {
+            return firsts;
+        }
         self.last_chunk = Some(now);
-        Usage::merge_option(&mut self.usage, usage);
-        if let Some(tokens) = output_tokens.filter(|&t| t > 0) {
+        if tokens > 0 {
             self.streamed_output_tokens = self.streamed_output_tokens.saturating_add(tokens);
             if now < self.burst_slot_end {
                 self.burst.add(tokens);
@@ -255,7 +269,7 @@ mod tests {
                 _ => 13,
             };
             let tokens = 1 + i % 3;
-            m.chunk(start + ms(t), true, None, Some(tokens));
+            m.chunk(|| start + ms(t), true, None, Some(tokens));
             w.record(ms(t), tokens);
         }
         let backend = BackendId::new("b");
@@ -273,7 +287,7 @@ mod tests {
     fn first_chunk_and_first_content_are_reported_once() {
         let start = Instant::now();
         let mut m = Measurement::start(start, SystemTime::UNIX_EPOCH, 7);
-        let f = m.chunk(start + ms(10), false, None, None);
+        let f = m.chunk(|| start + ms(10), false, None, None);
         assert_eq!(
             f,
             Firsts {
@@ -281,7 +295,7 @@ mod tests {
                 content: None
             }
         );
-        let f = m.chunk(start + ms(30), true, None, Some(1));
+        let f = m.chunk(|| start + ms(30), true, None, Some(1));
         assert_eq!(
             f,
             Firsts {
@@ -289,7 +303,7 @@ mod tests {
                 content: Some(ms(30))
             }
         );
-        let f = m.chunk(start + ms(50), true, None, Some(1));
+        let f = m.chunk(|| start + ms(50), true, None, Some(1));
         assert_eq!(f, Firsts::default());
         let backend = BackendId::new("b");
         let r = m.record(&backend, "m", start + ms(70), Outcome::Success);
@@ -298,5 +312,23 @@ mod tests {
         assert_eq!(r.chunks, 3);
         assert_eq!(r.streamed_output_tokens, 2);
         assert_eq!(r.estimated_tokens, 7);
+    }
+
+    #[test]
+    fn a_chunk_without_content_or_tokens_after_the_first_reads_no_clock() {
+        let start = Instant::now();
+        let mut m = Measurement::start(start, SystemTime::UNIX_EPOCH, 0);
+        m.chunk(|| start + ms(10), false, None, None);
+        m.chunk(|| start + ms(20), true, None, Some(3));
+        // A finish marker and a usage report: counted, merged, not timed.
+        let untimed = || -> Instant { panic!("read the clock for an untimed chunk") };
+        m.chunk(untimed, false, None, Some(0));
+        m.chunk(untimed, false, Some(Usage::new(4, 3)), None);
+        let backend = BackendId::new("b");
+        let r = m.record(&backend, "m", start + ms(900), Outcome::Success);
+        assert_eq!(r.chunks, 4);
+        assert_eq!(r.usage, Some(Usage::new(4, 3)));
+        // The output ends with its last tokens, not with the usage report.
+        assert_eq!(r.output_duration, Some(Duration::ZERO));
     }
 }

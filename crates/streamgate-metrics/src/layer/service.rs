@@ -156,7 +156,7 @@ impl Ticket for MetricsObserver {
     #[inline]
     fn on_chunk<C: Chunk>(&mut self, chunk: &C, now: &Now) {
         let firsts = self.measurement.chunk(
-            now.get(),
+            || now.get(),
             chunk.is_content(),
             chunk.usage(),
             Some(chunk.counted_output_tokens()),
