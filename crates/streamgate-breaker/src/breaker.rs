@@ -517,7 +517,7 @@ impl GuardTicket for Permit {
         }
     }
 
-    fn on_end(mut self, end: End<'_>) {
+    fn on_end(mut self, end: End<'_>, _now: &Now) {
         match end.error() {
             None if matches!(end, End::Complete) => self.finish(Verdict::Success),
             // Drop releases.

@@ -187,7 +187,7 @@ impl<T> fmt::Debug for Admitted<T> {
 impl<T: Ticket> EndObserver for Admitted<T> {
     #[inline]
     fn on_end(self, end: StreamEnd<'_>) {
-        self.0.on_end(End::from(end));
+        self.0.on_end(End::from(end), &Now::new());
     }
 }
 

@@ -30,7 +30,7 @@
 //!
 //! ```
 //! use std::sync::{atomic::{AtomicUsize, Ordering}, Arc};
-//! use streamgate_core::guard::{Call, End, Guard, GuardLayer, Refusal, Ticket};
+//! use streamgate_core::guard::{Call, End, Guard, GuardLayer, Now, Refusal, Ticket};
 //! use streamgate_core::{RejectReason, Rejected};
 //!
 //! #[derive(Clone)]
@@ -39,7 +39,7 @@
 //! struct Slot(Arc<AtomicUsize>);
 //!
 //! impl Ticket for Slot {
-//!     fn on_end(self, _end: End<'_>) {}
+//!     fn on_end(self, _end: End<'_>, _now: &Now) {}
 //! }
 //!
 //! impl Drop for Slot {
@@ -316,9 +316,10 @@ pub trait Ticket {
     /// A chunk is about to be handed to the caller, at `now`.
     fn on_chunk<C: Chunk>(&mut self, _chunk: &C, _now: &Now) {}
 
-    /// The call ended. Called at most once, and exactly once for a call the
-    /// layer made.
-    fn on_end(self, end: End<'_>);
+    /// The call ended, at `now` (read at most once for every ticket of the
+    /// layer). Called at most once, and exactly once for a call the layer
+    /// made.
+    fn on_end(self, end: End<'_>, now: &Now);
 }
 
 /// Admission and observation for a backend (see the [module docs](self)).
@@ -357,9 +358,9 @@ impl<T: Ticket> Ticket for Option<T> {
     }
 
     #[inline]
-    fn on_end(self, end: End<'_>) {
+    fn on_end(self, end: End<'_>, now: &Now) {
         if let Some(ticket) = self {
-            ticket.on_end(end);
+            ticket.on_end(end, now);
         }
     }
 }
@@ -410,8 +411,8 @@ macro_rules! tuple {
             }
 
             #[inline]
-            fn on_end(self, end: End<'_>) {
-                $(self.$index.on_end(end);)+
+            fn on_end(self, end: End<'_>, now: &Now) {
+                $(self.$index.on_end(end, now);)+
             }
         }
 
@@ -435,7 +436,7 @@ macro_rules! tuple {
             Ok(ticket) => ticket,
             Err(mut refusal) => {
                 refusal.report($call);
-                tuple!(@release refusal, $($done)*);
+                tuple!(@release refusal, $call, $($done)*);
                 return Err(refusal);
             }
         };
@@ -444,9 +445,9 @@ macro_rules! tuple {
     (@admit $self:ident, $call:ident, ($($done:ident)*); ) => {
         Ok(($($done,)*))
     };
-    (@release $refusal:ident, ) => {};
-    (@release $refusal:ident, $($done:ident)+) => {
-        $($done.on_end(End::Refused($refusal.rejected()));)+
+    (@release $refusal:ident, $call:ident, ) => {};
+    (@release $refusal:ident, $call:ident, $($done:ident)+) => {
+        $($done.on_end(End::Refused($refusal.rejected()), &$call.now);)+
     };
 }
 

@@ -80,7 +80,7 @@ impl Ticket for Held {
         self.chunks += 1;
     }
 
-    fn on_end(self, end: End<'_>) {
+    fn on_end(self, end: End<'_>, _now: &Now) {
         let what = match end {
             End::Complete => "complete".to_owned(),
             End::Failed { class, .. } => format!("failed {}", class.as_str()),
@@ -373,7 +373,7 @@ async fn every_guard_sees_the_same_time_for_a_chunk() {
         fn on_chunk<C: Chunk>(&mut self, _chunk: &C, now: &Now) {
             self.0 .0.lock().unwrap().push(now.get());
         }
-        fn on_end(self, _end: End<'_>) {}
+        fn on_end(self, _end: End<'_>, _now: &Now) {}
     }
     #[derive(Clone)]
     struct Timing(Times);

@@ -9,7 +9,6 @@ use streamgate_core::{
     state::{Confirmation, Reserve, SharedTpm, StateKey, TpmGrant},
     BackendId, Chunk, Event, RejectReason, Rejected, SharedSink, Usage,
 };
-use tokio::time::Instant;
 
 use super::layer::Shared;
 use crate::meter::Reservation;
@@ -189,8 +188,8 @@ impl Ticket for TpmObserver {
         self.streamed = self.streamed.saturating_add(chunk.counted_output_tokens());
     }
 
-    fn on_end(mut self, end: End<'_>) {
-        let now = Instant::now();
+    fn on_end(mut self, end: End<'_>, now: &Now) {
+        let now = now.get();
         let used = match end {
             End::Dropped => self.used().max(self.estimate),
             End::Complete => self.used(),

@@ -136,7 +136,7 @@ impl fmt::Debug for MetricsObserver {
 }
 
 impl Ticket for MetricsObserver {
-    fn on_end(self, end: End<'_>) {
+    fn on_end(self, end: End<'_>, now: &Now) {
         let outcome = match end {
             End::Complete => Outcome::Success,
             End::Dropped => Outcome::Cancelled,
@@ -147,9 +147,9 @@ impl Ticket for MetricsObserver {
                 Outcome::from_error(rejected, self.shared.classifier.classify(rejected))
             }
         };
-        let record =
-            self.measurement
-                .record(&self.shared.backend, &self.model, Instant::now(), outcome);
+        let record = self
+            .measurement
+            .record(&self.shared.backend, &self.model, now.get(), outcome);
         self.shared.sink.record(&Event::Completed(&record));
     }
 

@@ -3,7 +3,7 @@ use std::{error::Error, time::SystemTime};
 use http::{response::Parts, StatusCode};
 use streamgate_core::{
     classify,
-    guard::{Call, End, Guard, GuardService, Refusal, Ticket},
+    guard::{Call, End, Guard, GuardService, Now, Refusal, Ticket},
     BackendId, ErrorClass, ProviderError, RejectReason, Rejected, SharedSink,
 };
 use tokio::time::Instant;
@@ -123,25 +123,24 @@ impl std::fmt::Debug for ModelName {
 }
 
 impl QuotaObserver {
-    fn learn_from_error(&self, error: &(dyn Error + 'static)) {
+    fn learn_from_error(&self, error: &(dyn Error + 'static), now: &Now) {
         let mut current = Some(error);
         while let Some(err) = current {
             if let Some(e) = err.downcast_ref::<ProviderError>() {
-                self.learn_from_provider_error(e, classify(error));
+                self.learn_from_provider_error(e, classify(error), now.get());
                 return;
             }
             current = err.source();
         }
     }
 
-    fn learn_from_provider_error(&self, e: &ProviderError, class: ErrorClass) {
+    fn learn_from_provider_error(&self, e: &ProviderError, class: ErrorClass, now: Instant) {
         let status = e.status().unwrap_or(StatusCode::OK);
         let body = e.body_excerpt().map(str::as_bytes);
         let mut info = QuotaInfo::parse(status, e.headers(), body, SystemTime::now());
         if info.retry_after.is_none() {
             info.retry_after = e.retry_after();
         }
-        let now = Instant::now();
         let rate_limited = e.class() == ErrorClass::RateLimited || class == ErrorClass::RateLimited;
         if rate_limited && !info.is_rate_limited() {
             self.tracker
@@ -154,9 +153,9 @@ impl QuotaObserver {
 }
 
 impl Ticket for QuotaObserver {
-    fn on_end(self, end: End<'_>) {
+    fn on_end(self, end: End<'_>, now: &Now) {
         if let Some(error) = end.error() {
-            self.learn_from_error(error);
+            self.learn_from_error(error, now);
         }
     }
 
