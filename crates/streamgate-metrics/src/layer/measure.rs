@@ -150,8 +150,10 @@ impl Measurement {
         self.chunks += 1;
         Usage::merge_option(&mut self.usage, usage);
         let tokens = output_tokens.unwrap_or(0);
+        // Output: it ends the output duration and enters the burst window.
+        let output = is_content || tokens > 0;
         let first = self.first_chunk.is_none() || (is_content && self.first_content.is_none());
-        if !first && !is_content && tokens == 0 {
+        if !first && !output {
             return firsts;
         }
         let now = now();
@@ -166,7 +168,7 @@ impl Measurement {
                 firsts.content = Some(elapsed);
             }
         }
-        if !is_content && tokens == 0 {
+        if !output {
             return firsts;
         }
         self.last_chunk = Some(now);
