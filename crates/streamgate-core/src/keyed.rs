@@ -109,6 +109,42 @@ impl<V: Send + Sync + 'static> KeyedMap<V> {
         entry
     }
 
+    /// Runs `f` on the entry for `backend` × `model`, made by `make` if it is
+    /// new, exactly as [`get_or_insert_with`](Self::get_or_insert_with)
+    /// would find it. For a use that does not keep the entry: when this
+    /// thread looked the same key up last, `f` borrows the entry from the
+    /// per-thread cache and its reference count is not touched, so threads
+    /// recording for one key do not pass that count's cache line back and
+    /// forth. Inside `f`, lookups in other maps work but are not cached.
+    pub fn with<R>(
+        &self,
+        backend: &BackendId,
+        model: &str,
+        make: impl FnOnce(&BackendId, &Arc<str>) -> V,
+        f: impl FnOnce(&V) -> R,
+    ) -> R {
+        let slot = self.cache_slot();
+        let mut f = Some(f);
+        let hit = CACHE
+            .try_with(|cache| {
+                let cache = cache.try_borrow().ok()?;
+                let cached = cache[slot].as_ref()?;
+                if cached.map != self.id || cached.backend != *backend || *cached.model != *model {
+                    return None;
+                }
+                let entry = cached.entry.downcast_ref::<V>()?;
+                f.take().map(|f| f(entry))
+            })
+            .ok()
+            .flatten();
+        match (hit, f) {
+            (Some(out), _) => out,
+            (None, Some(f)) => f(&self.get_or_insert_with(backend, model, make)),
+            // `f` is taken only where it runs, and then there is an answer.
+            (None, None) => unreachable!("a cached lookup ran its closure and lost the answer"),
+        }
+    }
+
     /// The entry [`get_or_insert_with`](Self::get_or_insert_with) would hand
     /// out for `backend` × `model`, without making one: the model's own, or,
     /// for a model that would fold into it, the shared [`OTHER_MODEL`]
@@ -273,6 +309,35 @@ mod tests {
         let again = maps[0].get_or_insert_with(&b, "m", |_, _| 0);
         assert!(Arc::ptr_eq(&first, &again));
         assert!(Arc::ptr_eq(&first, &maps[0].entries()[0].2));
+    }
+
+    #[test]
+    fn with_borrows_the_entry_a_lookup_hands_out() {
+        let map = KeyedMap::<AtomicU64>::new(1);
+        let other = KeyedMap::<usize>::new(4);
+        let b = BackendId::new("b");
+        let make = |_: &BackendId, _: &Arc<str>| AtomicU64::new(0);
+        // A miss makes the entry; the next call hits the thread's cache.
+        for _ in 0..3 {
+            map.with(&b, "m", make, |n| n.fetch_add(1, Ordering::Relaxed));
+        }
+        let entry = map.get_or_insert_with(&b, "m", make);
+        assert_eq!(entry.load(Ordering::Relaxed), 3);
+        // Borrowed, not cloned: the map, the thread's cache and `entry`.
+        map.with(&b, "m", make, |_| assert_eq!(Arc::strong_count(&entry), 3));
+        // Past the cap, the shared entry, as a lookup would give.
+        map.with(&b, "m2", make, |n| n.fetch_add(10, Ordering::Relaxed));
+        map.with(&b, "m3", make, |n| n.fetch_add(10, Ordering::Relaxed));
+        assert_eq!(
+            map.get(&b, OTHER_MODEL).map(|n| n.load(Ordering::Relaxed)),
+            Some(20)
+        );
+        // Lookups in another map inside the closure still answer.
+        let inner = map.with(&b, "m", make, |_| {
+            *other.get_or_insert_with(&b, "m", |_, _| 7)
+        });
+        assert_eq!(inner, 7);
+        assert_eq!(map.with(&b, "m", make, |n| n.load(Ordering::Relaxed)), 3);
     }
 
     #[test]

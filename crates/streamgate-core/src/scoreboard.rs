@@ -345,8 +345,12 @@ impl Scoreboard {
     }
 
     fn update(&self, backend: &BackendId, model: &str, f: impl FnOnce(&mut Score)) {
-        let entry = self.entry(backend, model);
-        f(&mut entry.lock().unwrap_or_else(PoisonError::into_inner));
+        self.inner.scores.with(
+            backend,
+            model,
+            |_, _| Mutex::new(Score::default()),
+            |entry| f(&mut entry.lock().unwrap_or_else(PoisonError::into_inner)),
+        );
     }
 
     /// Clears the breaker's refusal of every model of `backend`.

@@ -212,15 +212,13 @@ impl PerformanceTracker {
         now.saturating_duration_since(self.origin).as_secs()
     }
 
-    fn entry(&self, backend: &BackendId, model: &str) -> Arc<KeyEntry> {
-        self.keys
-            .get_or_insert_with(backend, model, |_, _| KeyEntry::new())
-    }
-
     fn with_key(&self, backend: &BackendId, model: &str, f: impl FnOnce(&mut KeyStats)) {
-        let entry = self.entry(backend, model);
-        let mut stats = entry.stats.lock().unwrap_or_else(PoisonError::into_inner);
-        f(&mut stats);
+        self.keys.with(
+            backend,
+            model,
+            |_, _| KeyEntry::new(),
+            |entry| f(&mut entry.stats.lock().unwrap_or_else(PoisonError::into_inner)),
+        );
     }
 
     /// How many (backend, model) keys the tracker holds, shared `_OTHER`
@@ -386,9 +384,12 @@ impl MetricsSink for PerformanceTracker {
     fn record(&self, event: &Event<'_>) {
         match event {
             Event::RequestStarted { backend, model, .. } => {
-                self.entry(backend, model)
-                    .started
-                    .fetch_add(1, Ordering::Relaxed);
+                self.keys.with(
+                    backend,
+                    model,
+                    |_, _| KeyEntry::new(),
+                    |entry| entry.started.fetch_add(1, Ordering::Relaxed),
+                );
             }
             Event::Completed(record) => {
                 let second = self.second(Instant::now());
