@@ -218,7 +218,11 @@ impl MetricsSink for MetricsFacadeSink {
     fn record(&self, event: &Event<'_>) {
         match event {
             Event::Completed(record) if is_operation(record) => {
-                self.key(record.backend, record.model).completed(record);
+                // Borrowed, not cloned: one request per event, on every thread.
+                self.keys
+                    .with(record.backend, record.model, KeyHandles::new, |key| {
+                        key.completed(record)
+                    });
             }
             Event::Rejected {
                 backend,

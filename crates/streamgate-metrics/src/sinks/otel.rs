@@ -161,7 +161,14 @@ impl OpenTelemetrySink {
     }
 
     fn completed(&self, record: &RequestRecord<'_>) {
-        let key = self.key(record.backend, record.model);
+        // Borrowed, not cloned: one request per event, on every thread.
+        self.keys
+            .with(record.backend, record.model, KeyAttributes::new, |key| {
+                self.completed_for(key, record)
+            });
+    }
+
+    fn completed_for(&self, key: &KeyAttributes, record: &RequestRecord<'_>) {
         let i = &self.instruments;
         match outcome_slot(record.outcome) {
             None => i.duration.record(record.duration.as_secs_f64(), &key.base),
