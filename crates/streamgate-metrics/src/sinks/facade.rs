@@ -208,9 +208,10 @@ impl MetricsFacadeSink {
         );
     }
 
-    fn key(&self, backend: &BackendId, model: &str) -> Arc<KeyHandles> {
-        self.keys
-            .get_or_insert_with(backend, model, KeyHandles::new)
+    /// Runs `f` on the handles of `backend` × `model`, borrowed (see
+    /// [`KeyedMap::with`]).
+    fn with_key<R>(&self, backend: &BackendId, model: &str, f: impl FnOnce(&KeyHandles) -> R) -> R {
+        self.keys.with(backend, model, KeyHandles::new, f)
     }
 }
 
@@ -218,11 +219,7 @@ impl MetricsSink for MetricsFacadeSink {
     fn record(&self, event: &Event<'_>) {
         match event {
             Event::Completed(record) if is_operation(record) => {
-                // Borrowed, not cloned: one request per event, on every thread.
-                self.keys
-                    .with(record.backend, record.model, KeyHandles::new, |key| {
-                        key.completed(record)
-                    });
+                self.with_key(record.backend, record.model, |key| key.completed(record));
             }
             Event::Rejected {
                 backend,
@@ -230,27 +227,28 @@ impl MetricsSink for MetricsFacadeSink {
                 reason,
                 ..
             } => {
-                let key = self.key(backend, model);
-                key.rejections[reject_slot(*reason)]
-                    .get_or_init(|| {
-                        metrics::counter!(
-                            names::REJECTIONS,
-                            key.with([Label::from_static_parts(
-                                names::REJECT_REASON,
-                                reason.as_str()
-                            )])
-                        )
-                    })
-                    .increment(1);
+                self.with_key(backend, model, |key| {
+                    key.rejections[reject_slot(*reason)]
+                        .get_or_init(|| {
+                            metrics::counter!(
+                                names::REJECTIONS,
+                                key.with([Label::from_static_parts(
+                                    names::REJECT_REASON,
+                                    reason.as_str()
+                                )])
+                            )
+                        })
+                        .increment(1);
+                });
             }
             Event::Throttled {
                 backend,
                 model,
                 waited,
             } => {
-                self.key(backend, model)
-                    .throttle_wait
-                    .record(waited.as_secs_f64());
+                self.with_key(backend, model, |key| {
+                    key.throttle_wait.record(waited.as_secs_f64());
+                });
             }
             Event::QuotaUpdate {
                 backend,
@@ -259,13 +257,14 @@ impl MetricsSink for MetricsFacadeSink {
                 remaining_tokens,
                 ..
             } => {
-                let key = self.key(backend, model);
-                if let Some(n) = remaining_requests {
-                    key.quota_requests.set(*n as f64);
-                }
-                if let Some(n) = remaining_tokens {
-                    key.quota_tokens.set(*n as f64);
-                }
+                self.with_key(backend, model, |key| {
+                    if let Some(n) = remaining_requests {
+                        key.quota_requests.set(*n as f64);
+                    }
+                    if let Some(n) = remaining_tokens {
+                        key.quota_tokens.set(*n as f64);
+                    }
+                });
             }
             // Transitions and failovers are rare: registering on the spot is
             // cheaper than keeping a handle for every combination.
@@ -282,8 +281,7 @@ impl MetricsSink for MetricsFacadeSink {
                     Label::from_static_parts(names::BREAKER_TO, to.as_str()),
                 ];
                 if let Some(model) = model {
-                    let key = self.key(backend, model);
-                    labels.push(key.labels[2].clone());
+                    labels.push(self.with_key(backend, model, |key| key.labels[2].clone()));
                 }
                 metrics::counter!(names::BREAKER_TRANSITIONS, labels).increment(1);
             }
@@ -293,16 +291,14 @@ impl MetricsSink for MetricsFacadeSink {
                 model,
                 reason,
             } => {
-                let key = self.key(from, model);
                 let to = to.map_or_else(|| "none".to_owned(), ToString::to_string);
-                metrics::counter!(
-                    names::FAILOVERS,
+                let labels = self.with_key(from, model, |key| {
                     key.with([
                         Label::from_static_parts(names::ERROR_TYPE, reason.as_str()),
                         Label::new(names::FAILOVER_TO, to),
                     ])
-                )
-                .increment(1);
+                });
+                metrics::counter!(names::FAILOVERS, labels).increment(1);
             }
             Event::Hedge {
                 hedge,
@@ -311,26 +307,25 @@ impl MetricsSink for MetricsFacadeSink {
                 estimated_tokens,
                 ..
             } => {
-                let key = self.key(hedge, model);
-                metrics::counter!(
-                    names::HEDGES,
-                    key.with([Label::from_static_parts(names::HEDGE_STAGE, stage.as_str())])
-                )
-                .increment(1);
-                if *stage == HedgeStage::Started {
-                    metrics::counter!(names::HEDGE_TOKENS, key.labels.to_vec())
-                        .increment(*estimated_tokens);
-                }
+                self.with_key(hedge, model, |key| {
+                    metrics::counter!(
+                        names::HEDGES,
+                        key.with([Label::from_static_parts(names::HEDGE_STAGE, stage.as_str())])
+                    )
+                    .increment(1);
+                    if *stage == HedgeStage::Started {
+                        metrics::counter!(names::HEDGE_TOKENS, key.labels.to_vec())
+                            .increment(*estimated_tokens);
+                    }
+                });
             }
             Event::Continuation {
                 from, to, model, ..
             } => {
-                let key = self.key(from, model);
-                metrics::counter!(
-                    names::CONTINUATIONS,
+                let labels = self.with_key(from, model, |key| {
                     key.with([Label::new(names::FAILOVER_TO, to.to_string())])
-                )
-                .increment(1);
+                });
+                metrics::counter!(names::CONTINUATIONS, labels).increment(1);
             }
             _ => {}
         }

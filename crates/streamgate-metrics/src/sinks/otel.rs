@@ -155,9 +155,15 @@ impl OpenTelemetrySink {
         }
     }
 
-    fn key(&self, backend: &BackendId, model: &str) -> Arc<KeyAttributes> {
-        self.keys
-            .get_or_insert_with(backend, model, KeyAttributes::new)
+    /// Runs `f` on the attributes of `backend` × `model`, borrowed (see
+    /// [`KeyedMap::with`]).
+    fn with_key<R>(
+        &self,
+        backend: &BackendId,
+        model: &str,
+        f: impl FnOnce(&KeyAttributes) -> R,
+    ) -> R {
+        self.keys.with(backend, model, KeyAttributes::new, f)
     }
 
     fn completed(&self, record: &RequestRecord<'_>) {
@@ -206,19 +212,21 @@ impl MetricsSink for OpenTelemetrySink {
                 reason,
                 ..
             } => {
-                let key = self.key(backend, model);
-                i.rejections.add(
-                    1,
-                    &key.plus(KeyValue::new(names::REJECT_REASON, reason.as_str())),
-                );
+                self.with_key(backend, model, |key| {
+                    i.rejections.add(
+                        1,
+                        &key.plus(KeyValue::new(names::REJECT_REASON, reason.as_str())),
+                    );
+                });
             }
             Event::Throttled {
                 backend,
                 model,
                 waited,
             } => {
-                let key = self.key(backend, model);
-                i.throttle_wait.record(waited.as_secs_f64(), &key.base);
+                self.with_key(backend, model, |key| {
+                    i.throttle_wait.record(waited.as_secs_f64(), &key.base);
+                });
             }
             Event::QuotaUpdate {
                 backend,
@@ -227,13 +235,14 @@ impl MetricsSink for OpenTelemetrySink {
                 remaining_tokens,
                 ..
             } => {
-                let key = self.key(backend, model);
-                if let Some(n) = remaining_requests {
-                    i.quota_requests.record(*n, &key.base);
-                }
-                if let Some(n) = remaining_tokens {
-                    i.quota_tokens.record(*n, &key.base);
-                }
+                self.with_key(backend, model, |key| {
+                    if let Some(n) = remaining_requests {
+                        i.quota_requests.record(*n, &key.base);
+                    }
+                    if let Some(n) = remaining_tokens {
+                        i.quota_tokens.record(*n, &key.base);
+                    }
+                });
             }
             Event::BreakerTransition {
                 backend,
@@ -248,7 +257,7 @@ impl MetricsSink for OpenTelemetrySink {
                     KeyValue::new(names::BREAKER_TO, to.as_str()),
                 ];
                 if let Some(model) = model {
-                    attributes.push(self.key(backend, model).base[2].clone());
+                    attributes.push(self.with_key(backend, model, |key| key.base[2].clone()));
                 }
                 i.breaker_transitions.add(1, &attributes);
             }
@@ -258,8 +267,7 @@ impl MetricsSink for OpenTelemetrySink {
                 model,
                 reason,
             } => {
-                let key = self.key(from, model);
-                let [a, b, c] = key.base.clone();
+                let [a, b, c] = self.with_key(from, model, |key| key.base.clone());
                 let to = to.map_or_else(|| "none".to_owned(), ToString::to_string);
                 i.failovers.add(
                     1,
@@ -279,7 +287,7 @@ impl MetricsSink for OpenTelemetrySink {
                 estimated_tokens,
                 ..
             } => {
-                let base = self.key(hedge, model).base.clone();
+                let base = self.with_key(hedge, model, |key| key.base.clone());
                 if *stage == HedgeStage::Started {
                     i.hedge_tokens.add(*estimated_tokens, &base);
                 }
@@ -292,7 +300,7 @@ impl MetricsSink for OpenTelemetrySink {
             Event::Continuation {
                 from, to, model, ..
             } => {
-                let [a, b, c] = self.key(from, model).base.clone();
+                let [a, b, c] = self.with_key(from, model, |key| key.base.clone());
                 i.continuations.add(
                     1,
                     &[a, b, c, KeyValue::new(names::FAILOVER_TO, to.to_string())],
