@@ -101,6 +101,17 @@ impl<V: Send + Sync + 'static> KeyedMap<V> {
         if let Some(entry) = self.cached(backend, model) {
             return entry;
         }
+        self.uncached(backend, model, make)
+    }
+
+    /// A lookup that missed this thread's cache: from the map, then
+    /// remembered.
+    fn uncached(
+        &self,
+        backend: &BackendId,
+        model: &str,
+        make: impl FnOnce(&BackendId, &Arc<str>) -> V,
+    ) -> Arc<V> {
         let (key, entry) = self.lookup(backend, model, make);
         if *key == *model {
             // Only after the lookup: `make` may record into another map.
@@ -139,7 +150,7 @@ impl<V: Send + Sync + 'static> KeyedMap<V> {
             .flatten();
         match (hit, f) {
             (Some(out), _) => out,
-            (None, Some(f)) => f(&self.get_or_insert_with(backend, model, make)),
+            (None, Some(f)) => f(&self.uncached(backend, model, make)),
             // `f` is taken only where it runs, and then there is an answer.
             (None, None) => unreachable!("a cached lookup ran its closure and lost the answer"),
         }

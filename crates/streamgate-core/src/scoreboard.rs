@@ -341,16 +341,13 @@ impl Scoreboard {
     fn entry(&self, backend: &BackendId, model: &str) -> Arc<Mutex<Score>> {
         self.inner
             .scores
-            .get_or_insert_with(backend, model, |_, _| Mutex::new(Score::default()))
+            .get_or_insert_with(backend, model, new_score)
     }
 
     fn update(&self, backend: &BackendId, model: &str, f: impl FnOnce(&mut Score)) {
-        self.inner.scores.with(
-            backend,
-            model,
-            |_, _| Mutex::new(Score::default()),
-            |entry| f(&mut entry.lock().unwrap_or_else(PoisonError::into_inner)),
-        );
+        self.inner.scores.with(backend, model, new_score, |entry| {
+            f(&mut entry.lock().unwrap_or_else(PoisonError::into_inner));
+        });
     }
 
     /// Clears the breaker's refusal of every model of `backend`.
@@ -499,6 +496,11 @@ impl MetricsSink for Scoreboard {
             _ => {}
         }
     }
+}
+
+/// A key's score before any event.
+fn new_score(_: &BackendId, _: &Arc<str>) -> Mutex<Score> {
+    Mutex::new(Score::default())
 }
 
 #[cfg(test)]

@@ -167,11 +167,9 @@ impl OpenTelemetrySink {
     }
 
     fn completed(&self, record: &RequestRecord<'_>) {
-        // Borrowed, not cloned: one request per event, on every thread.
-        self.keys
-            .with(record.backend, record.model, KeyAttributes::new, |key| {
-                self.completed_for(key, record)
-            });
+        self.with_key(record.backend, record.model, |key| {
+            self.completed_for(key, record);
+        });
     }
 
     fn completed_for(&self, key: &KeyAttributes, record: &RequestRecord<'_>) {

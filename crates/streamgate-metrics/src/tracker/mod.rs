@@ -212,13 +212,16 @@ impl PerformanceTracker {
         now.saturating_duration_since(self.origin).as_secs()
     }
 
+    /// Runs `f` on the entry of `backend` × `model`, borrowed (see
+    /// [`KeyedMap::with`](streamgate_core::keyed::KeyedMap::with)).
+    fn with_entry<R>(&self, backend: &BackendId, model: &str, f: impl FnOnce(&KeyEntry) -> R) -> R {
+        self.keys.with(backend, model, |_, _| KeyEntry::new(), f)
+    }
+
     fn with_key(&self, backend: &BackendId, model: &str, f: impl FnOnce(&mut KeyStats)) {
-        self.keys.with(
-            backend,
-            model,
-            |_, _| KeyEntry::new(),
-            |entry| f(&mut entry.stats.lock().unwrap_or_else(PoisonError::into_inner)),
-        );
+        self.with_entry(backend, model, |entry| {
+            f(&mut entry.stats.lock().unwrap_or_else(PoisonError::into_inner));
+        });
     }
 
     /// How many (backend, model) keys the tracker holds, shared `_OTHER`
@@ -384,12 +387,9 @@ impl MetricsSink for PerformanceTracker {
     fn record(&self, event: &Event<'_>) {
         match event {
             Event::RequestStarted { backend, model, .. } => {
-                self.keys.with(
-                    backend,
-                    model,
-                    |_, _| KeyEntry::new(),
-                    |entry| entry.started.fetch_add(1, Ordering::Relaxed),
-                );
+                self.with_entry(backend, model, |entry| {
+                    entry.started.fetch_add(1, Ordering::Relaxed);
+                });
             }
             Event::Completed(record) => {
                 let second = self.second(Instant::now());
