@@ -7,7 +7,7 @@ use futures_core::Stream;
 use http::Response;
 use streamgate_breaker::{Breaker, BreakerBuilder, BreakerRegistry, CircuitBreakerLayer};
 use streamgate_core::{
-    guard::GuardLayer, state::SharedState, BackendId, BoxBody, BoxError, BoxStreamingService, Chunk, LlmRequest,
+    guard::GuardLayer, state::SharedState, BackendId, BoxError, BoxStreamingService, Chunk, LlmRequest,
     MetricsSink, Prefill, SharedSink,
 };
 use streamgate_core::scoreboard::Scoreboard;
@@ -557,10 +557,8 @@ impl<S, Req> Backend<S, Req> {
     }
 }
 
-/// Boxes the stack. Its body already yields `BoxError` items (the guard
-/// layer on top converts them), so unlike
-/// [`boxed`](streamgate_core::boxed) it needs no
-/// converting wrapper, one call fewer per chunk behind the box.
+/// Boxes the stack: one allocation per request, shared by the response
+/// future and the body (see [`BoxStreamingService`]).
 fn erase<S, Req, B, C>(service: S) -> BoxStreamingService<Req, C>
 where
     S: Service<Req, Response = Response<B>, Error = BoxError> + Clone + Send + Sync + 'static,
@@ -569,11 +567,7 @@ where
     C: 'static,
     Req: 'static,
 {
-    use tower::ServiceExt;
-    let service = service.map_response(|response: Response<B>| {
-        response.map(|body| -> BoxBody<C> { Box::pin(body) })
-    });
-    tower::util::BoxCloneSyncService::new(service)
+    streamgate_core::boxed(service)
 }
 
 /// Which of a layer's settings a [`Backend`] was given.

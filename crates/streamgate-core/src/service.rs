@@ -1,10 +1,19 @@
 //! Type-erased streaming services, for routers that hold different clients.
+//!
+//! A [`BoxStreamingService`] costs one allocation per request: the boxed
+//! call holds the inner service's response future and, once the head has
+//! arrived, its body, in the same place; the [`BoxBody`] it hands out is
+//! that allocation. (Boxing the future and the body apart, as
+//! `tower::util::BoxCloneSyncService` with a boxed body does, costs two.)
 
+use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use futures_core::Stream;
-use http::Response;
-use tower::{util::BoxCloneSyncService, Service, ServiceExt};
+use http::{response::Parts, Response};
+use tower::Service;
 
 use crate::BoxError;
 
@@ -13,12 +22,40 @@ pub type BoxBody<C> = Pin<Box<dyn Stream<Item = Result<C, BoxError>> + Send + 's
 
 /// A boxed, cloneable streaming service: what a failover router holds when
 /// its backends are different client types or stacks.
-pub type BoxStreamingService<Req, C> = BoxCloneSyncService<Req, Response<BoxBody<C>>, BoxError>;
+///
+/// Build one with [`boxed`]. Each request allocates once: its response
+/// future and its body share one box.
+pub struct BoxStreamingService<Req, C> {
+    inner: Box<dyn Erased<Req, C>>,
+}
+
+/// The response future of a [`BoxStreamingService`]; its response's body
+/// is the same allocation.
+pub struct BoxResponseFuture<C> {
+    call: Option<Pin<Box<dyn Call<C> + Send>>>,
+}
 
 /// Boxes a streaming service and its body into a [`BoxStreamingService`].
 ///
-/// Costs one allocation per request for the body (and tower's one for the
-/// future).
+/// Costs one allocation per request, shared by the response future and the
+/// body. The body's errors are converted to [`BoxError`] as they come.
+///
+/// ```
+/// use futures::StreamExt;
+/// use streamgate_core::testing::{Script, ScriptedService, TestChunk, TestRequest};
+/// use streamgate_core::{boxed, BoxStreamingService};
+/// use tower::ServiceExt;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let client = ScriptedService::new(Script::new().meta("role").text("hi"));
+/// let service: BoxStreamingService<TestRequest, TestChunk> = boxed(client);
+/// let response = service.oneshot(TestRequest::new("m")).await.unwrap();
+/// let chunks: Vec<_> = response.into_body().collect().await;
+/// assert_eq!(chunks.len(), 2);
+/// assert_eq!(chunks[1].as_ref().unwrap(), &TestChunk::Text("hi"));
+/// # }
+/// ```
 pub fn boxed<S, Req, B, C, E>(service: S) -> BoxStreamingService<Req, C>
 where
     S: Service<Req, Response = Response<B>> + Clone + Send + Sync + 'static,
@@ -29,38 +66,183 @@ where
     C: 'static,
     Req: 'static,
 {
-    let service = service
-        .map_response(|response: Response<B>| {
-            response.map(|body| -> BoxBody<C> { Box::pin(ErrInto { body }) })
+    BoxStreamingService {
+        inner: Box::new(service),
+    }
+}
+
+impl<Req, C> Service<Req> for BoxStreamingService<Req, C> {
+    type Response = Response<BoxBody<C>>;
+    type Error = BoxError;
+    type Future = BoxResponseFuture<C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Req) -> BoxResponseFuture<C> {
+        BoxResponseFuture {
+            call: Some(self.inner.call(request)),
+        }
+    }
+}
+
+impl<Req, C> Clone for BoxStreamingService<Req, C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone_box(),
+        }
+    }
+}
+
+impl<Req, C> fmt::Debug for BoxStreamingService<Req, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BoxStreamingService")
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C> Future for BoxResponseFuture<C> {
+    type Output = Result<Response<BoxBody<C>>, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(call) = self.call.as_mut() else {
+            return Poll::Ready(Err(
+                "a streaming response future was polled after it completed".into(),
+            ));
+        };
+        match call.as_mut().poll_head(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(error)) => {
+                self.call = None;
+                Poll::Ready(Err(error))
+            }
+            Poll::Ready(Ok(parts)) => match self.call.take() {
+                // The call now holds the body: it is the body.
+                Some(call) => {
+                    let body: BoxBody<C> = call;
+                    Poll::Ready(Ok(Response::from_parts(parts, body)))
+                }
+                None => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl<C> fmt::Debug for BoxResponseFuture<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BoxResponseFuture")
+            .field("done", &self.call.is_none())
+            .finish()
+    }
+}
+
+/// A service behind the box: cloneable into another box, and calling into
+/// one allocation.
+trait Erased<Req, C>: Send + Sync {
+    fn clone_box(&self) -> Box<dyn Erased<Req, C>>;
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>>;
+    fn call(&mut self, request: Req) -> Pin<Box<dyn Call<C> + Send>>;
+}
+
+impl<S, Req, B, C, E> Erased<Req, C> for S
+where
+    S: Service<Req, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    B: Stream<Item = Result<C, E>> + Send + 'static,
+    E: Into<BoxError> + 'static,
+    C: 'static,
+    Req: 'static,
+{
+    fn clone_box(&self) -> Box<dyn Erased<Req, C>> {
+        Box::new(self.clone())
+    }
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Service::poll_ready(self, cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Req) -> Pin<Box<dyn Call<C> + Send>> {
+        Box::pin(CallState::<S::Future, B>::Calling {
+            future: Service::call(self, request),
         })
-        .map_err(Into::into);
-    BoxCloneSyncService::new(service)
+    }
 }
 
-#[pin_project::pin_project]
-struct ErrInto<B> {
-    #[pin]
-    body: B,
+/// One request behind the box: first its head, then its body.
+trait Call<C>: Stream<Item = Result<C, BoxError>> + Send {
+    /// Polls for the response's head; once it is ready, the call is the
+    /// body.
+    fn poll_head(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Parts, BoxError>>;
 }
 
-impl<B, C, E> Stream for ErrInto<B>
+#[pin_project::pin_project(project = CallProj)]
+enum CallState<F, B> {
+    Calling {
+        #[pin]
+        future: F,
+    },
+    Streaming {
+        #[pin]
+        body: B,
+    },
+    /// The response future failed, or the body was taken apart.
+    Done,
+}
+
+impl<F, B, C, E, FE> Call<C> for CallState<F, B>
+where
+    F: Future<Output = Result<Response<B>, FE>> + Send,
+    FE: Into<BoxError>,
+    B: Stream<Item = Result<C, E>> + Send,
+    E: Into<BoxError>,
+{
+    fn poll_head(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Parts, BoxError>> {
+        let CallProj::Calling { future } = self.as_mut().project() else {
+            return Poll::Ready(Err(
+                "a streaming response future was polled after it completed".into(),
+            ));
+        };
+        match future.poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(error)) => {
+                self.set(CallState::Done);
+                Poll::Ready(Err(error.into()))
+            }
+            Poll::Ready(Ok(response)) => {
+                let (parts, body) = response.into_parts();
+                self.set(CallState::Streaming { body });
+                Poll::Ready(Ok(parts))
+            }
+        }
+    }
+}
+
+impl<F, B, C, E> Stream for CallState<F, B>
 where
     B: Stream<Item = Result<C, E>>,
     E: Into<BoxError>,
 {
     type Item = Result<C, BoxError>;
 
-    fn poll_next(
-        self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        self.project()
-            .body
-            .poll_next(cx)
-            .map(|item| item.map(|r| r.map_err(Into::into)))
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.project() {
+            CallProj::Streaming { body } => body
+                .poll_next(cx)
+                .map(|item| item.map(|r| r.map_err(Into::into))),
+            // Only a body is ever handed out as a stream.
+            CallProj::Calling { .. } | CallProj::Done => Poll::Ready(None),
+        }
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        self.body.size_hint()
+        match self {
+            CallState::Streaming { body } => body.size_hint(),
+            CallState::Calling { .. } | CallState::Done => (0, Some(0)),
+        }
     }
 }
+
+#[cfg(test)]
+mod tests;
