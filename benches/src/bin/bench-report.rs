@@ -556,7 +556,7 @@ fn render(r: &Results, commands: &[String], quick: bool) -> String {
     line("The full stack is what `Backend` stacks, unboxed, outermost first: one guard layer for metrics");
     line("(with the in-memory tracker), TPM budget and quota; pacing; the breaker's guard layer; the");
     line("timeout; everything reports to the tracker. `Failover` boxes each backend's stack (one");
-    line("allocation for the future, one for the body) and serves from the first.");
+    line("allocation per request, shared by the future and the body) and serves from the first.");
     line("");
 
     line("## Peers on the same work");

@@ -19,6 +19,11 @@ impl BackendId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The name's address, shared by every clone of this id.
+    pub(crate) fn addr(&self) -> u64 {
+        Arc::as_ptr(&self.0).cast::<u8>() as usize as u64
+    }
 }
 
 impl Default for BackendId {

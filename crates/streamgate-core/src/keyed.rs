@@ -47,9 +47,11 @@ pub struct KeyedMap<V> {
 /// Source of [`KeyedMap`] ids.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Slots in the per-thread cache: a few maps (sinks) per thread each keep
-/// their most recent entry.
-const CACHE_SLOTS: usize = 4;
+/// Slots in the per-thread cache, chosen by map and backend: the few maps
+/// (sinks) of a stack each keep their most recent entry, and a router's
+/// backends do not take each other's slot in a map they share.
+const CACHE_SLOTS: usize = 8;
+const _: () = assert!(CACHE_SLOTS.is_power_of_two());
 
 /// One map's most recent lookup on this thread.
 struct Cached {
@@ -134,7 +136,7 @@ impl<V: Send + Sync + 'static> KeyedMap<V> {
         make: impl FnOnce(&BackendId, &Arc<str>) -> V,
         f: impl FnOnce(&V) -> R,
     ) -> R {
-        let slot = self.cache_slot();
+        let slot = self.cache_slot(backend);
         let mut f = Some(f);
         let hit = CACHE
             .try_with(|cache| {
@@ -180,14 +182,20 @@ impl<V: Send + Sync + 'static> KeyedMap<V> {
         Some(entry)
     }
 
-    fn cache_slot(&self) -> usize {
-        (self.id % CACHE_SLOTS as u64) as usize
+    /// Where this map's entry for `backend` is cached: a multiplicative
+    /// hash of the map's id and the backend name's address (a clone of an
+    /// id shares it; another id with the same name may take another slot,
+    /// which only costs a miss, since a hit compares the names).
+    fn cache_slot(&self, backend: &BackendId) -> usize {
+        const SLOT_BITS: u32 = CACHE_SLOTS.trailing_zeros();
+        let key = self.id ^ (backend.addr() >> 4);
+        (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (u64::BITS - SLOT_BITS)) as usize
     }
 
     /// This thread's most recent entry of this map, if it is `backend` ×
     /// `model`'s own.
     fn cached(&self, backend: &BackendId, model: &str) -> Option<Arc<V>> {
-        let slot = self.cache_slot();
+        let slot = self.cache_slot(backend);
         CACHE
             .try_with(|cache| {
                 // `try_`: dropping an evicted entry must never panic here.
@@ -205,7 +213,7 @@ impl<V: Send + Sync + 'static> KeyedMap<V> {
 
     /// Keeps `entry`, stored under `model`, as this thread's most recent.
     fn remember(&self, backend: &BackendId, model: Arc<str>, entry: &Arc<V>) {
-        let slot = self.cache_slot();
+        let slot = self.cache_slot(backend);
         let _ = CACHE.try_with(|cache| {
             if let Ok(mut cache) = cache.try_borrow_mut() {
                 cache[slot] = Some(Cached {
@@ -299,6 +307,7 @@ fn real_models<V>(models: &HashMap<Arc<str>, V>) -> usize {
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -320,6 +329,29 @@ mod tests {
         let again = maps[0].get_or_insert_with(&b, "m", |_, _| 0);
         assert!(Arc::ptr_eq(&first, &again));
         assert!(Arc::ptr_eq(&first, &maps[0].entries()[0].2));
+    }
+
+    #[test]
+    fn a_router_s_backends_keep_their_own_cached_entries_in_one_map() {
+        let map = KeyedMap::<AtomicU64>::new(4);
+        let make = |_: &BackendId, _: &Arc<str>| AtomicU64::new(0);
+        let a = BackendId::new("a");
+        // Another backend whose entry is cached in another slot.
+        let candidates: Vec<BackendId> = (0..64).map(|i| BackendId::new(format!("b{i}"))).collect();
+        let b = candidates
+            .iter()
+            .find(|b| map.cache_slot(b) != map.cache_slot(&a))
+            .expect("64 names cannot all share one of 8 slots");
+        let (ea, eb) = (
+            map.get_or_insert_with(&a, "m", make),
+            map.get_or_insert_with(b, "m", make),
+        );
+        // Alternating, each is borrowed from the thread's cache: the map,
+        // the cache and the handle above hold it, and no lookup's clone.
+        for _ in 0..3 {
+            map.with(&a, "m", make, |_| assert_eq!(Arc::strong_count(&ea), 3));
+            map.with(b, "m", make, |_| assert_eq!(Arc::strong_count(&eb), 3));
+        }
     }
 
     #[test]
