@@ -86,5 +86,5 @@ pub use event::{
 pub(crate) use observe::{
     ConfirmedCall, EndObserver, Gated, ObservedBody, ReadyCall, StreamEnd, StreamObserver,
 };
-pub use service::{boxed, BoxBody, BoxStreamingService};
+pub use service::{boxed, BoxBody, BoxResponseFuture, BoxStreamingService};
 pub use usage::Usage;

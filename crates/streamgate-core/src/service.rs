@@ -9,7 +9,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use futures_core::Stream;
 use http::{response::Parts, Response};
@@ -87,6 +87,33 @@ impl<Req, C> Service<Req> for BoxStreamingService<Req, C> {
     }
 }
 
+impl<Req: Send, C> BoxStreamingService<Req, C> {
+    /// Readies a clone of this service and calls it with `request`, all
+    /// inside the returned future, as `self.clone().oneshot(request)`
+    /// would, with no box for the clone: the clone lives in the request's
+    /// one allocation until it is called. For a router that calls shared
+    /// services from `&self`.
+    ///
+    /// ```
+    /// use streamgate_core::testing::{Script, ScriptedService, TestRequest};
+    /// use streamgate_core::boxed;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let client = ScriptedService::new(Script::new().text("hi"));
+    /// let service = boxed(client.clone());
+    /// let response = service.call_clone(TestRequest::new("m")).await.unwrap();
+    /// assert_eq!(response.status(), 200);
+    /// assert_eq!(client.probe().calls(), 1);
+    /// # }
+    /// ```
+    pub fn call_clone(&self, request: Req) -> BoxResponseFuture<C> {
+        BoxResponseFuture {
+            call: Some(self.inner.call_clone(request)),
+        }
+    }
+}
+
 impl<Req, C> Clone for BoxStreamingService<Req, C> {
     fn clone(&self) -> Self {
         Self {
@@ -107,9 +134,7 @@ impl<C> Future for BoxResponseFuture<C> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let Some(call) = self.call.as_mut() else {
-            return Poll::Ready(Err(
-                "a streaming response future was polled after it completed".into(),
-            ));
+            return Poll::Ready(Err(POLLED_AFTER_COMPLETION.into()));
         };
         match call.as_mut().poll_head(cx) {
             Poll::Pending => Poll::Pending,
@@ -143,6 +168,9 @@ trait Erased<Req, C>: Send + Sync {
     fn clone_box(&self) -> Box<dyn Erased<Req, C>>;
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>>;
     fn call(&mut self, request: Req) -> Pin<Box<dyn Call<C> + Send>>;
+    fn call_clone(&self, request: Req) -> Pin<Box<dyn Call<C> + Send>>
+    where
+        Req: Send;
 }
 
 impl<S, Req, B, C, E> Erased<Req, C> for S
@@ -166,6 +194,16 @@ where
     fn call(&mut self, request: Req) -> Pin<Box<dyn Call<C> + Send>> {
         Box::pin(CallState::<S::Future, B>::Calling {
             future: Service::call(self, request),
+        })
+    }
+
+    fn call_clone(&self, request: Req) -> Pin<Box<dyn Call<C> + Send>>
+    where
+        Req: Send,
+    {
+        Box::pin(Oneshot::<S, Req, B>::Readying {
+            service: self.clone(),
+            request: Some(request),
         })
     }
 }
@@ -200,9 +238,7 @@ where
 {
     fn poll_head(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Parts, BoxError>> {
         let CallProj::Calling { future } = self.as_mut().project() else {
-            return Poll::Ready(Err(
-                "a streaming response future was polled after it completed".into(),
-            ));
+            return Poll::Ready(Err(POLLED_AFTER_COMPLETION.into()));
         };
         match future.poll(cx) {
             Poll::Pending => Poll::Pending,
@@ -243,6 +279,95 @@ where
         }
     }
 }
+
+/// A clone of a service readied, called and streamed in one place: the
+/// state behind [`BoxStreamingService::call_clone`].
+#[pin_project::pin_project(project = OneshotProj)]
+enum Oneshot<S: Service<Req>, Req, B> {
+    Readying {
+        service: S,
+        request: Option<Req>,
+    },
+    Calling {
+        #[pin]
+        future: S::Future,
+    },
+    Streaming {
+        #[pin]
+        body: B,
+    },
+    /// Readiness or the call failed.
+    Done,
+}
+
+impl<S, Req, B, C, E> Call<C> for Oneshot<S, Req, B>
+where
+    S: Service<Req, Response = Response<B>> + Send,
+    S::Error: Into<BoxError>,
+    S::Future: Send,
+    Req: Send,
+    B: Stream<Item = Result<C, E>> + Send,
+    E: Into<BoxError>,
+{
+    fn poll_head(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Parts, BoxError>> {
+        if let OneshotProj::Readying { service, request } = self.as_mut().project() {
+            if let Err(error) = ready!(service.poll_ready(cx)) {
+                self.set(Oneshot::Done);
+                return Poll::Ready(Err(error.into()));
+            }
+            let Some(request) = request.take() else {
+                self.set(Oneshot::Done);
+                return Poll::Ready(Err(POLLED_AFTER_COMPLETION.into()));
+            };
+            let future = service.call(request);
+            // The clone is dropped once called, as tower's `Oneshot` does.
+            self.set(Oneshot::Calling { future });
+        }
+        let OneshotProj::Calling { future } = self.as_mut().project() else {
+            return Poll::Ready(Err(POLLED_AFTER_COMPLETION.into()));
+        };
+        match ready!(future.poll(cx)) {
+            Err(error) => {
+                self.set(Oneshot::Done);
+                Poll::Ready(Err(error.into()))
+            }
+            Ok(response) => {
+                let (parts, body) = response.into_parts();
+                self.set(Oneshot::Streaming { body });
+                Poll::Ready(Ok(parts))
+            }
+        }
+    }
+}
+
+impl<S, Req, B, C, E> Stream for Oneshot<S, Req, B>
+where
+    S: Service<Req>,
+    B: Stream<Item = Result<C, E>>,
+    E: Into<BoxError>,
+{
+    type Item = Result<C, BoxError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.project() {
+            OneshotProj::Streaming { body } => body
+                .poll_next(cx)
+                .map(|item| item.map(|r| r.map_err(Into::into))),
+            // Only a body is ever handed out as a stream.
+            _ => Poll::Ready(None),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match self {
+            Oneshot::Streaming { body } => body.size_hint(),
+            _ => (0, Some(0)),
+        }
+    }
+}
+
+/// What a call says when polled again after it completed.
+const POLLED_AFTER_COMPLETION: &str = "a streaming response future was polled after it completed";
 
 #[cfg(test)]
 mod tests;

@@ -130,3 +130,55 @@ async fn a_future_polled_after_it_completed_errs_instead_of_panicking() {
     };
     assert!(error.to_string().contains("after it completed"), "{error}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn call_clone_readies_its_clone_inside_the_future() {
+    let (client, service) = service(Script::new().meta("role").text("a"));
+    client.hold_readiness(true);
+    let mut future = Box::pin(service.call_clone(TestRequest::new("m")));
+    let mut cx = Context::from_waker(noop_waker_ref());
+    assert!(future.as_mut().poll(&mut cx).is_pending());
+    assert_eq!(client.probe().calls(), 0, "not called before it is ready");
+    client.hold_readiness(false);
+    let response = future.await.unwrap();
+    assert_eq!(client.probe().calls(), 1);
+    let chunks: Vec<TestChunk> = response
+        .into_body()
+        .map(|item| item.unwrap())
+        .collect()
+        .await;
+    assert_eq!(chunks, [TestChunk::Meta("role"), TestChunk::Text("a")]);
+    assert_eq!(client.probe().bodies_completed(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn call_clone_dropped_before_readiness_never_calls() {
+    let (client, service) = service(Script::new().text("a"));
+    client.hold_readiness(true);
+    let mut future = Box::pin(service.call_clone(TestRequest::new("m")));
+    let mut cx = Context::from_waker(noop_waker_ref());
+    assert!(future.as_mut().poll(&mut cx).is_pending());
+    drop(future);
+    client.hold_readiness(false);
+    assert_eq!(client.probe().calls(), 0);
+    assert_eq!(client.probe().futures_dropped(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn call_clone_keeps_the_client_s_timing_and_error() {
+    let (client, service) = service(
+        Script::new()
+            .headers_after(Duration::from_millis(30))
+            .fail_call(ErrorClass::Overloaded),
+    );
+    let start = tokio::time::Instant::now();
+    let Err(error) = service.call_clone(TestRequest::new("m")).await else {
+        panic!("the scripted call must fail");
+    };
+    assert_eq!(start.elapsed(), Duration::from_millis(30));
+    assert_eq!(
+        error.downcast_ref::<ProviderError>().map(|e| e.class()),
+        Some(ErrorClass::Overloaded)
+    );
+    assert_eq!(client.probe().calls(), 1);
+}

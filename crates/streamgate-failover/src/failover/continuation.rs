@@ -458,7 +458,7 @@ where
             };
             let tail = self.received.len() - how.text(&self.received).len();
             self.used.push(i);
-            let future = Box::pin(commit(member.service.clone(), request, deadline, None));
+            let future = Box::pin(commit(member.service.call_clone(request), deadline, None));
             return Some((i, tail, future));
         }
         None

@@ -15,12 +15,11 @@ use http::Response;
 use smallvec::{smallvec, SmallVec};
 use streamgate_core::scoreboard::{ScoreView, Scoreboard};
 use streamgate_core::{
-    emit, Attempt, BackendId, BoxBody, BoxError, BoxStreamingService, Chunk, Classifier, Commit,
-    ErrorClass, Event, FailoverError, HedgeStage, LlmRequest, MetricsSink, Prefill, RejectReason,
-    Rejected, Replay, SharedSink, StreamTimeout, TimeoutKind,
+    emit, Attempt, BackendId, BoxBody, BoxError, BoxResponseFuture, BoxStreamingService, Chunk,
+    Classifier, Commit, ErrorClass, Event, FailoverError, HedgeStage, LlmRequest, MetricsSink,
+    Prefill, RejectReason, Rejected, Replay, SharedSink, StreamTimeout, TimeoutKind,
 };
 use tokio::time::Instant;
-use tower::ServiceExt;
 use tower_service::Service;
 
 use super::{
@@ -576,7 +575,7 @@ where
             ),
         };
         let probe = member.probe.as_ref().filter(|_| !last_attempt);
-        let error = match attempt(service.clone(), request.clone(), deadline, probe).await {
+        let error = match attempt(service.call_clone(request.clone()), deadline, probe).await {
             Ok(response) => return Verdict::Served(response),
             Err(error) => error,
         };
@@ -754,34 +753,31 @@ where
 
 /// One call of one backend, up to its commit (first content) or its
 /// first-content deadline.
-async fn attempt<Req, C>(
-    service: BoxStreamingService<Req, C>,
-    request: Req,
+async fn attempt<C>(
+    call: BoxResponseFuture<C>,
     deadline: Option<Duration>,
     probe: Option<&ThroughputProbe>,
 ) -> Result<Response<FailoverBody<C>>, BoxError>
 where
-    Req: LlmRequest + Send + 'static,
     C: Chunk + Send + 'static,
 {
-    let response = commit(service, request, deadline, probe).await?;
+    let response = commit(call, deadline, probe).await?;
     Ok(response.map(FailoverBody::new))
 }
 
-/// [`attempt`]'s commit, for a continuation too.
-pub(crate) async fn commit<Req, C>(
-    mut service: BoxStreamingService<Req, C>,
-    request: Req,
+/// [`attempt`]'s commit, for a continuation too. `call` is a backend's
+/// [`call_clone`](BoxStreamingService::call_clone): it readies the backend
+/// inside, under the same deadline.
+pub(crate) async fn commit<C>(
+    call: BoxResponseFuture<C>,
     deadline: Option<Duration>,
     probe: Option<&ThroughputProbe>,
 ) -> Result<Response<Replay<BoxBody<C>, C>>, BoxError>
 where
-    Req: LlmRequest + Send + 'static,
     C: Chunk + Send + 'static,
 {
     let committed = async move {
-        ServiceExt::<Req>::ready(&mut service).await?;
-        let response = Commit::new(service.call(request)).await?;
+        let response = Commit::new(call).await?;
         match probe {
             Some(probe) => probe.run(response).await,
             None => Ok(response),
