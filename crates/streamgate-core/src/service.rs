@@ -280,24 +280,16 @@ where
     }
 }
 
-/// A clone of a service readied, called and streamed in one place: the
-/// state behind [`BoxStreamingService::call_clone`].
+/// A clone of a service readied, then called and streamed in one place:
+/// the state behind [`BoxStreamingService::call_clone`].
 #[pin_project::pin_project(project = OneshotProj)]
 enum Oneshot<S: Service<Req>, Req, B> {
     Readying {
         service: S,
         request: Option<Req>,
     },
-    Calling {
-        #[pin]
-        future: S::Future,
-    },
-    Streaming {
-        #[pin]
-        body: B,
-    },
-    /// Readiness or the call failed.
-    Done,
+    /// Called: the call's future, then its body.
+    Called(#[pin] CallState<S::Future, B>),
 }
 
 impl<S, Req, B, C, E> Call<C> for Oneshot<S, Req, B>
@@ -311,31 +303,23 @@ where
 {
     fn poll_head(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Parts, BoxError>> {
         if let OneshotProj::Readying { service, request } = self.as_mut().project() {
-            if let Err(error) = ready!(service.poll_ready(cx)) {
-                self.set(Oneshot::Done);
-                return Poll::Ready(Err(error.into()));
-            }
-            let Some(request) = request.take() else {
-                self.set(Oneshot::Done);
-                return Poll::Ready(Err(POLLED_AFTER_COMPLETION.into()));
+            let ready = ready!(service.poll_ready(cx));
+            let call = match (ready, request.take()) {
+                (Ok(()), Some(request)) => CallState::Calling {
+                    future: service.call(request),
+                },
+                (Err(error), _) => {
+                    self.set(Oneshot::Called(CallState::Done));
+                    return Poll::Ready(Err(error.into()));
+                }
+                (Ok(()), None) => CallState::Done,
             };
-            let future = service.call(request);
             // The clone is dropped once called, as tower's `Oneshot` does.
-            self.set(Oneshot::Calling { future });
+            self.set(Oneshot::Called(call));
         }
-        let OneshotProj::Calling { future } = self.as_mut().project() else {
-            return Poll::Ready(Err(POLLED_AFTER_COMPLETION.into()));
-        };
-        match ready!(future.poll(cx)) {
-            Err(error) => {
-                self.set(Oneshot::Done);
-                Poll::Ready(Err(error.into()))
-            }
-            Ok(response) => {
-                let (parts, body) = response.into_parts();
-                self.set(Oneshot::Streaming { body });
-                Poll::Ready(Ok(parts))
-            }
+        match self.project() {
+            OneshotProj::Called(call) => call.poll_head(cx),
+            OneshotProj::Readying { .. } => Poll::Ready(Err(POLLED_AFTER_COMPLETION.into())),
         }
     }
 }
@@ -350,18 +334,16 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         match self.project() {
-            OneshotProj::Streaming { body } => body
-                .poll_next(cx)
-                .map(|item| item.map(|r| r.map_err(Into::into))),
+            OneshotProj::Called(call) => call.poll_next(cx),
             // Only a body is ever handed out as a stream.
-            _ => Poll::Ready(None),
+            OneshotProj::Readying { .. } => Poll::Ready(None),
         }
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         match self {
-            Oneshot::Streaming { body } => body.size_hint(),
-            _ => (0, Some(0)),
+            Oneshot::Called(call) => call.size_hint(),
+            Oneshot::Readying { .. } => (0, Some(0)),
         }
     }
 }
