@@ -545,7 +545,8 @@ impl<S, Req> Backend<S, Req> {
             let service = apply_same(pacing.clone(), service);
             let service = gates.layer(service);
             let service = apply_same(map_request.clone(), service);
-            erase(service)
+            // One allocation per request, shared by the future and the body.
+            streamgate_core::boxed(service)
         };
         let owns_deadline = timeout.is_some();
         let service = stack(timeout);
@@ -555,19 +556,6 @@ impl<S, Req> Backend<S, Req> {
             deadline: owns_deadline.then_some(extended),
         })
     }
-}
-
-/// Boxes the stack: one allocation per request, shared by the response
-/// future and the body (see [`BoxStreamingService`]).
-fn erase<S, Req, B, C>(service: S) -> BoxStreamingService<Req, C>
-where
-    S: Service<Req, Response = Response<B>, Error = BoxError> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    B: Stream<Item = Result<C, BoxError>> + Send + 'static,
-    C: 'static,
-    Req: 'static,
-{
-    streamgate_core::boxed(service)
 }
 
 /// Which of a layer's settings a [`Backend`] was given.

@@ -133,23 +133,17 @@ impl<C> Future for BoxResponseFuture<C> {
     type Output = Result<Response<BoxBody<C>>, BoxError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let Some(call) = self.call.as_mut() else {
+        let Some(mut call) = self.call.take() else {
             return Poll::Ready(Err(POLLED_AFTER_COMPLETION.into()));
         };
         match call.as_mut().poll_head(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Err(error)) => {
-                self.call = None;
-                Poll::Ready(Err(error))
+            Poll::Pending => {
+                self.call = Some(call);
+                Poll::Pending
             }
-            Poll::Ready(Ok(parts)) => match self.call.take() {
-                // The call now holds the body: it is the body.
-                Some(call) => {
-                    let body: BoxBody<C> = call;
-                    Poll::Ready(Ok(Response::from_parts(parts, body)))
-                }
-                None => Poll::Pending,
-            },
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            // The call now holds the body: it is the body.
+            Poll::Ready(Ok(parts)) => Poll::Ready(Ok(Response::from_parts(parts, call))),
         }
     }
 }
@@ -225,7 +219,8 @@ enum CallState<F, B> {
         #[pin]
         body: B,
     },
-    /// The response future failed, or the body was taken apart.
+    /// The response future failed (or, for a call made with
+    /// `call_clone`, readiness did).
     Done,
 }
 
@@ -312,6 +307,7 @@ where
                     self.set(Oneshot::Called(CallState::Done));
                     return Poll::Ready(Err(error.into()));
                 }
+                // Only after a completed readying, which leaves this state.
                 (Ok(()), None) => CallState::Done,
             };
             // The clone is dropped once called, as tower's `Oneshot` does.
