@@ -53,6 +53,7 @@ impl BurstWindow {
     }
 
     /// Adds `tokens` to the current slot.
+    #[inline]
     pub(crate) fn add(&mut self, tokens: u64) {
         let i = (self.current % BURST_SLOTS as u64) as usize;
         let before = self.slots[i];
@@ -139,6 +140,7 @@ impl Measurement {
     /// output tokens (the output's end and the burst window). A chunk with
     /// none of these (a trailing usage report, a finish marker) is counted
     /// without reading the clock.
+    #[inline]
     pub(crate) fn chunk(
         &mut self,
         now: impl FnOnce() -> Instant,

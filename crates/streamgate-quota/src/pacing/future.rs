@@ -92,11 +92,12 @@ where
                         *armed = false;
                     }
                     let tokens = request.as_ref().map_or(0, LlmRequest::estimated_tokens);
-                    match limiters.advance(stage, tokens) {
+                    let now = Instant::now();
+                    match limiters.advance(stage, tokens, now) {
                         Err(wait) => {
-                            started.get_or_insert_with(Instant::now);
+                            started.get_or_insert(now);
                             // One boxed timer per waiting request, reset on later waits.
-                            let deadline = Instant::now() + wait;
+                            let deadline = now + wait;
                             match sleep.as_mut() {
                                 Some(timer) => timer.as_mut().reset(deadline),
                                 None => *sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),

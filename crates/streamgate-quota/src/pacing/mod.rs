@@ -9,10 +9,11 @@
 //! [`Event::Throttled`](streamgate_core::Event::Throttled). Dropping the
 //! future while it waits takes nothing.
 //!
-//! The limiters are GCRA (`governor`) on a tokio clock ([`TokioClock`]),
-//! sized so that no span of one window ever admits more than the limit; see
-//! [`PacingLayerBuilder::token_burst`] for the price and for what happens to
-//! requests larger than the burst.
+//! The limiters are GCRA on tokio time (so they follow paused time in
+//! tests), one atomic each and one clock read per request for both, sized
+//! so that no span of one window ever admits more than the limit; see
+//! [`PacingLayerBuilder::token_burst`] for the price and for what happens
+//! to requests larger than the burst.
 //!
 //! With [`adopt_learned`](PacingLayerBuilder::adopt_learned), the limits a
 //! [`QuotaTracker`] has learned from the backend's headers (for example
@@ -24,8 +25,8 @@
 //! a model past it paces on the tracker's shared `_OTHER` key
 //! ([`PacingLayer::learned_models`]).
 
-mod clock;
 mod future;
+mod gcra;
 mod pacer;
 
 use std::{
@@ -38,7 +39,6 @@ use streamgate_core::{BackendId, BoxError, LlmRequest, MetricsSink, SharedSink};
 use tower_layer::Layer;
 use tower_service::Service;
 
-pub use clock::{TokioClock, TokioInstant};
 pub use future::PacingFuture;
 
 use crate::{tracker::ConfigError, QuotaTracker};

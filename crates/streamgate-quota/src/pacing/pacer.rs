@@ -10,21 +10,15 @@
 //! bound becomes `2L`.
 
 use std::{
-    num::NonZeroU32,
     sync::{Arc, RwLock},
     time::Duration,
 };
 
-use governor::{
-    clock::Clock, middleware::NoOpMiddleware, state::InMemoryState, state::NotKeyed, Quota,
-    RateLimiter,
-};
 use streamgate_core::{keyed::KeyedMap, BackendId};
+use tokio::time::Instant;
 
-use super::clock::{TokioClock, TokioInstant};
+use super::gcra::Gcra;
 use crate::{tracker::ConfigError, LearnedLimits, QuotaTracker};
-
-type Gcra = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<TokioInstant>>;
 
 /// Learned limits with a window longer than this are not paced on (a
 /// per-day request limit says nothing about the next minute).
@@ -57,15 +51,13 @@ impl Spec {
             n => n,
         };
         let period = self.window / refill.max(1);
-        let quota = Quota::with_period(period)
-            .ok_or(ConfigError::new("limit too high for its window"))?
-            .allow_burst(
-                NonZeroU32::new(burst).ok_or(ConfigError::new("burst must be at least 1"))?,
-            );
-        Ok(Limiter {
-            gcra: RateLimiter::direct_with_clock(quota, TokioClock),
-            burst,
-        })
+        if period.is_zero() {
+            return Err(ConfigError::new("limit too high for its window"));
+        }
+        if burst == 0 {
+            return Err(ConfigError::new("burst must be at least 1"));
+        }
+        Ok(Limiter(Gcra::new(period, burst, Instant::now())))
     }
 
     fn stricter(a: Option<Spec>, b: Option<Spec>) -> Option<Spec> {
@@ -88,28 +80,15 @@ impl Spec {
     }
 }
 
-pub(crate) struct Limiter {
-    gcra: Gcra,
-    burst: u32,
-}
+pub(crate) struct Limiter(Gcra);
 
 impl Limiter {
-    /// Takes `cells` (clamped to the burst, so a request larger than the
-    /// burst waits at most one refill of the whole burst instead of
-    /// forever), or says how long to wait before trying again.
-    fn try_take(&self, cells: u64) -> Result<(), Duration> {
-        let cells = u32::try_from(cells)
-            .unwrap_or(u32::MAX)
-            .clamp(1, self.burst);
-        let Some(n) = NonZeroU32::new(cells) else {
-            return Ok(());
-        };
-        match self.gcra.check_n(n) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(not_until)) => Err(not_until.wait_time_from(TokioClock.now())),
-            // Unreachable after the clamp; never wait forever for it.
-            Err(_) => Ok(()),
-        }
+    /// Takes `cells` at `now` (clamped to the burst, so a request larger
+    /// than the burst waits at most one refill of the whole burst instead
+    /// of forever), or says how long to wait before trying again.
+    fn try_take(&self, cells: u64, now: Instant) -> Result<(), Duration> {
+        let cells = u32::try_from(cells).unwrap_or(u32::MAX);
+        self.0.try_take(cells, now)
     }
 }
 
@@ -135,20 +114,26 @@ impl Limiters {
         })
     }
 
-    /// Advances `stage` as far as the limits allow now; `Err` says how long
-    /// to wait before trying the current stage again.
-    pub(crate) fn advance(&self, stage: &mut Stage, tokens: u64) -> Result<(), Duration> {
+    /// Advances `stage` as far as the limits allow at `now` (one clock read
+    /// for both limiters); `Err` says how long to wait before trying the
+    /// current stage again.
+    pub(crate) fn advance(
+        &self,
+        stage: &mut Stage,
+        tokens: u64,
+        now: Instant,
+    ) -> Result<(), Duration> {
         loop {
             match *stage {
                 Stage::Requests => {
                     if let Some(l) = &self.requests {
-                        l.try_take(1)?;
+                        l.try_take(1, now)?;
                     }
                     *stage = Stage::Tokens;
                 }
                 Stage::Tokens => {
                     if let (Some(l), true) = (&self.tokens, tokens > 0) {
-                        l.try_take(tokens)?;
+                        l.try_take(tokens, now)?;
                     }
                     *stage = Stage::Done;
                 }
@@ -261,7 +246,7 @@ mod tests {
         let mut admitted: Vec<(Duration, u64)> = Vec::new();
         while start.elapsed() < Duration::from_secs(180) {
             let mut stage = Stage::Requests;
-            match limiters.advance(&mut stage, 50) {
+            match limiters.advance(&mut stage, 50, tokio::time::Instant::now()) {
                 Ok(()) => admitted.push((start.elapsed(), 50)),
                 Err(wait) => tokio::time::advance(wait).await,
             }
@@ -286,10 +271,15 @@ mod tests {
     async fn a_request_larger_than_the_burst_waits_for_the_whole_burst_not_forever() {
         let limiters = Limiters::new(None, Some(spec(600, Some(60)))).unwrap();
         let mut stage = Stage::Requests;
-        assert_eq!(limiters.advance(&mut stage, 10_000), Ok(()));
+        assert_eq!(
+            limiters.advance(&mut stage, 10_000, tokio::time::Instant::now()),
+            Ok(())
+        );
         let mut stage = Stage::Requests;
         // The burst is empty: refilling 60 cells at 540/min takes 60/9 s.
-        let wait = limiters.advance(&mut stage, 10_000).unwrap_err();
+        let wait = limiters
+            .advance(&mut stage, 10_000, tokio::time::Instant::now())
+            .unwrap_err();
         assert!(wait <= Duration::from_secs(7), "{wait:?}");
         assert_eq!(stage, Stage::Tokens);
     }
