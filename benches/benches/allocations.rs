@@ -4,7 +4,8 @@
 //! binary, so the counter never slows the timing benchmarks. Prints one line
 //! per service: `allocations<TAB>name<TAB>per request<TAB>per chunk`, where
 //! per chunk is the difference between a 1,000-token and a 4-token answer
-//! divided by the 996 extra chunks.
+//! divided by the 996 extra chunks. `<name>_pending` is the same service on
+//! a stream that answers `Pending` before every chunk.
 // Setup that cannot work is a broken benchmark: failing loudly is right.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -57,8 +58,38 @@ where
     B: futures_core::Stream<Item = Result<BenchChunk, E>>,
     E: Into<BoxError>,
 {
-    let short = per_request(make(BareService::new(SHORT)));
-    let long = per_request(make(BareService::new(LONG)));
+    report_with(name, BareService::new, make);
+}
+
+/// The same on the stream that answers `Pending` before every chunk, as a
+/// socket does: what a layer allocates only when something waits shows
+/// here. Reported as `<name>_pending`.
+fn report_pending<S, B, E>(name: &str, make: impl Fn(BareService) -> S)
+where
+    S: Service<BenchRequest, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+    B: futures_core::Stream<Item = Result<BenchChunk, E>>,
+    E: Into<BoxError>,
+{
+    report_with(
+        &format!("{name}_pending"),
+        BareService::pending_between_chunks,
+        make,
+    );
+}
+
+fn report_with<S, B, E>(
+    name: &str,
+    client: impl Fn(u32) -> BareService,
+    make: impl Fn(BareService) -> S,
+) where
+    S: Service<BenchRequest, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+    B: futures_core::Stream<Item = Result<BenchChunk, E>>,
+    E: Into<BoxError>,
+{
+    let short = per_request(make(client(SHORT)));
+    let long = per_request(make(client(LONG)));
     let per_chunk = (long - short) / f64::from(LONG - SHORT);
     println!("allocations\t{name}\t{short:.3}\t{per_chunk:.4}");
 }
@@ -85,6 +116,9 @@ fn main() {
     });
     report("full_stack", |c| full_stack("b", c, tracker()));
     report("backend_build", |c| backend_build("b", c, tracker()));
+    report_pending("timeout", |c| timeout_layer().layer(c));
+    report_pending("full_stack", |c| full_stack("b", c, tracker()));
+    report_pending("backend_build", |c| backend_build("b", c, tracker()));
     report("failover_full_stack", |c| {
         let sink: Arc<dyn MetricsSink> = tracker();
         Failover::builder()

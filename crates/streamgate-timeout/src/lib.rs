@@ -108,9 +108,12 @@
 //!
 //! # Cost
 //!
-//! One allocation per request: a tokio `Sleep` boxed with its deadlines,
-//! reset in place for the idle and total deadlines, so the response future
-//! and the body carry a pointer. No task is spawned and nothing is
+//! At most one allocation per request: a tokio `Sleep` boxed with its
+//! deadlines, made at the request's first wait (set where it would have
+//! been at `call()`) and reset in place for the idle and total deadlines, so
+//! the response future and the body carry a pointer. A response over a
+//! socket waits for its head and makes it there; an answer that is ready
+//! whenever it is polled makes none. No task is spawned and nothing is
 //! allocated per chunk. A wait polls the sleep only when the task's waker
 //! changed; otherwise it asks whether the sleep has fired. A wait after
 //! content reads the clock once (the idle gap restarts there).

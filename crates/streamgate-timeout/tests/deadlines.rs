@@ -457,3 +457,63 @@ async fn a_body_polled_by_another_task_is_still_woken_by_its_deadline() {
     assert_eq!(timeout_of(&error).map(|t| t.kind), Some(TimeoutKind::Idle));
     assert_eq!(start.elapsed(), ms(100));
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_first_content_deadline_counts_from_the_call_even_when_the_first_wait_is_later() {
+    let inner = ScriptedService::new(Script::new().stall_call());
+    let start = Instant::now();
+
+    // The timer is made at the first wait, here 150 ms after the call.
+    let mut service = layer(200, None, None).layer(inner.clone());
+    let future = ServiceExt::<TestRequest>::ready(&mut service)
+        .await
+        .unwrap()
+        .call(TestRequest::new("model"));
+    tokio::time::advance(ms(150)).await;
+    let error = failed(future.await);
+
+    assert_eq!(
+        timeout_of(&error).map(|t| t.kind),
+        Some(TimeoutKind::FirstContent)
+    );
+    assert_eq!(inner.probe().last_drop_at(), Some(start + ms(200)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_ready_at_once_still_has_its_idle_and_total_deadlines() {
+    // Nothing waits before the first content, so the first timer is made
+    // in the body.
+    let idle = ScriptedService::new(Script::new().text("a").wait(ms(60)).text("b").stall());
+    let total = ScriptedService::new(Script::new().text("a").wait(ms(500)).text("b"));
+    let start = Instant::now();
+
+    let response = call(layer(200, Some(100), None), &idle).await.unwrap();
+    let items = drain(&mut response.into_body()).await;
+    assert_eq!(
+        items,
+        [
+            Ok(TestChunk::Text("a")),
+            Ok(TestChunk::Text("b")),
+            Err(Some(StreamTimeout {
+                kind: TimeoutKind::Idle,
+                after: ms(100)
+            })),
+        ]
+    );
+    assert_eq!(idle.probe().last_drop_at(), Some(start + ms(160)));
+
+    let start = Instant::now();
+    let response = call(layer(200, None, Some(300)), &total).await.unwrap();
+    let items = drain(&mut response.into_body()).await;
+    assert_eq!(
+        items,
+        [
+            Ok(TestChunk::Text("a")),
+            Err(Some(StreamTimeout {
+                kind: TimeoutKind::Total,
+                after: ms(300)
+            })),
+        ]
+    );
+    assert_eq!(total.probe().last_drop_at(), Some(start + ms(300)));
+}

@@ -10,7 +10,7 @@ use futures_core::Stream;
 use pin_project::pin_project;
 use streamgate_core::{BoxError, Chunk, Replay};
 
-use super::timer::Timer;
+use super::timer::LazyTimer;
 
 /// The body of a [`FirstChunkTimeout`](super::FirstChunkTimeout) response.
 ///
@@ -27,14 +27,14 @@ pub struct TimeoutBody<B, C> {
     #[pin]
     inner: Option<Replay<B, C>>,
     /// `None` when neither an idle nor a total deadline is configured.
-    timer: Option<Pin<Box<Timer>>>,
+    timer: Option<LazyTimer>,
 }
 
 impl<B, C> TimeoutBody<B, C> {
-    pub(crate) fn new(body: Replay<B, C>, timer: Option<Pin<Box<Timer>>>) -> Self {
-        let timer = timer.filter(|timer| timer.watches_body()).map(|mut timer| {
+    pub(crate) fn new(body: Replay<B, C>, timer: Option<LazyTimer>) -> Self {
+        let timer = timer.filter(LazyTimer::watches_body).map(|mut timer| {
             // The first content just arrived.
-            timer.as_mut().content();
+            timer.content();
             timer
         });
         Self {
@@ -61,7 +61,7 @@ where
             Poll::Ready(Some(Ok(chunk))) => {
                 if let Some(timer) = this.timer.as_mut() {
                     if chunk.is_content() {
-                        timer.as_mut().content();
+                        timer.content();
                     }
                 }
                 Poll::Ready(Some(Ok(chunk)))
@@ -76,10 +76,10 @@ where
                 let Some(timer) = this.timer.as_mut() else {
                     return Poll::Pending;
                 };
-                if !timer.as_mut().poll_expired(cx) {
+                if !timer.poll_expired(cx) {
                     return Poll::Pending;
                 }
-                let error = timer.deadline().error();
+                let error = timer.error();
                 // Cancel first, then report; the body ends after this item.
                 this.inner.set(None);
                 *this.timer = None;
@@ -104,7 +104,10 @@ impl<B: std::fmt::Debug, C: std::fmt::Debug> std::fmt::Debug for TimeoutBody<B, 
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TimeoutBody")
             .field("inner", &self.inner)
-            .field("deadline", &self.timer.as_ref().map(|t| t.deadline()))
+            .field(
+                "deadline",
+                &self.timer.as_ref().and_then(LazyTimer::deadline),
+            )
             .finish()
     }
 }

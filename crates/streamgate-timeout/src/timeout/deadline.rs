@@ -45,25 +45,26 @@ impl Deadline {
     }
 }
 
-/// The deadlines of one request, fixed when it is called.
+/// The deadlines of one request, fixed when it is called. Small (the
+/// configuration and the start), since the response carries it until its
+/// first wait.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Schedule {
     config: TimeoutConfig,
     start: Instant,
-    total: Option<Deadline>,
 }
 
 impl Schedule {
     /// The deadlines of a request called at `start`.
     pub(crate) fn new(config: TimeoutConfig, start: Instant) -> Self {
-        let total = config
+        Self { config, start }
+    }
+
+    /// The total deadline, if one is configured.
+    fn total(&self) -> Option<Deadline> {
+        self.config
             .total()
-            .map(|after| Deadline::new(TimeoutKind::Total, start, after));
-        Self {
-            config,
-            start,
-            total,
-        }
+            .map(|after| Deadline::new(TimeoutKind::Total, self.start, after))
     }
 
     /// The deadline until the first content chunk: the first-content one,
@@ -75,7 +76,7 @@ impl Schedule {
             self.start,
             self.config.first_content(),
         )
-        .earliest(self.total)
+        .earliest(self.total())
     }
 
     /// The deadline while waiting for more after a content chunk was handed
@@ -83,14 +84,14 @@ impl Schedule {
     /// `None` when neither is configured.
     pub(crate) fn after_content(&self, now: Instant) -> Option<Deadline> {
         match self.config.idle() {
-            Some(gap) => Some(Deadline::new(TimeoutKind::Idle, now, gap).earliest(self.total)),
-            None => self.total,
+            Some(gap) => Some(Deadline::new(TimeoutKind::Idle, now, gap).earliest(self.total())),
+            None => self.total(),
         }
     }
 
     /// Whether anything is enforced after the first content.
     pub(crate) fn watches_body(&self) -> bool {
-        self.config.idle().is_some() || self.total.is_some()
+        self.config.idle().is_some() || self.config.total().is_some()
     }
 }
 

@@ -12,7 +12,7 @@ use http::Response;
 use pin_project::pin_project;
 use streamgate_core::{BoxError, Chunk, Commit};
 
-use super::{timer::Timer, TimeoutBody};
+use super::{timer::LazyTimer, TimeoutBody};
 
 /// The response future of [`FirstChunkTimeout`](super::FirstChunkTimeout).
 ///
@@ -27,11 +27,11 @@ pub struct ResponseFuture<F, B, C> {
     #[pin]
     commit: Option<Commit<F, B, C>>,
     /// Handed to the body on commit, so one timer serves the whole request.
-    timer: Option<Pin<Box<Timer>>>,
+    timer: Option<LazyTimer>,
 }
 
 impl<F, B, C> ResponseFuture<F, B, C> {
-    pub(crate) fn new(future: F, timer: Pin<Box<Timer>>) -> Self {
+    pub(crate) fn new(future: F, timer: LazyTimer) -> Self {
         Self {
             commit: Some(Commit::new(future)),
             timer: Some(timer),
@@ -65,10 +65,10 @@ where
         let Some(timer) = this.timer.as_mut() else {
             return Poll::Pending;
         };
-        if timer.as_mut().poll_sleep(cx) {
+        if timer.poll_sleep(cx) {
             // Cancel first: dropping the inner future or body closes the
             // connection, so the provider stops before the caller hears of it.
-            let error = timer.deadline().error();
+            let error = timer.error();
             this.commit.set(None);
             *this.timer = None;
             return Poll::Ready(Err(error.into()));

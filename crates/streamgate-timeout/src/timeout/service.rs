@@ -8,7 +8,7 @@ use streamgate_core::{BoxError, Chunk};
 use tokio::time::Instant;
 use tower_service::Service;
 
-use super::{deadline::Schedule, timer::Timer, ResponseFuture, TimeoutBody, TimeoutConfig};
+use super::{deadline::Schedule, timer::LazyTimer, ResponseFuture, TimeoutBody, TimeoutConfig};
 
 /// Enforces a first-content deadline (and optionally idle and total
 /// deadlines) on a streaming service. Made by
@@ -66,8 +66,9 @@ where
     fn call(&mut self, request: Req) -> Self::Future {
         // Before the inner call: whatever it does synchronously counts too.
         let schedule = Schedule::new(self.config, Instant::now());
-        // The one timer allocation of the request; later deadlines reset it.
-        let timer = Timer::new(schedule);
+        // The timer is made (one allocation) at the first wait, if any;
+        // later deadlines reset it.
+        let timer = LazyTimer::new(schedule);
         ResponseFuture::new(self.inner.call(request), timer)
     }
 }

@@ -1,5 +1,6 @@
 //! The one timer of a request: the sleep and the deadlines it serves, in
-//! one allocation that the response future hands to the body.
+//! one allocation that the response future hands to the body, made only
+//! when the request first waits.
 
 use std::{
     future::Future,
@@ -12,8 +13,8 @@ use tokio::time::{Instant, Sleep};
 
 use super::deadline::{Deadline, Schedule};
 
-/// The request's timer, boxed once at `call()`: the response future and the
-/// body move only the pointer.
+/// The request's timer, boxed once, at the first wait: the response future
+/// and the body move only the pointer.
 #[pin_project]
 pub(crate) struct Timer {
     #[pin]
@@ -39,7 +40,7 @@ pub(crate) struct Timer {
 impl Timer {
     /// The timer of a request called with `schedule`, set at its
     /// first-content deadline.
-    pub(crate) fn new(schedule: Schedule) -> Pin<Box<Self>> {
+    fn new(schedule: Schedule) -> Pin<Box<Self>> {
         let deadline = schedule.before_content();
         Box::pin(Self {
             sleep: tokio::time::sleep_until(deadline.at),
@@ -51,26 +52,16 @@ impl Timer {
         })
     }
 
-    /// The deadline in force.
-    pub(crate) fn deadline(&self) -> Deadline {
-        self.deadline
-    }
-
-    /// Whether anything is enforced after the first content.
-    pub(crate) fn watches_body(&self) -> bool {
-        self.schedule.watches_body()
-    }
-
     /// Content was handed out: the idle gap restarts at the next wait.
     #[inline]
-    pub(crate) fn content(self: Pin<&mut Self>) {
+    fn content(self: Pin<&mut Self>) {
         *self.project().rearm = true;
     }
 
     /// Whether the sleep has fired at its instant; registers `cx` to be
     /// woken when it does.
     #[inline]
-    pub(crate) fn poll_sleep(self: Pin<&mut Self>, cx: &mut Context<'_>) -> bool {
+    fn poll_sleep(self: Pin<&mut Self>, cx: &mut Context<'_>) -> bool {
         let this = self.project();
         if let Some(waker) = this.registered {
             if waker.will_wake(cx.waker()) {
@@ -86,7 +77,7 @@ impl Timer {
 
     /// Moves the deadline after content if needed, then waits on the sleep:
     /// whether the deadline in force has expired.
-    pub(crate) fn poll_expired(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> bool {
+    fn poll_expired(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> bool {
         let this = self.as_mut().project();
         if *this.rearm {
             *this.rearm = false;
@@ -120,5 +111,91 @@ impl Timer {
         *this.armed_at = at;
         *this.registered = None;
         this.sleep.reset(at);
+    }
+}
+
+/// A request's deadlines, and its [`Timer`] once something has waited.
+///
+/// Nothing is allocated or registered with the runtime while every poll is
+/// ready: a deadline only matters to a wait, and the first wait makes the
+/// timer, set where it would have been set at `call()`. A response over a
+/// socket waits for its head, so it makes the timer there, as before; an
+/// answer that is ready at once (a cache, an in-memory client, a refusal
+/// further down) makes none.
+pub(crate) struct LazyTimer {
+    schedule: Schedule,
+    timer: Option<Pin<Box<Timer>>>,
+    /// Content was handed out before the timer was made.
+    content: bool,
+}
+
+impl LazyTimer {
+    /// The deadlines of a request called with `schedule`; no timer yet.
+    pub(crate) fn new(schedule: Schedule) -> Self {
+        Self {
+            schedule,
+            timer: None,
+            content: false,
+        }
+    }
+
+    /// Whether anything is enforced after the first content.
+    pub(crate) fn watches_body(&self) -> bool {
+        self.schedule.watches_body()
+    }
+
+    /// The deadline in force: before the timer is made, the first-content
+    /// one until content, then none yet (the idle gap starts at the next
+    /// wait).
+    pub(crate) fn deadline(&self) -> Option<Deadline> {
+        match &self.timer {
+            Some(timer) => Some(timer.deadline),
+            None if self.content => None,
+            None => Some(self.schedule.before_content()),
+        }
+    }
+
+    /// Content was handed out: the idle gap restarts at the next wait.
+    #[inline]
+    pub(crate) fn content(&mut self) {
+        match &mut self.timer {
+            Some(timer) => timer.as_mut().content(),
+            None => self.content = true,
+        }
+    }
+
+    /// The timer, made at the first call.
+    fn timer(&mut self) -> Pin<&mut Timer> {
+        let (schedule, content) = (self.schedule, self.content);
+        self.timer
+            .get_or_insert_with(|| {
+                let mut timer = Timer::new(schedule);
+                if content {
+                    timer.as_mut().content();
+                }
+                timer
+            })
+            .as_mut()
+    }
+
+    /// Whether the first-content (or total) deadline has passed; registers
+    /// `cx` to be woken when it does.
+    pub(crate) fn poll_sleep(&mut self, cx: &mut Context<'_>) -> bool {
+        self.timer().poll_sleep(cx)
+    }
+
+    /// Whether the deadline in force after content has expired; registers
+    /// `cx` to be woken when it does.
+    pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.timer().poll_expired(cx)
+    }
+
+    /// The error of the deadline that expired, once a `poll_*` said so (the
+    /// timer is made by then).
+    pub(crate) fn error(&self) -> streamgate_core::StreamTimeout {
+        match &self.timer {
+            Some(timer) => timer.deadline.error(),
+            None => self.schedule.before_content().error(),
+        }
     }
 }
