@@ -5,15 +5,19 @@ use std::{fmt, marker::PhantomData, sync::Arc, time::Duration};
 
 use futures_core::Stream;
 use http::Response;
-use streamgate_breaker::{Breaker, BreakerBuilder, BreakerRegistry, CircuitBreakerLayer};
+use streamgate_breaker::{
+    Breaker, BreakerBuilder, BreakerGuard, BreakerRegistry, CircuitBreakerLayer,
+};
 use streamgate_core::{
     guard::GuardLayer, state::SharedState, BackendId, BoxError, BoxStreamingService, Chunk, LlmRequest,
     MetricsSink, Prefill, SharedSink,
 };
 use streamgate_core::scoreboard::Scoreboard;
-use streamgate_failover::{ThroughputProbe, TpmLayer};
-use streamgate_metrics::{Fanout, MetricsLayer};
-use streamgate_quota::{PacingLayer, PacingLayerBuilder, QuotaLayer, QuotaTracker};
+use streamgate_failover::{ThroughputProbe, TpmGuard, TpmLayer};
+use streamgate_metrics::{Fanout, Measure, MetricsLayer};
+use streamgate_quota::{
+    PacingLayer, PacingLayerBuilder, QuotaGuard, QuotaLayer, QuotaTracker,
+};
 use streamgate_timeout::{FirstChunkTimeoutLayer, TimeoutConfig};
 use tower::{util::MapRequestLayer, Layer};
 use tower_service::Service;
@@ -52,11 +56,12 @@ enum QuotaChoice {
 /// | breaker | yes: 3 failures in 60 s open it for 30 s | refuses while the backend keeps failing; judges the whole stream |
 /// | timeout | with [`first_content_timeout`](Self::first_content_timeout) | cancels a request whose first content, next chunk or end is late |
 ///
-/// Metrics, TPM and quota are [guards](streamgate_core::guard) fused into
-/// one [`GuardLayer`] (admitted in that order, one response future and one
-/// body wrapper for the three); the breaker is a second guard layer, below
-/// pacing; pacing (it waits) and the timeout (it cuts) are layers of their
-/// own.
+/// Metrics, TPM, quota and the breaker are [guards](streamgate_core::guard)
+/// fused into one [`GuardLayer`] (admitted in that order, one response
+/// future and one body wrapper for the four). With pacing, the breaker is a
+/// second guard layer below it, since a paced request must not hold a probe
+/// while it waits. Pacing (it waits) and the timeout (it cuts) are layers of
+/// their own.
 ///
 /// Why this order: the cheap declarative gates (TPM, quota) refuse before
 /// the breaker, so a refused request never takes a half-open probe; pacing
@@ -521,32 +526,55 @@ impl<S, Req> Backend<S, Req> {
         let metrics = sink.map(|sink| MetricsLayer::new(id.clone(), sink));
         // Metrics, TPM and quota are one guard layer: one future and one
         // body wrapper for the three, each chunk read once. The breaker is
-        // its own, below pacing (a paced request must not hold a probe).
+        // its own, below pacing (a paced request must not hold a probe);
+        // without pacing it joins them, last, so the one layer admits in
+        // the stack's order.
         let gates = (
             metrics.map(MetricsLayer::into_guard),
             tpm.map(TpmLayer::into_guard),
             quota.map(QuotaLayer::into_guard),
         );
-        // Always a layer, even with nothing in it: every place of the stack
-        // then has one type, and the body above the breaker needs no
-        // wrapper per optional layer (an empty guard only delegates).
-        let gates = GuardLayer::new(id.clone(), gates);
-        let breaker = GuardLayer::new(id.clone(), breaker.map(CircuitBreakerLayer::into_guard));
+        let breaker = breaker.map(CircuitBreakerLayer::into_guard);
         let map_request = self
             .map_request
             .map(|map| MapRequestLayer::new(move |request: Req| map(request)));
 
         // Innermost first: the order of the table above, read upwards. Both
         // stacks share every layer's state; only the deadline differs.
+        // Always guard layers, even with nothing in them: each place of the
+        // stack then has one type, and no body needs a wrapper per optional
+        // layer (an empty guard only delegates).
         let client = self.client;
+        let layers = match pacing {
+            Some(pacing) => Layers::Paced {
+                breaker: GuardLayer::new(id.clone(), breaker),
+                pacing,
+                gates: GuardLayer::new(id.clone(), gates),
+            },
+            None => {
+                let (metrics, tpm, quota) = gates;
+                Layers::Fused(GuardLayer::new(id.clone(), (metrics, tpm, quota, breaker)))
+            }
+        };
         let stack = |timeout: Option<FirstChunkTimeoutLayer>| {
             let service = apply(timeout, client.clone());
-            let service = breaker.layer(service);
-            let service = apply_same(pacing.clone(), service);
-            let service = gates.layer(service);
-            let service = apply_same(map_request.clone(), service);
             // One allocation per request, shared by the future and the body.
-            streamgate_core::boxed(service)
+            match &layers {
+                Layers::Paced {
+                    breaker,
+                    pacing,
+                    gates,
+                } => {
+                    let service = breaker.layer(service);
+                    let service = pacing.layer(service);
+                    let service = gates.layer(service);
+                    streamgate_core::boxed(apply_same(map_request.clone(), service))
+                }
+                Layers::Fused(guards) => {
+                    let service = guards.layer(service);
+                    streamgate_core::boxed(apply_same(map_request.clone(), service))
+                }
+            }
         };
         let owns_deadline = timeout.is_some();
         let service = stack(timeout);
@@ -617,6 +645,30 @@ impl<S, Req> Backend<S, Req> {
         }
     }
 }
+
+/// The guards of a built stack, by whether it paces.
+enum Layers {
+    /// Pacing waits between the gates and the breaker, so the breaker is a
+    /// guard layer of its own below it.
+    Paced {
+        breaker: GuardLayer<Option<BreakerGuard>>,
+        pacing: PacingLayer,
+        gates: GuardLayer<Gates>,
+    },
+    /// Nothing between them: one guard layer for all four.
+    Fused(GuardLayer<Fused>),
+}
+
+/// Metrics, TPM and quota, outermost first.
+type Gates = (Option<Measure>, Option<TpmGuard>, Option<QuotaGuard>);
+
+/// The gates, then the breaker.
+type Fused = (
+    Option<Measure>,
+    Option<TpmGuard>,
+    Option<QuotaGuard>,
+    Option<BreakerGuard>,
+);
 
 /// A backend's stacks for a router (see [`Backend::stacks`]).
 pub(crate) struct Stacks<Req, C> {

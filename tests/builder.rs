@@ -121,6 +121,52 @@ async fn open_breaker_refuses_without_calling_and_metrics_counts_a_rejection() {
     assert_eq!(snapshot.breakers[0].state, BreakerState::Open);
 }
 
+/// Without pacing the breaker is fused into the gates' guard layer; with it,
+/// it is a layer of its own below pacing. Both shapes count alike.
+#[tokio::test(start_paused = true)]
+async fn with_or_without_pacing_the_stack_counts_successes_failures_and_refusals_alike() {
+    let mut seen = Vec::new();
+    for paced in [false, true] {
+        let tracker = Arc::new(PerformanceTracker::new());
+        let client = ScriptedService::new(Script::new().text("ok"))
+            .then(Script::new().text("ok"))
+            .then(Script::new().fail_call(ErrorClass::Overloaded));
+        let mut backend = Backend::new("a", client.clone())
+            .circuit_breaker_with(|b| b.without_failures_within().consecutive_failures(1))
+            .tpm_budget(1_000_000)
+            .metrics(tracker.clone());
+        if paced {
+            backend = backend.pacing(|p| p.requests_per_minute(6_000));
+        }
+        let service = backend.build().unwrap();
+
+        send(&service, TestRequest::new(MODEL)).await.unwrap();
+        assert!(send(&service, TestRequest::new(MODEL)).await.is_err());
+        let error = send(&service, TestRequest::new(MODEL)).await.unwrap_err();
+        assert_eq!(rejected_reason(&error), Some(RejectReason::CircuitOpen));
+
+        let snapshot = tracker.snapshot();
+        let key = snapshot.key("a", MODEL).unwrap();
+        assert_eq!(key.requests, 2, "paced: {paced}");
+        assert_eq!(key.successes, 1, "paced: {paced}");
+        assert_eq!(key.failures.get("overloaded"), Some(&1), "paced: {paced}");
+        assert_eq!(
+            key.rejections.get("circuit_open"),
+            Some(&1),
+            "paced: {paced}"
+        );
+        assert_eq!(client.probe().calls(), 2, "paced: {paced}");
+        seen.push((
+            key.requests,
+            key.successes,
+            key.failures.clone(),
+            key.rejections.clone(),
+            snapshot.breakers[0].state,
+        ));
+    }
+    assert_eq!(seen[0], seen[1]);
+}
+
 #[tokio::test(start_paused = true)]
 async fn metrics_sees_a_timeout_as_an_outcome_and_the_breaker_counts_it() {
     let tracker = Arc::new(PerformanceTracker::new());

@@ -22,7 +22,8 @@ use tower::{Layer, Service};
 
 mod common;
 use common::{
-    backend_build, breaker, full_stack, pacing_layer, runtime, timeout_layer, tpm_layer, tracker,
+    backend_build, backend_build_unpaced, breaker, full_stack, pacing_layer, runtime,
+    timeout_layer, tpm_layer, tracker,
 };
 
 #[global_allocator]
@@ -116,6 +117,9 @@ fn main() {
     });
     report("full_stack", |c| full_stack("b", c, tracker()));
     report("backend_build", |c| backend_build("b", c, tracker()));
+    report("backend_build_unpaced", |c| {
+        backend_build_unpaced("b", c, tracker())
+    });
     report_pending("timeout", |c| timeout_layer().layer(c));
     report_pending("full_stack", |c| full_stack("b", c, tracker()));
     report_pending("backend_build", |c| backend_build("b", c, tracker()));

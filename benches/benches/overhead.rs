@@ -37,8 +37,8 @@ use tower::{Layer, Service};
 
 mod common;
 use common::{
-    backend_build, breaker, failover, failover_with, full_stack, pacing_layer, runtime,
-    timeout_layer, tpm_layer, tracker, MODEL,
+    backend_build, backend_build_unpaced, breaker, failover, failover_with, full_stack,
+    pacing_layer, runtime, timeout_layer, tpm_layer, tracker, MODEL,
 };
 use streamgate_failover::Strategy;
 
@@ -175,6 +175,11 @@ fn per_request(c: &mut Criterion) {
         &mut group,
         "backend_build",
         backend_build("b", client, tracker()),
+    );
+    bench_one(
+        &mut group,
+        "backend_build_unpaced",
+        backend_build_unpaced("b", client, tracker()),
     );
     bench_one(&mut group, "failover_full_stack", failover(SHORT));
     // Each strategy's cost per request above the ordered router.

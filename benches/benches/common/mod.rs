@@ -135,6 +135,31 @@ where
         .expect("backend config")
 }
 
+/// The same without pacing, as `Backend` builds by default: the breaker
+/// then shares the gates' guard layer.
+pub fn backend_build_unpaced<S>(
+    name: &str,
+    client: S,
+    sink: Arc<dyn MetricsSink>,
+) -> streamgate_core::BoxStreamingService<BenchRequest, BenchChunk>
+where
+    S: tower::Service<BenchRequest, Response = http::Response<streamgate_benches::BenchStream>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Error: Into<streamgate_core::BoxError>,
+    S::Future: Send + 'static,
+{
+    streamgate::Backend::new(name, client)
+        .first_content_timeout(Duration::from_secs(30))
+        .idle_timeout(Duration::from_secs(30))
+        .tpm_budget(u64::MAX / 4)
+        .metrics(sink)
+        .build()
+        .expect("backend config")
+}
+
 pub fn tracker() -> Arc<PerformanceTracker> {
     Arc::new(PerformanceTracker::new())
 }

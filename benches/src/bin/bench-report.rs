@@ -299,7 +299,7 @@ fn verdict(met: Option<bool>) -> &'static str {
     }
 }
 
-const PER_REQUEST: [(&str, &str); 14] = [
+const PER_REQUEST: [(&str, &str); 15] = [
     ("bare", "bare in-memory client"),
     ("timeout", "first-content + idle timeout"),
     ("breaker_closed", "circuit breaker, closed"),
@@ -315,6 +315,10 @@ const PER_REQUEST: [(&str, &str); 14] = [
     (
         "backend_build",
         "the same from `Backend::build` (fused, boxed)",
+    ),
+    (
+        "backend_build_unpaced",
+        "`Backend::build` without pacing (breaker in the same guard layer)",
     ),
     ("failover_full_stack", "`Failover` over two full stacks"),
     ("failover_round_robin", "the same, `Strategy::RoundRobin`"),
