@@ -73,13 +73,17 @@ impl Guard for TpmGuard {
             }
         };
         // A grant of the in-process state (id 0) has nothing to reconcile.
+        // A remote one is boxed: the observer travels with the response
+        // through every layer, and only fleets pay for the bigger grant.
         let shared_grant = grant
             .filter(|grant| grant.id != 0)
-            .map(|grant| SharedGrant {
-                state: Arc::clone(&shared.state),
-                backend: shared.backend.clone(),
-                model: model.into(),
-                grant,
+            .map(|grant| {
+                Box::new(SharedGrant {
+                    state: Arc::clone(&shared.state),
+                    backend: shared.backend.clone(),
+                    model: model.into(),
+                    grant,
+                })
             });
         Ok(TpmObserver {
             reservation: Some(reservation),
@@ -143,7 +147,7 @@ pub type TpmFuture<S, Req> = GuardFuture<S, Req, TpmObserver>;
 ///   has likely billed the prompt already).
 pub struct TpmObserver {
     reservation: Option<Reservation>,
-    shared: Option<SharedGrant>,
+    shared: Option<Box<SharedGrant>>,
     confirm: Option<Confirmation>,
     estimate: u64,
     usage: Option<Usage>,
