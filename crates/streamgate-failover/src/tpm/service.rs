@@ -75,16 +75,14 @@ impl Guard for TpmGuard {
         // A grant of the in-process state (id 0) has nothing to reconcile.
         // A remote one is boxed: the observer travels with the response
         // through every layer, and only fleets pay for the bigger grant.
-        let shared_grant = grant
-            .filter(|grant| grant.id != 0)
-            .map(|grant| {
-                Box::new(SharedGrant {
-                    state: Arc::clone(&shared.state),
-                    backend: shared.backend.clone(),
-                    model: model.into(),
-                    grant,
-                })
-            });
+        let shared_grant = grant.filter(|grant| grant.id != 0).map(|grant| {
+            Box::new(SharedGrant {
+                state: Arc::clone(&shared.state),
+                backend: shared.backend.clone(),
+                model: model.into(),
+                grant,
+            })
+        });
         Ok(TpmObserver {
             reservation: Some(reservation),
             shared: shared_grant,

@@ -38,10 +38,21 @@ enum State<S: Service<Req>, Req> {
 }
 
 impl<S: Service<Req>, Req> PacingFuture<S, Req> {
-    pub(crate) fn new(
+    /// A request the limiters admitted at once: the inner call.
+    pub(crate) fn called(call: S::Future) -> Self {
+        Self {
+            state: State::Calling(call),
+        }
+    }
+
+    /// A request that must wait from `started` for the limiters, from
+    /// `stage` on, then calls the readied `service`.
+    pub(crate) fn waiting(
         service: S,
         request: Req,
         limiters: Arc<Limiters>,
+        stage: Stage,
+        started: Instant,
         backend: BackendId,
         sink: SharedSink,
     ) -> Self {
@@ -50,10 +61,10 @@ impl<S: Service<Req>, Req> PacingFuture<S, Req> {
                 service: Some(service),
                 request: Some(request),
                 limiters,
-                stage: Stage::Requests,
+                stage,
                 sleep: None,
                 armed: false,
-                started: None,
+                started: Some(started),
                 backend,
                 sink,
             },

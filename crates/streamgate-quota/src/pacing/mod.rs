@@ -4,10 +4,11 @@
 //! Each request first takes one cell from the request limiter, then
 //! [`estimated_tokens`](streamgate_core::LlmRequest::estimated_tokens)
 //! cells from the token limiter (a request with no estimate takes none).
-//! When a limiter is empty the request sleeps on tokio time until it
-//! refills, then calls the inner service; the time spent is reported as
+//! A request the limiters admit is called at once, in `call`. When a
+//! limiter is empty the request sleeps on tokio time until it refills, then
+//! calls the inner service; the time spent (from `call`) is reported as
 //! [`Event::Throttled`](streamgate_core::Event::Throttled). Dropping the
-//! future while it waits takes nothing.
+//! future while it waits takes nothing more.
 //!
 //! The limiters are GCRA on tokio time (so they follow paused time in
 //! tests), one atomic each and one clock read per request for both, sized
@@ -42,7 +43,7 @@ use tower_service::Service;
 pub use future::PacingFuture;
 
 use crate::{tracker::ConfigError, QuotaTracker};
-use pacer::{Pacer, Spec};
+use pacer::{Pacer, Spec, Stage};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -245,14 +246,26 @@ where
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
+        let limiters = self.pacer.limiters(&self.backend, request.model());
+        let mut stage = Stage::Requests;
+        let now = tokio::time::Instant::now();
+        if limiters
+            .advance(&mut stage, request.estimated_tokens(), now)
+            .is_ok()
+        {
+            // Admitted now: the readied service is called now, with nothing
+            // cloned for a wait that will not happen.
+            return PacingFuture::called(self.inner.call(request));
+        }
         // The readied service goes into the future; a clone stays here.
         let clone = self.inner.clone();
         let service = std::mem::replace(&mut self.inner, clone);
-        let limiters = self.pacer.limiters(&self.backend, request.model());
-        PacingFuture::new(
+        PacingFuture::waiting(
             service,
             request,
             limiters,
+            stage,
+            now,
             self.backend.clone(),
             self.sink.clone(),
         )

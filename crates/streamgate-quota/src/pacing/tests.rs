@@ -211,3 +211,43 @@ fn builder_validates_once() {
     assert!(b().tokens_per_minute(10).token_burst(10).build().is_ok());
     assert!(b().adopt_learned(QuotaTracker::new()).build().is_ok());
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_admitted_request_is_called_at_call_and_a_paced_one_from_its_future() {
+    let waits = Arc::new(Waits::default());
+    let layer = PacingLayer::builder(backend())
+        .requests_per_minute(10)
+        .request_burst(1)
+        .sink(waits.clone())
+        .build()
+        .unwrap();
+    let inner = ScriptedService::new(Script::new().text("x"));
+    let mut service = layer.layer(inner.clone());
+
+    // The burst admits the first at once: the inner call is made in `call`.
+    let first = ServiceExt::<TestRequest>::ready(&mut service)
+        .await
+        .unwrap()
+        .call(TestRequest::new("m"));
+    assert_eq!(inner.probe().calls(), 1);
+    first.await.unwrap();
+
+    // The second must wait: nothing reaches the inner service until its
+    // future has waited out the refill, which counts from the call.
+    let second = ServiceExt::<TestRequest>::ready(&mut service)
+        .await
+        .unwrap()
+        .call(TestRequest::new("m"));
+    assert_eq!(inner.probe().calls(), 1);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let start = Instant::now();
+    second.await.unwrap();
+    assert_eq!(inner.probe().calls(), 2);
+    let period = Duration::from_secs(60) / 9;
+    let waited = Duration::from_secs(2) + start.elapsed();
+    assert!(
+        waited >= period && waited < period + Duration::from_millis(1),
+        "{waited:?}"
+    );
+    assert_eq!(waits.0.lock().unwrap().clone(), [waited]);
+}
