@@ -415,13 +415,13 @@ impl Permit {
 
     /// The call succeeded.
     pub fn success(mut self) {
-        self.finish(Verdict::Success);
+        self.finish(Verdict::Success, &Now::new());
     }
 
     /// The call failed with `error`; its class decides what that means.
     pub fn failure(mut self, error: &(dyn Error + 'static)) {
         let verdict = self.breaker.verdict(error);
-        self.finish(verdict);
+        self.finish(verdict, &Now::new());
     }
 
     /// Marks when the first content arrived, for the slow-call check.
@@ -441,7 +441,9 @@ impl Permit {
     }
 
     #[inline]
-    fn finish(&mut self, verdict: Verdict) {
+    /// Records `verdict`; `now` is read only if the state needs the time,
+    /// and shared with the other guards of the layer.
+    fn finish(&mut self, verdict: Verdict, now: &Now) {
         self.done = true;
         if matches!(self.ticket, Ticket::Passthrough | Ticket::Shadow) {
             return;
@@ -452,8 +454,7 @@ impl Permit {
             self.release_lease();
             return;
         }
-        let clock = OnceCell::new();
-        let now = || *clock.get_or_init(Instant::now);
+        let now = || now.get();
         // A call that never produced content is slow if it took that long.
         let slow = match (self.slow, self.started) {
             (Some(slow), _) => slow,
@@ -517,14 +518,14 @@ impl GuardTicket for Permit {
         }
     }
 
-    fn on_end(mut self, end: End<'_>, _now: &Now) {
+    fn on_end(mut self, end: End<'_>, now: &Now) {
         match end.error() {
-            None if matches!(end, End::Complete) => self.finish(Verdict::Success),
+            None if matches!(end, End::Complete) => self.finish(Verdict::Success, now),
             // Drop releases.
             None => {}
             Some(error) => {
                 let verdict = self.breaker.verdict(error);
-                self.finish(verdict);
+                self.finish(verdict, now);
             }
         }
     }
