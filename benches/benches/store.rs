@@ -44,6 +44,7 @@ fn record<'a>(backend: &'a BackendId, i: u64, started_at: SystemTime) -> Request
         time_to_first_chunk: Some(ttfc / 2),
         time_to_first_content: Some(ttfc),
         duration: ttfc + output_duration,
+        ended: tokio::time::Instant::now(),
         output_duration: Some(output_duration),
         usage: Some(Usage::new(1_000, output)),
         streamed_output_tokens: output,

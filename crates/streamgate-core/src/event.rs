@@ -87,6 +87,9 @@ pub struct RequestRecord<'a> {
     pub time_to_first_content: Option<Duration>,
     /// From `call()` to the end (or the drop).
     pub duration: Duration,
+    /// When it ended (the instant `duration` runs to), on tokio's clock: a
+    /// sink that keeps time windows needs no clock reading of its own.
+    pub ended: tokio::time::Instant,
     /// From the first content chunk to the last chunk with content or
     /// output tokens (a trailing usage report or finish marker is not
     /// output).
@@ -445,6 +448,7 @@ mod tests {
             time_to_first_chunk: None,
             time_to_first_content: None,
             duration: Duration::from_millis(duration_ms),
+            ended: tokio::time::Instant::now(),
             output_duration: output_ms.map(Duration::from_millis),
             usage,
             streamed_output_tokens: streamed,

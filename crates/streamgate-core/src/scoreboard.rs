@@ -455,7 +455,7 @@ impl MetricsSink for Scoreboard {
                 self.update(backend, model, |score| score.first_content(*after, now));
             }
             Event::Completed(record) => {
-                let (now, late_for) = (Instant::now(), self.inner.late_for);
+                let (now, late_for) = (record.ended, self.inner.late_for);
                 self.update(record.backend, record.model, |score| {
                     score.complete(record, now, late_for);
                 });

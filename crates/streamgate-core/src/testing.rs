@@ -577,6 +577,7 @@ pub fn record<'a>(
         time_to_first_chunk: None,
         time_to_first_content: None,
         duration: Duration::ZERO,
+        ended: tokio::time::Instant::now(),
         output_duration: None,
         usage: None,
         streamed_output_tokens: 0,

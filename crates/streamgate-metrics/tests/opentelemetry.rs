@@ -22,6 +22,7 @@ fn record<'a>(backend: &'a BackendId, model: &'a str, outcome: Outcome) -> Reque
         time_to_first_chunk: Some(Duration::from_millis(150)),
         time_to_first_content: Some(Duration::from_millis(200)),
         duration: Duration::from_millis(1_200),
+        ended: tokio::time::Instant::now(),
         output_duration: Some(Duration::from_millis(1_000)),
         usage: Some(Usage::new(40, 11)),
         streamed_output_tokens: 11,

@@ -37,6 +37,7 @@ fn complete(
         time_to_first_chunk: Some(ms(10)),
         time_to_first_content: Some(ms(20)),
         duration: ms(duration_ms),
+        ended: tokio::time::Instant::now(),
         output_duration: Some(ms(duration_ms.saturating_sub(20))),
         usage: Some(Usage::new(estimate, output)),
         streamed_output_tokens: output,
@@ -377,4 +378,24 @@ fn builder_rejects_unusable_configuration() {
         .min_samples(0)
         .build()
         .is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_counts_in_the_minute_it_ended_not_when_the_event_is_heard() {
+    let tracker = PerformanceTracker::new();
+    let backend = BackendId::new("b");
+    let ended = tokio::time::Instant::now();
+    tokio::time::advance(Duration::from_secs(45)).await;
+    // Heard 45 s after it ended: 15 s later it is out of the minute.
+    let record = RequestRecord {
+        ended,
+        usage: Some(Usage::new(100, 50)),
+        ..streamgate_core::testing::record(&backend, "m", Outcome::Success)
+    };
+    tracker.record(&Event::Completed(&record));
+    let key = tracker.snapshot().keys[0].clone();
+    assert_eq!((key.tokens_per_minute, key.requests_per_minute), (150, 1));
+    tokio::time::advance(Duration::from_secs(16)).await;
+    let key = tracker.snapshot().keys[0].clone();
+    assert_eq!((key.tokens_per_minute, key.requests_per_minute), (0, 0));
 }

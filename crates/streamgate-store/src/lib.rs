@@ -42,6 +42,7 @@
 //!         time_to_first_chunk: Some(Duration::from_millis(200)),
 //!         time_to_first_content: Some(Duration::from_millis(250)),
 //!         duration: Duration::from_millis(250 + output_ms),
+//!         ended: tokio::time::Instant::now(),
 //!         output_duration: Some(Duration::from_millis(output_ms)),
 //!         usage: Some(Usage::new(1_500, 101)),
 //!         streamed_output_tokens: 101,

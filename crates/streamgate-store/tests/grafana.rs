@@ -41,6 +41,7 @@ fn scrape() -> String {
             time_to_first_chunk: Some(Duration::from_millis(100)),
             time_to_first_content: Some(Duration::from_millis(120)),
             duration: Duration::from_millis(900),
+            ended: tokio::time::Instant::now(),
             output_duration: Some(Duration::from_millis(780)),
             usage: Some(Usage::new(10, 40)),
             streamed_output_tokens: 40,

@@ -210,6 +210,7 @@ impl Measurement {
             time_to_first_chunk: self.first_chunk,
             time_to_first_content: self.first_content,
             duration: now.saturating_duration_since(self.start),
+            ended: now,
             output_duration,
             usage: self.usage,
             streamed_output_tokens: self.streamed_output_tokens,

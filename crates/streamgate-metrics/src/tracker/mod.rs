@@ -392,7 +392,7 @@ impl MetricsSink for PerformanceTracker {
                 });
             }
             Event::Completed(record) => {
-                let second = self.second(Instant::now());
+                let second = self.second(record.ended);
                 self.with_key(record.backend, record.model, |k| {
                     k.completed(record, second)
                 });
