@@ -22,8 +22,8 @@ use tower::{Layer, Service};
 
 mod common;
 use common::{
-    backend_build, backend_build_unpaced, breaker, full_stack, pacing_layer, runtime,
-    timeout_layer, tpm_layer, tracker,
+    backend_build, breaker, full_stack, pacing_layer, runtime, timeout_layer, tpm_layer, tracker,
+    Pace,
 };
 
 #[global_allocator]
@@ -52,43 +52,31 @@ where
     (ALLOCATOR.allocations() - before) as f64 / REQUESTS as f64
 }
 
-fn report<S, B, E>(name: &str, make: impl Fn(BareService) -> S)
+/// How the client answers.
+#[derive(Clone, Copy)]
+enum Answers {
+    /// Every chunk ready at once.
+    Ready,
+    /// `Pending` before every chunk, as a socket does: what a layer
+    /// allocates only when something waits shows here. Reported as
+    /// `<name>_pending`.
+    Pending,
+}
+
+fn report<S, B, E>(name: &str, answers: Answers, make: impl Fn(BareService) -> S)
 where
     S: Service<BenchRequest, Response = Response<B>>,
     S::Error: Into<BoxError>,
     B: futures_core::Stream<Item = Result<BenchChunk, E>>,
     E: Into<BoxError>,
 {
-    report_with(name, BareService::new, make);
-}
-
-/// The same on the stream that answers `Pending` before every chunk, as a
-/// socket does: what a layer allocates only when something waits shows
-/// here. Reported as `<name>_pending`.
-fn report_pending<S, B, E>(name: &str, make: impl Fn(BareService) -> S)
-where
-    S: Service<BenchRequest, Response = Response<B>>,
-    S::Error: Into<BoxError>,
-    B: futures_core::Stream<Item = Result<BenchChunk, E>>,
-    E: Into<BoxError>,
-{
-    report_with(
-        &format!("{name}_pending"),
-        BareService::pending_between_chunks,
-        make,
-    );
-}
-
-fn report_with<S, B, E>(
-    name: &str,
-    client: impl Fn(u32) -> BareService,
-    make: impl Fn(BareService) -> S,
-) where
-    S: Service<BenchRequest, Response = Response<B>>,
-    S::Error: Into<BoxError>,
-    B: futures_core::Stream<Item = Result<BenchChunk, E>>,
-    E: Into<BoxError>,
-{
+    let (name, client): (String, fn(u32) -> BareService) = match answers {
+        Answers::Ready => (name.to_owned(), BareService::new),
+        Answers::Pending => (
+            format!("{name}_pending"),
+            BareService::pending_between_chunks,
+        ),
+    };
     let short = per_request(make(client(SHORT)));
     let long = per_request(make(client(LONG)));
     let per_chunk = (long - short) / f64::from(LONG - SHORT);
@@ -99,31 +87,39 @@ fn main() {
     let rt = runtime();
     let _enter = rt.enter();
 
-    report("bare", |c| c);
-    report("timeout", |c| timeout_layer().layer(c));
-    report("breaker_closed", |c| {
+    report("bare", Answers::Ready, |c| c);
+    report("timeout", Answers::Ready, |c| timeout_layer().layer(c));
+    report("breaker_closed", Answers::Ready, |c| {
         CircuitBreakerLayer::new(breaker("b")).layer(c)
     });
-    report("quota", |c| {
+    report("quota", Answers::Ready, |c| {
         QuotaLayer::new(BackendId::new("b"), QuotaTracker::new()).layer(c)
     });
-    report("pacing", |c| pacing_layer("b").layer(c));
-    report("tpm_budget", |c| tpm_layer("b").layer(c));
-    report("metrics_tracker", |c| {
+    report("pacing", Answers::Ready, |c| pacing_layer("b").layer(c));
+    report("tpm_budget", Answers::Ready, |c| tpm_layer("b").layer(c));
+    report("metrics_tracker", Answers::Ready, |c| {
         MetricsLayer::new("b", tracker()).layer(c)
     });
-    report("metrics_noop", |c| {
+    report("metrics_noop", Answers::Ready, |c| {
         MetricsLayer::new("b", Arc::new(NoopSink)).layer(c)
     });
-    report("full_stack", |c| full_stack("b", c, tracker()));
-    report("backend_build", |c| backend_build("b", c, tracker()));
-    report("backend_build_unpaced", |c| {
-        backend_build_unpaced("b", c, tracker())
+    report("full_stack", Answers::Ready, |c| {
+        full_stack("b", c, tracker())
     });
-    report_pending("timeout", |c| timeout_layer().layer(c));
-    report_pending("full_stack", |c| full_stack("b", c, tracker()));
-    report_pending("backend_build", |c| backend_build("b", c, tracker()));
-    report("failover_full_stack", |c| {
+    report("backend_build", Answers::Ready, |c| {
+        backend_build("b", c, tracker(), Pace::FarLimits)
+    });
+    report("backend_build_unpaced", Answers::Ready, |c| {
+        backend_build("b", c, tracker(), Pace::Off)
+    });
+    report("timeout", Answers::Pending, |c| timeout_layer().layer(c));
+    report("full_stack", Answers::Pending, |c| {
+        full_stack("b", c, tracker())
+    });
+    report("backend_build", Answers::Pending, |c| {
+        backend_build("b", c, tracker(), Pace::FarLimits)
+    });
+    report("failover_full_stack", Answers::Ready, |c| {
         let sink: Arc<dyn MetricsSink> = tracker();
         Failover::builder()
             .service("primary", full_stack("primary", c, sink.clone()))

@@ -33,12 +33,12 @@ use streamgate_core::{
 };
 use streamgate_metrics::MetricsLayer;
 use streamgate_quota::{QuotaInfo, QuotaLayer, QuotaTracker};
-use tower::{Layer, Service};
+use tower::{Layer, Service, ServiceExt};
 
 mod common;
 use common::{
-    backend_build, backend_build_unpaced, breaker, failover, failover_with, full_stack,
-    pacing_layer, runtime, timeout_layer, tpm_layer, tracker, MODEL,
+    backend_build, breaker, failover, failover_with, full_stack, pacing_layer, runtime,
+    timeout_layer, tpm_layer, tracker, Pace, MODEL,
 };
 use streamgate_failover::Strategy;
 
@@ -124,22 +124,7 @@ impl Service<BenchRequest> for GovernorService {
 fn bench_one<S, B, E>(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     name: &str,
-    service: S,
-) where
-    S: Service<BenchRequest, Response = Response<B>>,
-    S::Error: Into<BoxError>,
-    B: futures_core::Stream<Item = Result<BenchChunk, E>>,
-    E: Into<BoxError>,
-{
-    bench_request(group, name, service, BenchRequest::new());
-}
-
-/// [`bench_one`] with `request` in place of the usual one.
-fn bench_request<S, B, E>(
-    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
-    name: &str,
     mut service: S,
-    request: BenchRequest,
 ) where
     S: Service<BenchRequest, Response = Response<B>>,
     S::Error: Into<BoxError>,
@@ -147,10 +132,10 @@ fn bench_request<S, B, E>(
     E: Into<BoxError>,
 {
     // Fail before measuring if the stack does not serve the request.
-    let chunks = drive(&mut service, request).expect(name);
+    let chunks = drive(&mut service, BenchRequest::new()).expect(name);
     assert!(chunks > 0, "{name}: no chunks");
     group.bench_function(name, |b| {
-        b.iter(|| black_box(drive(&mut service, black_box(request)).expect("served")))
+        b.iter(|| black_box(drive(&mut service, black_box(BenchRequest::new())).expect("served")))
     });
 }
 
@@ -160,10 +145,12 @@ fn bench_request<S, B, E>(
 /// five million requests a second would empty its burst within the run
 /// and make requests wait. Taking 10 cells costs what taking 100 does (one
 /// compare-and-swap).
-const PACED: BenchRequest = BenchRequest {
-    model: BenchRequest::new().model,
-    estimated_tokens: 10,
-};
+fn paced(request: BenchRequest) -> BenchRequest {
+    BenchRequest {
+        estimated_tokens: 10,
+        ..request
+    }
+}
 
 fn per_request(c: &mut Criterion) {
     let rt = runtime();
@@ -184,7 +171,11 @@ fn per_request(c: &mut Criterion) {
         "quota",
         QuotaLayer::new(BackendId::new("b"), QuotaTracker::new()).layer(client),
     );
-    bench_request(&mut group, "pacing", pacing_layer("b").layer(client), PACED);
+    bench_one(
+        &mut group,
+        "pacing",
+        pacing_layer("b").layer(client).map_request(paced),
+    );
     bench_one(&mut group, "tpm_budget", tpm_layer("b").layer(client));
     bench_one(
         &mut group,
@@ -200,12 +191,12 @@ fn per_request(c: &mut Criterion) {
     bench_one(
         &mut group,
         "backend_build",
-        backend_build("b", client, tracker()),
+        backend_build("b", client, tracker(), Pace::FarLimits),
     );
     bench_one(
         &mut group,
         "backend_build_unpaced",
-        backend_build_unpaced("b", client, tracker()),
+        backend_build("b", client, tracker(), Pace::Off),
     );
     bench_one(&mut group, "failover_full_stack", failover(SHORT));
     // Each strategy's cost per request above the ordered router.
@@ -240,11 +231,10 @@ fn per_request(c: &mut Criterion) {
             breaker: failsafe::Config::new().build(),
         },
     );
-    bench_request(
+    bench_one(
         &mut group,
         "peer_governor_check",
-        GovernorService::new(client),
-        PACED,
+        GovernorService::new(client).map_request(paced),
     );
     group.finish();
 }
@@ -264,7 +254,7 @@ fn per_chunk(c: &mut Criterion) {
     bench_one(
         &mut group,
         "backend_build_1000",
-        backend_build("b", client, tracker()),
+        backend_build("b", client, tracker(), Pace::FarLimits),
     );
     // Each layer alone, to see where the per-chunk cost of the stack goes.
     bench_one(&mut group, "timeout_1000", timeout_layer().layer(client));
@@ -304,7 +294,7 @@ fn per_chunk(c: &mut Criterion) {
         bench_one(
             &mut group,
             &format!("backend_build_{tokens}"),
-            backend_build("b", client, tracker()),
+            backend_build("b", client, tracker(), Pace::FarLimits),
         );
         bench_one(
             &mut group,

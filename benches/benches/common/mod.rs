@@ -104,12 +104,24 @@ pub fn full_stack<S>(name: &str, client: S, sink: Arc<dyn MetricsSink>) -> FullS
     GuardLayer::new(backend, gates).layer(inner)
 }
 
+/// Whether [`backend_build`] paces.
+#[derive(Clone, Copy, Debug)]
+pub enum Pace {
+    /// Pacing with limits far away, as [`full_stack`] has it.
+    FarLimits,
+    /// No pacing, as `Backend` builds by default: the breaker then shares
+    /// the gates' guard layer.
+    Off,
+}
+
 /// What `streamgate::Backend::build` returns for the same settings as
-/// [`full_stack`]: every layer fused and boxed, as a program gets it.
+/// [`full_stack`] (`Pace::FarLimits`): every layer fused and boxed, as a
+/// program gets it.
 pub fn backend_build<S>(
     name: &str,
     client: S,
     sink: Arc<dyn MetricsSink>,
+    pace: Pace,
 ) -> streamgate_core::BoxStreamingService<BenchRequest, BenchChunk>
 where
     S: tower::Service<BenchRequest, Response = http::Response<streamgate_benches::BenchStream>>
@@ -120,44 +132,21 @@ where
     S::Error: Into<streamgate_core::BoxError>,
     S::Future: Send + 'static,
 {
-    streamgate::Backend::new(name, client)
+    let backend = streamgate::Backend::new(name, client)
         .first_content_timeout(Duration::from_secs(30))
         .idle_timeout(Duration::from_secs(30))
         .tpm_budget(u64::MAX / 4)
-        .pacing(|p| {
+        .metrics(sink);
+    let backend = match pace {
+        Pace::FarLimits => backend.pacing(|p| {
             p.requests_per_minute(u32::MAX)
                 .request_burst(u32::MAX)
                 .tokens_per_minute(u32::MAX)
                 .token_burst(u32::MAX)
-        })
-        .metrics(sink)
-        .build()
-        .expect("backend config")
-}
-
-/// The same without pacing, as `Backend` builds by default: the breaker
-/// then shares the gates' guard layer.
-pub fn backend_build_unpaced<S>(
-    name: &str,
-    client: S,
-    sink: Arc<dyn MetricsSink>,
-) -> streamgate_core::BoxStreamingService<BenchRequest, BenchChunk>
-where
-    S: tower::Service<BenchRequest, Response = http::Response<streamgate_benches::BenchStream>>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Error: Into<streamgate_core::BoxError>,
-    S::Future: Send + 'static,
-{
-    streamgate::Backend::new(name, client)
-        .first_content_timeout(Duration::from_secs(30))
-        .idle_timeout(Duration::from_secs(30))
-        .tpm_budget(u64::MAX / 4)
-        .metrics(sink)
-        .build()
-        .expect("backend config")
+        }),
+        Pace::Off => backend,
+    };
+    backend.build().expect("backend config")
 }
 
 pub fn tracker() -> Arc<PerformanceTracker> {

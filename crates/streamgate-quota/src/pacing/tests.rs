@@ -48,9 +48,11 @@ where
     at
 }
 
-#[tokio::test(start_paused = true)]
-async fn requests_wait_instead_of_failing_and_each_wait_is_reported() {
-    let waits = Arc::new(Waits::default());
+/// A client behind pacing of 10 requests a minute, one at once, whose
+/// waits are reported to `waits`.
+fn ten_a_minute_one_at_once(
+    waits: &Arc<Waits>,
+) -> (ScriptedService, super::Pacing<ScriptedService>) {
     let layer = PacingLayer::builder(backend())
         .requests_per_minute(10)
         .request_burst(1)
@@ -58,7 +60,13 @@ async fn requests_wait_instead_of_failing_and_each_wait_is_reported() {
         .build()
         .unwrap();
     let inner = ScriptedService::new(Script::new().text("x"));
-    let mut service = layer.layer(inner.clone());
+    (inner.clone(), layer.layer(inner))
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_wait_instead_of_failing_and_each_wait_is_reported() {
+    let waits = Arc::new(Waits::default());
+    let (inner, mut service) = ten_a_minute_one_at_once(&waits);
     let at = send_all(&mut service, vec![TestRequest::new("m"); 3]).await;
     // Burst 1, refill 9 per minute: one every 6.67 s after the first.
     let period = Duration::from_secs(60) / 9;
@@ -215,14 +223,7 @@ fn builder_validates_once() {
 #[tokio::test(start_paused = true)]
 async fn an_admitted_request_is_called_at_call_and_a_paced_one_from_its_future() {
     let waits = Arc::new(Waits::default());
-    let layer = PacingLayer::builder(backend())
-        .requests_per_minute(10)
-        .request_burst(1)
-        .sink(waits.clone())
-        .build()
-        .unwrap();
-    let inner = ScriptedService::new(Script::new().text("x"));
-    let mut service = layer.layer(inner.clone());
+    let (inner, mut service) = ten_a_minute_one_at_once(&waits);
 
     // The burst admits the first at once: the inner call is made in `call`.
     let first = ServiceExt::<TestRequest>::ready(&mut service)
