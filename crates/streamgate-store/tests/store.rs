@@ -312,7 +312,13 @@ async fn gates_and_trackers_are_stored_as_events() {
 #[tokio::test]
 async fn a_full_queue_drops_and_counts_and_reports_the_drop_as_an_event() {
     let dir = TempDir::new("overflow");
-    let store = Store::builder(dir.db()).queue_capacity(2).build().unwrap();
+    // One record per transaction: the writer holds at most one record while
+    // it waits, so at most three are accepted however the threads interleave.
+    let store = Store::builder(dir.db())
+        .queue_capacity(2)
+        .batch_size(1)
+        .build()
+        .unwrap();
     let a = BackendId::new("a");
     let now = SystemTime::now();
     // Another connection holds the write lock: the writer waits in its
