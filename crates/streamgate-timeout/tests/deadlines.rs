@@ -57,6 +57,14 @@ fn timeout_of(error: &BoxError) -> Option<StreamTimeout> {
 }
 
 /// Every item of a body, errors rendered as their timeout (or `None`).
+/// The item a body yields when its `kind` deadline of `after` ms cuts it.
+fn cut(kind: TimeoutKind, after: u64) -> Result<TestChunk, Option<StreamTimeout>> {
+    Err(Some(StreamTimeout {
+        kind,
+        after: ms(after),
+    }))
+}
+
 async fn drain(body: &mut Body) -> Vec<Result<TestChunk, Option<StreamTimeout>>> {
     let mut items = Vec::new();
     while let Some(item) = body.next().await {
@@ -219,10 +227,7 @@ async fn idle_deadline_fires_after_the_last_content_and_ignores_pings() {
             Ok(TestChunk::Meta("ping")),
             Ok(TestChunk::Meta("ping")),
             Ok(TestChunk::Meta("ping")),
-            Err(Some(StreamTimeout {
-                kind: TimeoutKind::Idle,
-                after: ms(100)
-            })),
+            cut(TimeoutKind::Idle, 100),
         ]
     );
     assert_eq!(inner.probe().last_drop_at(), Some(start + ms(230)));
@@ -243,13 +248,7 @@ async fn total_deadline_fires_mid_stream_at_its_instant() {
     let (last, chunks) = items.split_last().unwrap();
     assert_eq!(chunks.len(), 12, "tokens at 40, 80, … 480 ms");
     assert!(chunks.iter().all(Result::is_ok));
-    assert_eq!(
-        last,
-        &Err(Some(StreamTimeout {
-            kind: TimeoutKind::Total,
-            after: ms(500)
-        }))
-    );
+    assert_eq!(last, &cut(TimeoutKind::Total, 500));
     assert_eq!(inner.probe().last_drop_at(), Some(start + ms(500)));
     assert_eq!(inner.probe().bodies_dropped(), 1);
 }
@@ -426,13 +425,7 @@ async fn steady_content_just_inside_the_idle_gap_never_times_out_then_a_stall_do
 
     assert_eq!(items.len(), 12);
     assert!(items[..11].iter().all(Result::is_ok), "{items:?}");
-    assert_eq!(
-        items[11],
-        Err(Some(StreamTimeout {
-            kind: TimeoutKind::Idle,
-            after: ms(100)
-        }))
-    );
+    assert_eq!(items[11], cut(TimeoutKind::Idle, 100));
     // Last content at 10 + 10 × 90 = 910 ms; idle expiry 100 ms later.
     assert_eq!(inner.probe().last_drop_at(), Some(start + ms(1010)));
 }
@@ -494,10 +487,7 @@ async fn an_answer_ready_at_once_still_has_its_idle_and_total_deadlines() {
         [
             Ok(TestChunk::Text("a")),
             Ok(TestChunk::Text("b")),
-            Err(Some(StreamTimeout {
-                kind: TimeoutKind::Idle,
-                after: ms(100)
-            })),
+            cut(TimeoutKind::Idle, 100),
         ]
     );
     assert_eq!(idle.probe().last_drop_at(), Some(start + ms(160)));
@@ -507,13 +497,7 @@ async fn an_answer_ready_at_once_still_has_its_idle_and_total_deadlines() {
     let items = drain(&mut response.into_body()).await;
     assert_eq!(
         items,
-        [
-            Ok(TestChunk::Text("a")),
-            Err(Some(StreamTimeout {
-                kind: TimeoutKind::Total,
-                after: ms(300)
-            })),
-        ]
+        [Ok(TestChunk::Text("a")), cut(TimeoutKind::Total, 300),]
     );
     assert_eq!(total.probe().last_drop_at(), Some(start + ms(300)));
 }
