@@ -160,6 +160,7 @@ impl<B, C> Draining<B, C> {
             first,
             body: self.body,
             ended,
+            through: false,
         };
         Response::from_parts(self.parts, body)
     }
@@ -176,6 +177,9 @@ pub struct Replay<B, C> {
     body: B,
     /// The inner body already ended while committing.
     ended: bool,
+    /// Nothing is left to replay and the inner body has not ended: every
+    /// poll goes straight to it.
+    through: bool,
 }
 
 impl<B, C> Replay<B, C> {
@@ -186,6 +190,7 @@ impl<B, C> Replay<B, C> {
             first: None,
             body,
             ended: false,
+            through: true,
         }
     }
 
@@ -206,6 +211,7 @@ impl<B, C> Replay<B, C> {
             self.held.push_back(chunk);
         }
         self.ended |= ended;
+        self.through = false;
     }
 }
 
@@ -217,6 +223,9 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.project();
+        if *this.through {
+            return this.body.poll_next(cx);
+        }
         if let Some(chunk) = this.held.pop_front() {
             return Poll::Ready(Some(Ok(chunk)));
         }
@@ -226,6 +235,7 @@ where
         if *this.ended {
             return Poll::Ready(None);
         }
+        *this.through = true;
         this.body.poll_next(cx)
     }
 
