@@ -114,3 +114,37 @@ async fn dropping_the_commit_future_drops_the_inner_future_or_body() {
     let _ = tokio::time::timeout(10 * MS, commit).await;
     assert_eq!(service.probe().bodies_dropped(), 1);
 }
+
+/// A body read straight through, then given chunks to hold back: they come
+/// next, before the rest of the inner body.
+#[tokio::test(start_paused = true)]
+async fn chunks_held_back_after_reading_straight_through_come_before_the_rest() {
+    let service = ScriptedService::new(Script::new().text("a").text("b").text("c"));
+    let response = service.oneshot(TestRequest::new("m")).await.unwrap();
+    let mut body = streamgate_core::Replay::passthrough(response.into_body());
+    assert_eq!(body.next().await.unwrap().unwrap(), TestChunk::Text("a"));
+    assert_eq!(body.next().await.unwrap().unwrap(), TestChunk::Text("b"));
+    body.hold_back([TestChunk::Text("b"), TestChunk::Meta("kept")], false);
+    let rest: Vec<_> = body.map(|c| c.unwrap()).collect().await;
+    assert_eq!(
+        rest,
+        [
+            TestChunk::Text("b"),
+            TestChunk::Meta("kept"),
+            TestChunk::Text("c")
+        ]
+    );
+}
+
+/// Held back with `ended`: the held chunks, then the end, without polling
+/// the inner body again.
+#[tokio::test(start_paused = true)]
+async fn chunks_held_back_with_ended_are_the_last_items() {
+    let service = ScriptedService::new(Script::new().text("a").text("never read"));
+    let response = service.oneshot(TestRequest::new("m")).await.unwrap();
+    let mut body = streamgate_core::Replay::passthrough(response.into_body());
+    assert_eq!(body.next().await.unwrap().unwrap(), TestChunk::Text("a"));
+    body.hold_back([TestChunk::Text("a")], true);
+    let rest: Vec<_> = body.map(|c| c.unwrap()).collect().await;
+    assert_eq!(rest, [TestChunk::Text("a")]);
+}
