@@ -56,7 +56,6 @@ fn timeout_of(error: &BoxError) -> Option<StreamTimeout> {
     error.downcast_ref::<StreamTimeout>().copied()
 }
 
-/// Every item of a body, errors rendered as their timeout (or `None`).
 /// The item a body yields when its `kind` deadline of `after` ms cuts it.
 fn cut(kind: TimeoutKind, after: u64) -> Result<TestChunk, Option<StreamTimeout>> {
     Err(Some(StreamTimeout {
@@ -65,6 +64,7 @@ fn cut(kind: TimeoutKind, after: u64) -> Result<TestChunk, Option<StreamTimeout>
     }))
 }
 
+/// Every item of a body, errors rendered as their timeout (or `None`).
 async fn drain(body: &mut Body) -> Vec<Result<TestChunk, Option<StreamTimeout>>> {
     let mut items = Vec::new();
     while let Some(item) = body.next().await {
@@ -497,7 +497,7 @@ async fn an_answer_ready_at_once_still_has_its_idle_and_total_deadlines() {
     let items = drain(&mut response.into_body()).await;
     assert_eq!(
         items,
-        [Ok(TestChunk::Text("a")), cut(TimeoutKind::Total, 300),]
+        [Ok(TestChunk::Text("a")), cut(TimeoutKind::Total, 300)]
     );
     assert_eq!(total.probe().last_drop_at(), Some(start + ms(300)));
 }
