@@ -59,6 +59,11 @@ impl Ring {
     /// `(tokens, requests)` in the window at `now`, moving it there.
     fn totals(&mut self, now: Instant) -> (u64, u64) {
         let second = self.second(now);
+        self.totals_at(second)
+    }
+
+    /// `(tokens, requests)` in the window at `second`, moving it there.
+    fn totals_at(&mut self, second: u64) -> (u64, u64) {
         self.window.advance(second);
         self.window.totals(second)
     }
@@ -199,7 +204,9 @@ impl TpmMeter {
 
     fn reserve(&self, now: Instant, tokens: u64, limit: Option<u64>) -> Result<(), BudgetExceeded> {
         let mut ring = self.lock();
-        let (used, _) = ring.totals(now);
+        // One conversion of `now` for the check and the count.
+        let second = ring.second(now);
+        let (used, _) = ring.totals_at(second);
         if let Some(limit) = limit {
             let wanted = used.saturating_add(ring.reserved).saturating_add(tokens);
             if wanted > limit {
@@ -209,7 +216,7 @@ impl TpmMeter {
             }
         }
         ring.reserved = ring.reserved.saturating_add(tokens);
-        ring.add(now, 0, 1);
+        ring.window.add(second, 0, 1);
         Ok(())
     }
 

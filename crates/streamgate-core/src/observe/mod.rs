@@ -51,7 +51,6 @@ pub trait StreamObserver<C>: EndObserver {
 
 /// A response future whose outcome is reported to an observer.
 ///
-///
 /// [`Observed`] wraps a response future; when it resolves, its body is
 /// wrapped in an [`ObservedBody`]. The [`StreamObserver`] sees the response
 /// head, every chunk, and exactly one end: complete, failed, or dropped.

@@ -45,11 +45,23 @@ impl Gcra {
         }
     }
 
-    /// Takes `cells` at `now` (0 counts as 1, more than the burst as the
-    /// burst), or says how long to wait before they are there.
+    /// [`try_take_at`](Self::try_take_at) at the instant `now`.
+    #[cfg(test)]
     pub(crate) fn try_take(&self, cells: u32, now: Instant) -> Result<(), Duration> {
-        let t0 = u64::try_from(now.saturating_duration_since(self.origin).as_nanos())
-            .unwrap_or(u64::MAX);
+        self.try_take_at(cells, self.nanos(now))
+    }
+
+    /// `now` in nanoseconds since the origin (an instant before it counts
+    /// as the origin), as [`try_take_at`](Self::try_take_at) takes it.
+    pub(crate) fn nanos(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Takes `cells` at `t0` nanoseconds since the origin (0 counts as 1,
+    /// more than the burst as the burst), or says how long to wait before
+    /// they are there. Limiters with one origin share one conversion of the
+    /// time ([`nanos`](Self::nanos)).
+    pub(crate) fn try_take_at(&self, cells: u32, t0: u64) -> Result<(), Duration> {
         let extra = self
             .period
             .saturating_mul(u64::from(cells.clamp(1, self.burst) - 1));

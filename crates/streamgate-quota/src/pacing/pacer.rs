@@ -44,7 +44,7 @@ impl Spec {
         f64::from(self.limit) / self.window.as_secs_f64().max(f64::MIN_POSITIVE)
     }
 
-    fn build(&self) -> Result<Limiter, ConfigError> {
+    fn build(&self, origin: Instant) -> Result<Limiter, ConfigError> {
         let burst = self.burst();
         let refill = match self.limit.saturating_sub(burst) {
             0 => self.limit,
@@ -57,7 +57,7 @@ impl Spec {
         if burst == 0 {
             return Err(ConfigError::new("burst must be at least 1"));
         }
-        Ok(Limiter(Gcra::new(period, burst, Instant::now())))
+        Ok(Limiter(Gcra::new(period, burst, origin)))
     }
 
     fn stricter(a: Option<Spec>, b: Option<Spec>) -> Option<Spec> {
@@ -86,13 +86,14 @@ impl Limiter {
     /// Takes `cells` at `now` (clamped to the burst, so a request larger
     /// than the burst waits at most one refill of the whole burst instead
     /// of forever), or says how long to wait before trying again.
-    fn try_take(&self, cells: u64, now: Instant) -> Result<(), Duration> {
+    fn try_take(&self, cells: u64, t0: u64) -> Result<(), Duration> {
         let cells = u32::try_from(cells).unwrap_or(u32::MAX);
-        self.0.try_take(cells, now)
+        self.0.try_take_at(cells, t0)
     }
 }
 
-/// The limiters for one key.
+/// The limiters for one key, with one origin: a request converts the time
+/// once for both.
 pub(crate) struct Limiters {
     requests: Option<Limiter>,
     tokens: Option<Limiter>,
@@ -108,9 +109,10 @@ pub(crate) enum Stage {
 
 impl Limiters {
     fn new(requests: Option<Spec>, tokens: Option<Spec>) -> Result<Self, ConfigError> {
+        let origin = Instant::now();
         Ok(Self {
-            requests: requests.map(|s| s.build()).transpose()?,
-            tokens: tokens.map(|s| s.build()).transpose()?,
+            requests: requests.map(|s| s.build(origin)).transpose()?,
+            tokens: tokens.map(|s| s.build(origin)).transpose()?,
         })
     }
 
@@ -123,17 +125,20 @@ impl Limiters {
         tokens: u64,
         now: Instant,
     ) -> Result<(), Duration> {
+        // Both limiters count from the same origin.
+        let mut t0 = None;
+        let mut at = |l: &Limiter| *t0.get_or_insert_with(|| l.0.nanos(now));
         loop {
             match *stage {
                 Stage::Requests => {
                     if let Some(l) = &self.requests {
-                        l.try_take(1, now)?;
+                        l.try_take(1, at(l))?;
                     }
                     *stage = Stage::Tokens;
                 }
                 Stage::Tokens => {
                     if let (Some(l), true) = (&self.tokens, tokens > 0) {
-                        l.try_take(tokens, now)?;
+                        l.try_take(tokens, at(l))?;
                     }
                     *stage = Stage::Done;
                 }
