@@ -9,6 +9,8 @@
 //!   the allocations-per-request and per-chunk figures.
 //! - [`cpu`]: CPU time of the process or of some of its threads, read from
 //!   `/proc`, for the end-to-end overhead.
+//! - [`paired`]: the median and confidence interval of paired ratios, for
+//!   the end-to-end overhead measured in alternating rounds.
 #![deny(unsafe_code)]
 
 use std::{
@@ -26,6 +28,7 @@ use streamgate_core::{BoxError, Chunk, LlmRequest, Usage};
 use tower_service::Service;
 
 pub mod cpu;
+pub mod paired;
 
 /// One item of the in-memory stream. `Copy` and small, so producing one
 /// costs next to nothing.
