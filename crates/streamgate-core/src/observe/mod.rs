@@ -147,6 +147,7 @@ where
 {
     type Item = Result<C, BoxError>;
 
+    #[inline]
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.project();
         match ready!(this.body.poll_next(cx)) {
