@@ -9,6 +9,11 @@
 //! ratios below the true median), which assumes nothing about how the
 //! ratios are spread.
 
+/// The environment variable naming a file that the end-to-end benchmark
+/// also writes its [`PairedOverhead::line`]s to; `bench-report` sets it and
+/// reads the file back.
+pub const OUT_VAR: &str = "STREAMGATE_PAIRED_OUT";
+
 /// Fewest pairs a summary is given for: below this the interval is too wide
 /// to say anything.
 pub const MIN_PAIRS: usize = 10;

@@ -30,7 +30,11 @@ use criterion::{
     criterion_group, criterion_main, measurement::WallTime, BenchmarkGroup, Criterion, Throughput,
 };
 use http::Response;
-use streamgate_benches::{cpu, paired::PairedOverhead, request};
+use streamgate_benches::{
+    cpu,
+    paired::{self, PairedOverhead},
+    request,
+};
 use streamgate_breaker::CircuitBreakerLayer;
 use streamgate_core::{BackendId, BoxError, MetricsSink};
 use streamgate_metrics::MetricsLayer;
@@ -48,9 +52,6 @@ const STREAMS: usize = 8;
 /// Tokens per stream.
 const TOKENS: u64 = 200;
 const CLIENT_THREADS: &str = "sg-client";
-/// The variable naming a file the paired overhead lines are also written
-/// to (`bench-report` sets it).
-const PAIRED_OUT: &str = "STREAMGATE_PAIRED_OUT";
 
 struct Setup {
     client_rt: Runtime,
@@ -288,8 +289,8 @@ fn paired<'a, S: ChatService>(
     (id, pairs)
 }
 
-/// Prints each paired overhead (and writes the lines where [`PAIRED_OUT`]
-/// says); nothing for a benchmark that did not run (filtered out, or
+/// Prints each paired overhead (and writes the lines where
+/// [`paired::OUT_VAR`] says); nothing for a benchmark that did not run (filtered out, or
 /// listed only).
 fn report_pairs(results: &[(&str, Vec<(f64, f64)>)]) {
     let mut lines = String::new();
@@ -311,7 +312,7 @@ fn report_pairs(results: &[(&str, Vec<(f64, f64)>)]) {
         lines.push_str(&overhead.line(id));
         lines.push('\n');
     }
-    if let Some(path) = std::env::var_os(PAIRED_OUT).filter(|_| !lines.is_empty()) {
+    if let Some(path) = std::env::var_os(paired::OUT_VAR).filter(|_| !lines.is_empty()) {
         std::fs::write(&path, lines)
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.to_string_lossy()));
     }

@@ -21,7 +21,7 @@ use std::{
 };
 
 use serde_json::Value;
-use streamgate_benches::paired::PairedOverhead;
+use streamgate_benches::paired::{self, PairedOverhead};
 
 const USAGE: &str = "usage: bench-report [--quick] [--no-run] [--out FILE] [-- CRITERION ARGS]";
 const QUICK: [&str; 4] = ["--warm-up-time", "1", "--measurement-time", "2"];
@@ -33,10 +33,8 @@ const LONG_TOKENS: f64 = 1_000.0;
 const E2E_SHAPE: &str = "8 concurrent streams of 200 tokens";
 const ALLOCATIONS_FILE: &str = "streamgate-allocations.tsv";
 /// Where the end-to-end benchmark writes its paired overheads (it is told
-/// through [`PAIRED_OUT`]).
+/// through [`paired::OUT_VAR`]).
 const PAIRED_FILE: &str = "streamgate-paired.tsv";
-/// The variable naming that file; must match `benches/end_to_end.rs`.
-const PAIRED_OUT: &str = "STREAMGATE_PAIRED_OUT";
 
 fn main() -> ExitCode {
     match run() {
@@ -104,10 +102,10 @@ fn run() -> Result<(), String> {
 
     if !options.no_run {
         // A run that skips the paired group must not report an older one's.
-        let paired = criterion_dir.join(PAIRED_FILE);
-        if paired.exists() {
-            fs::remove_file(&paired)
-                .map_err(|e| format!("cannot remove {}: {e}", paired.display()))?;
+        let paired_file = criterion_dir.join(PAIRED_FILE);
+        if paired_file.exists() {
+            fs::remove_file(&paired_file)
+                .map_err(|e| format!("cannot remove {}: {e}", paired_file.display()))?;
         }
         for bench in ["overhead", "end_to_end"] {
             let mut args = vec!["bench", "-p", "streamgate-benches", "--bench", bench];
@@ -115,7 +113,7 @@ fn run() -> Result<(), String> {
                 args.push("--");
                 args.extend(criterion_args.iter().map(String::as_str));
             }
-            commands.push(cargo_with(&args, false, Some((PAIRED_OUT, &paired)))?.0);
+            commands.push(cargo_with(&args, false, Some((paired::OUT_VAR, &paired_file)))?.0);
         }
         let (shown, out) = cargo(
             &[
@@ -1010,7 +1008,7 @@ mod tests {
     #[test]
     fn the_end_to_end_verdict_needs_the_whole_interval_on_one_side() {
         let with = |median, low, high| {
-            let percent = streamgate_benches::paired::MedianInterval { median, low, high };
+            let percent = paired::MedianInterval { median, low, high };
             Results {
                 estimates: BTreeMap::new(),
                 allocations: BTreeMap::new(),
