@@ -208,50 +208,50 @@ fn end_to_end(c: &mut Criterion) {
     let layer_sink: Arc<dyn MetricsSink> = tracker();
     let results = [
         // A control: the bare client against itself should come out near 0.
-        paired(&mut group, "bare", rt, bare, bare),
-        paired(
+        paired_bench(&mut group, "bare", rt, bare, bare),
+        paired_bench(
             &mut group,
             "timeout",
             rt,
             bare,
             &timeout_layer().layer(bare.clone()),
         ),
-        paired(
+        paired_bench(
             &mut group,
             "breaker_closed",
             rt,
             bare,
             &CircuitBreakerLayer::new(breaker("openai")).layer(bare.clone()),
         ),
-        paired(
+        paired_bench(
             &mut group,
             "quota",
             rt,
             bare,
             &QuotaLayer::new(BackendId::new("openai"), QuotaTracker::new()).layer(bare.clone()),
         ),
-        paired(
+        paired_bench(
             &mut group,
             "pacing",
             rt,
             bare,
             &pacing_layer("openai").layer(bare.clone()),
         ),
-        paired(
+        paired_bench(
             &mut group,
             "tpm_budget",
             rt,
             bare,
             &tpm_layer("openai").layer(bare.clone()),
         ),
-        paired(
+        paired_bench(
             &mut group,
             "metrics_tracker",
             rt,
             bare,
             &MetricsLayer::new("openai", layer_sink).layer(bare.clone()),
         ),
-        paired(&mut group, "full_stack", rt, bare, &stacked),
+        paired_bench(&mut group, "full_stack", rt, bare, &stacked),
     ];
     group.finish();
     report_pairs(&results);
@@ -261,7 +261,7 @@ fn end_to_end(c: &mut Criterion) {
 /// the order swapping every pair. Returns every pair criterion ran, warm-up
 /// included (each pair compares two rounds made under the same conditions,
 /// warm or not), as (bare, stacked) client CPU seconds.
-fn paired<'a, S: ChatService>(
+fn paired_bench<'a, S: ChatService>(
     group: &mut BenchmarkGroup<'_, WallTime>,
     id: &'a str,
     rt: &Runtime,
@@ -290,8 +290,8 @@ fn paired<'a, S: ChatService>(
 }
 
 /// Prints each paired overhead (and writes the lines where
-/// [`paired::OUT_VAR`] says); nothing for a benchmark that did not run (filtered out, or
-/// listed only).
+/// [`paired::OUT_VAR`] says); nothing for a benchmark that did not run
+/// (filtered out, or listed only).
 fn report_pairs(results: &[(&str, Vec<(f64, f64)>)]) {
     let mut lines = String::new();
     for (id, pairs) in results {
