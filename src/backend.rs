@@ -16,7 +16,7 @@ use streamgate_core::scoreboard::Scoreboard;
 use streamgate_failover::{ThroughputProbe, TpmGuard, TpmLayer};
 use streamgate_metrics::{Fanout, Measure, MetricsLayer};
 use streamgate_quota::{
-    PacingLayer, PacingLayerBuilder, QuotaGuard, QuotaLayer, QuotaTracker,
+    PacedGuard, PacingLayer, PacingLayerBuilder, QuotaGuard, QuotaLayer, QuotaTracker,
 };
 use streamgate_timeout::{FirstChunkTimeoutLayer, TimeoutConfig};
 use tower::{util::MapRequestLayer, Layer};
@@ -58,10 +58,11 @@ enum QuotaChoice {
 ///
 /// Metrics, TPM, quota and the breaker are [guards](streamgate_core::guard)
 /// fused into one [`GuardLayer`] (admitted in that order, one response
-/// future and one body wrapper for the four). With pacing, the breaker is a
-/// second guard layer below it, since a paced request must not hold a probe
-/// while it waits. Pacing (it waits) and the timeout (it cuts) are layers of
-/// their own.
+/// future and one body wrapper for the four). Pacing joins them as a guard
+/// in front of the breaker ([`PacingLayer::guard`]): a call that must wait
+/// is asked of the breaker only after the wait, so a paced request never
+/// holds a probe while it waits. The timeout (it cuts) is a layer of its
+/// own.
 ///
 /// Why this order: the cheap declarative gates (TPM, quota) refuse before
 /// the breaker, so a refused request never takes a half-open probe; pacing
@@ -524,16 +525,14 @@ impl<S, Req> Backend<S, Req> {
         };
 
         let metrics = sink.map(|sink| MetricsLayer::new(id.clone(), sink));
-        // Metrics, TPM and quota are one guard layer: one future and one
-        // body wrapper for the three, each chunk read once. The breaker is
-        // its own, below pacing (a paced request must not hold a probe);
-        // without pacing it joins them, last, so the one layer admits in
-        // the stack's order.
-        let gates = (
-            metrics.map(MetricsLayer::into_guard),
-            tpm.map(TpmLayer::into_guard),
-            quota.map(QuotaLayer::into_guard),
-        );
+        // One guard layer for metrics, TPM, quota and the breaker, in the
+        // stack's order: one future and one body wrapper for the four, each
+        // chunk read once. With pacing, the breaker sits behind it in the
+        // same place: a call that must wait is asked of the breaker only
+        // after the wait (a paced request must not hold a probe).
+        let metrics = metrics.map(MetricsLayer::into_guard);
+        let tpm = tpm.map(TpmLayer::into_guard);
+        let quota = quota.map(QuotaLayer::into_guard);
         let breaker = breaker.map(CircuitBreakerLayer::into_guard);
         let map_request = self
             .map_request
@@ -541,33 +540,23 @@ impl<S, Req> Backend<S, Req> {
 
         // Innermost first: the order of the table above, read upwards. Both
         // stacks share every layer's state; only the deadline differs.
-        // Always guard layers, even with nothing in them: each place of the
+        // Always a guard layer, even with nothing in it: each place of the
         // stack then has one type, and no body needs a wrapper per optional
         // layer (an empty guard only delegates).
         let client = self.client;
         let layers = match pacing {
-            Some(pacing) => Layers::Paced {
-                breaker: GuardLayer::new(id.clone(), breaker),
-                pacing,
-                gates: GuardLayer::new(id.clone(), gates),
-            },
-            None => {
-                let (metrics, tpm, quota) = gates;
-                Layers::Fused(GuardLayer::new(id.clone(), (metrics, tpm, quota, breaker)))
-            }
+            Some(pacing) => Layers::Paced(GuardLayer::new(
+                id.clone(),
+                (metrics, tpm, quota, pacing.guard(breaker)),
+            )),
+            None => Layers::Fused(GuardLayer::new(id.clone(), (metrics, tpm, quota, breaker))),
         };
         let stack = |timeout: Option<FirstChunkTimeoutLayer>| {
             let service = apply(timeout, client.clone());
             // One allocation per request, shared by the future and the body.
             match &layers {
-                Layers::Paced {
-                    breaker,
-                    pacing,
-                    gates,
-                } => {
-                    let service = breaker.layer(service);
-                    let service = pacing.layer(service);
-                    let service = gates.layer(service);
+                Layers::Paced(guards) => {
+                    let service = guards.layer(service);
                     streamgate_core::boxed(apply_same(map_request.clone(), service))
                 }
                 Layers::Fused(guards) => {
@@ -648,19 +637,11 @@ impl<S, Req> Backend<S, Req> {
 
 /// The guards of a built stack, by whether it paces.
 enum Layers {
-    /// Pacing waits between the gates and the breaker, so the breaker is a
-    /// guard layer of its own below it.
-    Paced {
-        breaker: GuardLayer<Option<BreakerGuard>>,
-        pacing: PacingLayer,
-        gates: GuardLayer<Gates>,
-    },
-    /// Nothing between them: one guard layer for all four.
+    /// Pacing between the gates and the breaker, in the same layer.
+    Paced(GuardLayer<Paced>),
+    /// Nothing between them.
     Fused(GuardLayer<Fused>),
 }
-
-/// Metrics, TPM and quota, outermost first.
-type Gates = (Option<Measure>, Option<TpmGuard>, Option<QuotaGuard>);
 
 /// The gates, then the breaker.
 type Fused = (
@@ -668,6 +649,14 @@ type Fused = (
     Option<TpmGuard>,
     Option<QuotaGuard>,
     Option<BreakerGuard>,
+);
+
+/// The gates, then pacing in front of the breaker.
+type Paced = (
+    Option<Measure>,
+    Option<TpmGuard>,
+    Option<QuotaGuard>,
+    PacedGuard<Option<BreakerGuard>>,
 );
 
 /// A backend's stacks for a router (see [`Backend::stacks`]).

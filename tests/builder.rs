@@ -121,8 +121,8 @@ async fn open_breaker_refuses_without_calling_and_metrics_counts_a_rejection() {
     assert_eq!(snapshot.breakers[0].state, BreakerState::Open);
 }
 
-/// Without pacing the breaker is fused into the gates' guard layer; with it,
-/// it is a layer of its own below pacing. Both shapes count alike.
+/// With or without pacing, the breaker is fused into the gates' guard layer
+/// (with pacing, behind it). Both shapes count alike.
 #[tokio::test(start_paused = true)]
 async fn with_or_without_pacing_the_stack_counts_successes_failures_and_refusals_alike() {
     let mut seen = Vec::new();
@@ -239,6 +239,37 @@ async fn pacing_waits_instead_of_failing_and_reports_the_wait() {
     let session = tracker.snapshot().session;
     assert_eq!(session.throttled, 1);
     assert!(session.throttle_wait_secs > 0.0);
+}
+
+/// Pacing waits before the breaker is asked: a request that waits past the
+/// end of an open wait is let through as the half-open probe, where asking
+/// the breaker first would have refused it while still open.
+#[tokio::test(start_paused = true)]
+async fn a_paced_request_is_asked_of_the_breaker_after_its_wait() {
+    let client = ScriptedService::new(Script::new().text("ok"))
+        .then(Script::new().fail_call(ErrorClass::Overloaded));
+    let breaker = Breaker::builder("a")
+        .without_failures_within()
+        .consecutive_failures(1)
+        .open_wait(OpenWait::Fixed(Duration::from_secs(1)))
+        .build()
+        .unwrap();
+    let service = Backend::new("a", client.clone())
+        .circuit_breaker(breaker.clone())
+        // Burst 1, refill 59 a minute: the second request waits 60/59 s.
+        .pacing(|p| p.requests_per_minute(60).request_burst(1))
+        .build()
+        .unwrap();
+
+    assert!(send(&service, TestRequest::new(MODEL)).await.is_err());
+    assert_eq!(breaker.state(), BreakerState::Open);
+    let started = tokio::time::Instant::now();
+    send(&service, TestRequest::new(MODEL))
+        .await
+        .expect("admitted as the probe after the wait");
+    assert!(started.elapsed() >= Duration::from_secs(60) / 59);
+    assert_eq!(client.probe().calls(), 2);
+    assert_eq!(breaker.state(), BreakerState::Closed);
 }
 
 #[tokio::test(start_paused = true)]

@@ -5,26 +5,31 @@
 use std::{sync::Arc, time::Duration};
 
 use streamgate_benches::{BareService, BenchChunk, BenchRequest};
-use streamgate_breaker::{Breaker, CircuitBreaker, CircuitBreakerLayer};
+use streamgate_breaker::{Breaker, BreakerGuard, CircuitBreakerLayer};
 use streamgate_core::{
     guard::{GuardLayer, GuardService},
     BackendId, MetricsSink,
 };
 use streamgate_failover::{Failover, Strategy, TpmGuard, TpmLayer};
 use streamgate_metrics::{Measure, MetricsLayer, PerformanceTracker};
-use streamgate_quota::{Pacing, PacingLayer, QuotaGuard, QuotaLayer, QuotaTracker};
+use streamgate_quota::{PacedGuard, PacingLayer, QuotaGuard, QuotaLayer, QuotaTracker};
 use streamgate_timeout::{FirstChunkTimeout, FirstChunkTimeoutLayer};
 use tower::Layer;
 
 pub const MODEL: &str = "gpt-4o-mini";
 
-/// The guards `Backend` fuses above pacing.
-pub type Gates = (Option<Measure>, Option<TpmGuard>, Option<QuotaGuard>);
+/// The guards `Backend` fuses when it paces, in order.
+pub type Gates = (
+    Option<Measure>,
+    Option<TpmGuard>,
+    Option<QuotaGuard>,
+    PacedGuard<Option<BreakerGuard>>,
+);
 
 /// The recommended per-backend stack, outermost first, as `Backend` builds
-/// it (unboxed): metrics, TPM and quota fused in one guard layer, pacing,
-/// the breaker's guard layer, the timeout.
-pub type FullStack<S> = GuardService<Pacing<CircuitBreaker<FirstChunkTimeout<S>>>, Gates>;
+/// it (unboxed): metrics, TPM, quota, pacing and the breaker fused in one
+/// guard layer, the timeout.
+pub type FullStack<S> = GuardService<FirstChunkTimeout<S>, Gates>;
 
 pub fn runtime() -> tokio::runtime::Runtime {
     // Timeouts and pacing read tokio time and register sleeps, which needs a
@@ -89,8 +94,6 @@ pub fn full_stack<S>(name: &str, client: S, sink: Arc<dyn MetricsSink>) -> FullS
         .build()
         .expect("tpm config");
     let inner = timeout_layer().layer(client);
-    let inner = CircuitBreakerLayer::new(breaker).layer(inner);
-    let inner = pacing.layer(inner);
     let quota = QuotaLayer::builder(backend.clone())
         .tracker(tracker)
         .sink(sink.clone())
@@ -100,6 +103,7 @@ pub fn full_stack<S>(name: &str, client: S, sink: Arc<dyn MetricsSink>) -> FullS
         Some(MetricsLayer::new(name, sink).into_guard()),
         Some(tpm.into_guard()),
         Some(quota.into_guard()),
+        pacing.guard(Some(CircuitBreakerLayer::new(breaker).into_guard())),
     );
     GuardLayer::new(backend, gates).layer(inner)
 }

@@ -344,10 +344,7 @@ const PER_REQUEST: [(&str, &str); 15] = [
         "backend_build",
         "the same from `Backend::build` (fused, boxed)",
     ),
-    (
-        "backend_build_unpaced",
-        "`Backend::build` without pacing (breaker in the same guard layer)",
-    ),
+    ("backend_build_unpaced", "`Backend::build` without pacing"),
     ("failover_full_stack", "`Failover` over two full stacks"),
     ("failover_round_robin", "the same, `Strategy::RoundRobin`"),
     (
@@ -591,7 +588,9 @@ fn render(r: &Results, commands: &[String], quick: bool) -> String {
     }
     line("");
     line("The full stack is what `Backend` stacks, unboxed, outermost first: one guard layer for metrics");
-    line("(with the in-memory tracker), TPM budget and quota; pacing; the breaker's guard layer; the");
+    line(
+        "(with the in-memory tracker), TPM budget, quota, and pacing in front of the breaker; the",
+    );
     line("timeout; everything reports to the tracker. `Failover` boxes each backend's stack (one");
     line("allocation per request, shared by the future and the body) and serves from the first.");
     line("");

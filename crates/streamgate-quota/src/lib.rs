@@ -65,7 +65,7 @@ pub mod parse;
 mod tracker;
 
 pub use gate::{Quota, QuotaGuard, QuotaLayer, QuotaLayerBuilder, QuotaObserver, ResponseFuture};
-pub use pacing::{Pacing, PacingLayer, PacingLayerBuilder};
+pub use pacing::{Paced, PacedGuard, Pacing, PacingLayer, PacingLayerBuilder};
 pub use parse::{Limit, LimitKind, QuotaInfo, Schemes, WindowLimit};
 pub use tracker::{
     ConfigError, ExhaustReason, InFlight, KeySnapshot, LearnedLimits, QuotaStatus, QuotaTracker,

@@ -11,7 +11,9 @@ use std::{
 };
 
 use futures::StreamExt;
-use streamgate_core::{BackendId, BoxError, Event, MetricsSink, ProviderError, Rejected};
+use streamgate_core::{
+    guard::GuardLayer, BackendId, BoxError, Event, MetricsSink, ProviderError, Rejected,
+};
 use streamgate_mock::{MockConfig, MockServer, Plan};
 use streamgate_providers::{openai::OpenAiChat, ChatRequest};
 use streamgate_quota::{PacingLayer, QuotaLayer, QuotaTracker};
@@ -158,27 +160,35 @@ impl MetricsSink for Throttles {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn pacing_keeps_the_observed_tokens_per_minute_under_the_limit() {
-    const PACED_TPM: u32 = 600;
-    let ticker = bound_clock_jumps();
-    let server = MockServer::start(MockConfig::new().with_plan(plan()))
-        .await
-        .unwrap();
-    let throttles = Arc::new(Throttles::default());
-    let service = PacingLayer::builder(BackendId::new("mock"))
+const PACED_TPM: u32 = 600;
+
+fn paced_600_tpm(throttles: &Arc<Throttles>) -> PacingLayer {
+    PacingLayer::builder(BackendId::new("mock"))
         .tokens_per_minute(PACED_TPM)
         .token_burst(100)
         .sink(throttles.clone())
         .build()
         .unwrap()
-        .layer(client(&server));
+}
 
-    // Three workers send as fast as pacing lets them for three minutes.
+/// Three workers send through `service` as fast as pacing lets them for
+/// three minutes; checks the mock's observed tokens per minute.
+async fn paced_workload<S, B, C, E>(
+    how: &str,
+    server: &MockServer,
+    throttles: &Throttles,
+    service: S,
+) where
+    S: Service<ChatRequest, Response = http::Response<B>> + Clone,
+    S::Error: std::fmt::Debug,
+    B: futures::Stream<Item = Result<C, E>> + Unpin,
+    E: std::fmt::Debug,
+{
+    let ticker = bound_clock_jumps();
     let start = Instant::now();
     let peak = Arc::new(AtomicU64::new(0));
-    let worker = |service: streamgate_quota::Pacing<OpenAiChat>| {
-        let (server, peak) = (&server, peak.clone());
+    let worker = |service: S| {
+        let peak = peak.clone();
         async move {
             while start.elapsed() < Duration::from_secs(180) {
                 let response = service.clone().oneshot(request()).await.unwrap();
@@ -199,7 +209,7 @@ async fn pacing_keeps_the_observed_tokens_per_minute_under_the_limit() {
     let peak = peak.load(Ordering::Relaxed);
     let served = server.requests().len() as u64 * 100;
     println!(
-        "paced at {PACED_TPM} TPM for 3 min: peak {peak} tokens in any observed minute, \
+        "{how}, paced at {PACED_TPM} TPM for 3 min: peak {peak} tokens in any observed minute, \
          {served} tokens in total, {} waits",
         throttles.0.load(Ordering::Relaxed)
     );
@@ -207,6 +217,31 @@ async fn pacing_keeps_the_observed_tokens_per_minute_under_the_limit() {
     // Not starved either: the sustained rate is limit − burst per minute.
     assert!(served >= 3 * 500, "served {served}");
     assert!(throttles.0.load(Ordering::Relaxed) > 0);
-    server.shutdown().await;
     ticker.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn pacing_keeps_the_observed_tokens_per_minute_under_the_limit() {
+    let server = MockServer::start(MockConfig::new().with_plan(plan()))
+        .await
+        .unwrap();
+    let throttles = Arc::new(Throttles::default());
+    let service = paced_600_tpm(&throttles).layer(client(&server));
+    paced_workload("as a layer", &server, &throttles, service).await;
+    server.shutdown().await;
+}
+
+/// The same through pacing as a guard, fused with the quota guard behind it
+/// in one guard layer.
+#[tokio::test(start_paused = true)]
+async fn pacing_as_a_guard_keeps_the_observed_tokens_per_minute_under_the_limit() {
+    let server = MockServer::start(MockConfig::new().with_plan(plan()))
+        .await
+        .unwrap();
+    let throttles = Arc::new(Throttles::default());
+    let quota = QuotaLayer::new(BackendId::new("mock"), QuotaTracker::new()).into_guard();
+    let guard = paced_600_tpm(&throttles).guard(quota);
+    let service = GuardLayer::new("mock", guard).layer(client(&server));
+    paced_workload("as a guard", &server, &throttles, service).await;
+    server.shutdown().await;
 }

@@ -25,9 +25,16 @@
 //! model with the tracker's [model cap](crate::QuotaTrackerBuilder::model_cap):
 //! a model past it paces on the tracker's shared `_OTHER` key
 //! ([`PacingLayer::learned_models`]).
+//!
+//! [`PacingLayer::guard`] makes the same pacing a guard in front of another
+//! guard (the breaker, in `Backend`), to fuse it with the gates into one
+//! [`GuardLayer`](streamgate_core::guard::GuardLayer): the other guard is
+//! asked only once the wait is over, so a waiting request holds nothing of
+//! it (see [`PacedGuard`]).
 
 mod future;
 mod gcra;
+mod guard;
 mod pacer;
 
 use std::{
@@ -41,6 +48,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 pub use future::PacingFuture;
+pub use guard::{Paced, PacedGuard};
 
 use crate::{tracker::ConfigError, QuotaTracker};
 use pacer::{Pacer, Spec, Stage};
@@ -74,6 +82,17 @@ impl PacingLayer {
     /// backend, whatever model names arrive.
     pub fn learned_models(&self) -> usize {
         self.pacer.learned_len()
+    }
+
+    /// This pacing as a guard in front of `then` (say a
+    /// [`BreakerGuard`](https://docs.rs/streamgate-breaker)), to fuse into one
+    /// [`GuardLayer`](streamgate_core::guard::GuardLayer) with the gates
+    /// that come before it: the same waits and events as this layer above a
+    /// guard layer of `then`, in one response future and one body wrapper
+    /// (see [`PacedGuard`]). The limits are looked up for the guard layer's
+    /// backend.
+    pub fn guard<G>(&self, then: G) -> PacedGuard<G> {
+        PacedGuard::new(self.pacer.clone(), self.sink.clone(), then)
     }
 }
 

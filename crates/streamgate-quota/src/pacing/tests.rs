@@ -7,14 +7,16 @@ use std::{
 
 use futures::FutureExt;
 use http::{HeaderMap, HeaderValue, StatusCode};
+use std::sync::atomic::Ordering;
 use streamgate_core::{
+    guard::{Call, End, Guard, GuardLayer, GuardService, Now, Refusal, Ticket},
     testing::{Script, ScriptedService, TestRequest},
-    BackendId, Event, MetricsSink,
+    BackendId, Event, MetricsSink, RejectReason, Rejected,
 };
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
-use super::PacingLayer;
+use super::{PacedGuard, PacingLayer};
 use crate::{QuotaInfo, QuotaTracker};
 
 #[derive(Default)]
@@ -251,4 +253,191 @@ async fn an_admitted_request_is_called_at_call_and_a_paced_one_from_its_future()
         "{waited:?}"
     );
     assert_eq!(waits.0.lock().unwrap().clone(), [waited]);
+}
+
+/// A guard behind pacing: counts its admissions and the ends its tickets
+/// see, and refuses everything once `refuse` is set.
+#[derive(Clone, Default)]
+struct Behind {
+    admitted: Arc<std::sync::atomic::AtomicUsize>,
+    ends: Arc<Mutex<Vec<&'static str>>>,
+    refuse: Arc<std::sync::atomic::AtomicBool>,
+    /// Where its refusals are reported.
+    sink: Option<Arc<dyn MetricsSink>>,
+}
+
+struct BehindTicket(Arc<Mutex<Vec<&'static str>>>);
+
+impl Ticket for BehindTicket {
+    fn on_end(self, end: End<'_>, _now: &Now) {
+        self.0.lock().unwrap().push(match end {
+            End::Complete => "complete",
+            End::Failed { .. } => "failed",
+            End::Cut { .. } => "cut",
+            End::Refused(_) => "refused",
+            End::Dropped => "dropped",
+        });
+    }
+}
+
+impl Guard for Behind {
+    type Ticket = BehindTicket;
+
+    fn admit(&mut self, call: &Call<'_>) -> Result<BehindTicket, Refusal<'_>> {
+        if self.refuse.load(Ordering::Relaxed) {
+            let rejected = Rejected::new(call.backend().clone(), RejectReason::CircuitOpen);
+            return Err(Refusal::new(rejected, self.sink.as_deref()));
+        }
+        self.admitted.fetch_add(1, Ordering::Relaxed);
+        Ok(BehindTicket(self.ends.clone()))
+    }
+}
+
+impl Behind {
+    fn admitted(&self) -> usize {
+        self.admitted.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Default)]
+struct Rejections(Mutex<Vec<RejectReason>>);
+
+impl MetricsSink for Rejections {
+    fn record(&self, event: &Event<'_>) {
+        if let Event::Rejected { reason, .. } = event {
+            self.0.lock().unwrap().push(*reason);
+        }
+    }
+}
+
+/// Pacing of 10 requests a minute, one at once, in front of `behind`, in
+/// one guard layer over a scripted client.
+fn paced_guard_layer(
+    waits: &Arc<Waits>,
+    behind: &Behind,
+) -> (
+    ScriptedService,
+    GuardService<ScriptedService, PacedGuard<Behind>>,
+) {
+    let pacing = PacingLayer::builder(backend())
+        .requests_per_minute(10)
+        .request_burst(1)
+        .sink(waits.clone())
+        .build()
+        .unwrap();
+    let inner = ScriptedService::new(Script::new().text("x"));
+    let layer = GuardLayer::new(backend(), pacing.guard(behind.clone()));
+    (inner.clone(), layer.layer(inner))
+}
+
+/// Drains a response to its end.
+async fn drain<B: futures::Stream + Unpin>(response: http::Response<B>) {
+    use futures::StreamExt;
+    let mut body = response.into_body();
+    while body.next().await.is_some() {}
+}
+
+#[tokio::test(start_paused = true)]
+async fn as_a_guard_it_waits_like_the_layer_and_asks_the_next_guard_only_after_the_wait() {
+    let waits = Arc::new(Waits::default());
+    let behind = Behind::default();
+    let (inner, mut service) = paced_guard_layer(&waits, &behind);
+    let start = Instant::now();
+
+    // Admitted at once: the next guard is asked in `call`.
+    let first = ServiceExt::<TestRequest>::ready(&mut service)
+        .await
+        .unwrap()
+        .call(TestRequest::new("m"));
+    assert_eq!(behind.admitted(), 1);
+    drain(first.await.unwrap()).await;
+
+    // Must wait: the next guard is not asked while it waits.
+    let mut second = ServiceExt::<TestRequest>::ready(&mut service)
+        .await
+        .unwrap()
+        .call(TestRequest::new("m"));
+    assert!((&mut second).now_or_never().is_none());
+    tokio::time::advance(Duration::from_secs(3)).await;
+    assert!((&mut second).now_or_never().is_none());
+    assert_eq!(behind.admitted(), 1, "asked while waiting");
+    assert_eq!(inner.probe().calls(), 1);
+
+    let response = second.await.unwrap();
+    let period = Duration::from_secs(60) / 9;
+    let waited = start.elapsed();
+    assert!(
+        waited >= period && waited < period + Duration::from_millis(1),
+        "{waited:?}"
+    );
+    assert_eq!(behind.admitted(), 2);
+    assert_eq!(inner.probe().calls(), 2);
+    drain(response).await;
+    // The ticket taken after the wait sees its call to the end, as the one
+    // taken at once does.
+    assert_eq!(*behind.ends.lock().unwrap(), ["complete", "complete"]);
+    let waits = waits.0.lock().unwrap().clone();
+    assert_eq!(waits, [waited]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn as_a_guard_a_request_dropped_while_waiting_takes_nothing_of_the_next_guard() {
+    let waits = Arc::new(Waits::default());
+    let behind = Behind::default();
+    let (inner, mut service) = paced_guard_layer(&waits, &behind);
+    drain(
+        ServiceExt::<TestRequest>::ready(&mut service)
+            .await
+            .unwrap()
+            .call(TestRequest::new("m"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let mut waiting = ServiceExt::<TestRequest>::ready(&mut service)
+        .await
+        .unwrap()
+        .call(TestRequest::new("m"));
+    assert!((&mut waiting).now_or_never().is_none());
+    drop(waiting);
+    tokio::time::advance(Duration::from_secs(120)).await;
+    assert_eq!(behind.admitted(), 1);
+    assert_eq!(inner.probe().calls(), 1);
+    assert_eq!(*behind.ends.lock().unwrap(), ["complete"]);
+    assert!(waits.0.lock().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn as_a_guard_a_refusal_after_the_wait_fails_the_call_and_is_reported_once() {
+    let rejections = Arc::new(Rejections::default());
+    let behind = Behind {
+        sink: Some(rejections.clone()),
+        ..Behind::default()
+    };
+    let (inner, mut service) = paced_guard_layer(&Arc::default(), &behind);
+    drain(
+        ServiceExt::<TestRequest>::ready(&mut service)
+            .await
+            .unwrap()
+            .call(TestRequest::new("m"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let waiting = ServiceExt::<TestRequest>::ready(&mut service)
+        .await
+        .unwrap()
+        .call(TestRequest::new("m"));
+    behind.refuse.store(true, Ordering::Relaxed);
+    let error = waiting.await.expect_err("refused after the wait");
+    let rejected = error.downcast_ref::<Rejected>().expect("a Rejected");
+    assert_eq!(rejected.reason, RejectReason::CircuitOpen);
+    assert_eq!(*rejections.0.lock().unwrap(), [RejectReason::CircuitOpen]);
+    assert_eq!(
+        inner.probe().calls(),
+        1,
+        "a refused call reaches no backend"
+    );
+    assert_eq!(behind.admitted(), 1);
+    assert_eq!(*behind.ends.lock().unwrap(), ["complete"]);
 }

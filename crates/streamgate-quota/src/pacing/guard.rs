@@ -1,0 +1,211 @@
+//! Pacing as a guard in front of another guard, for one fused guard layer.
+
+use std::{
+    fmt,
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use http::response::Parts;
+use streamgate_core::{
+    emit,
+    guard::{Call, End, Guard, Now, Refusal, Ticket},
+    state::Confirmation,
+    Chunk, Event, SharedSink,
+};
+use tokio::time::Instant;
+
+use super::pacer::{Pacer, Stage};
+
+/// Pacing in front of guard `G` (the breaker, in `Backend`), as one guard:
+/// made by [`PacingLayer::guard`](super::PacingLayer::guard).
+///
+/// A call the limiters admit at once goes straight on to `G`. A call that
+/// must wait is admitted with a [confirmation](Ticket::confirmation) that
+/// waits for the limiters, reports the wait as
+/// [`Event::Throttled`](streamgate_core::Event::Throttled), and only then
+/// asks `G`: a waiting call holds nothing of `G` (no half-open probe), and a
+/// refusal by `G` after the wait fails the call with its `Rejected`, reported
+/// once. This is what [`PacingLayer`](super::PacingLayer) above a guard
+/// layer of `G` does, in one layer: one response future and one body wrapper
+/// instead of two. Pacing never refuses, so this guard gates only if `G`
+/// does.
+#[derive(Clone)]
+pub struct PacedGuard<G> {
+    pacer: Arc<Pacer>,
+    sink: SharedSink,
+    then: G,
+}
+
+impl<G> PacedGuard<G> {
+    pub(super) fn new(pacer: Arc<Pacer>, sink: SharedSink, then: G) -> Self {
+        Self { pacer, sink, then }
+    }
+
+    /// The guard asked after the wait.
+    pub fn then(&self) -> &G {
+        &self.then
+    }
+}
+
+impl<G: fmt::Debug> fmt::Debug for PacedGuard<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PacedGuard")
+            .field("then", &self.then)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<G> Guard for PacedGuard<G>
+where
+    G: Guard + Clone + Send + 'static,
+    G::Ticket: Send + 'static,
+{
+    type Ticket = Paced<G::Ticket>;
+
+    fn gates(&self) -> bool {
+        self.then.gates()
+    }
+
+    #[inline]
+    fn admit(&mut self, call: &Call<'_>) -> Result<Self::Ticket, Refusal<'_>> {
+        let limiters = self.pacer.limiters(call.backend(), call.model());
+        let mut stage = Stage::Requests;
+        let started = call.now();
+        if limiters
+            .advance(&mut stage, call.estimate(), started)
+            .is_ok()
+        {
+            return self.then.admit(call).map(Paced::Admitted);
+        }
+        // The wait, then `G`, in the confirmation: everything it needs is
+        // owned (one allocation for the model name, only on this path).
+        let slot: Arc<Mutex<Option<G::Ticket>>> = Arc::default();
+        let filled = slot.clone();
+        let mut then = self.then.clone();
+        let sink = self.sink.clone();
+        let backend = call.backend().clone();
+        let model: Arc<str> = Arc::from(call.model());
+        let estimate = call.estimate();
+        let confirm: Confirmation = Box::pin(async move {
+            loop {
+                let now = Instant::now();
+                match limiters.advance(&mut stage, estimate, now) {
+                    Ok(()) => break,
+                    Err(wait) => tokio::time::sleep_until(now + wait).await,
+                }
+            }
+            emit(&sink, || Event::Throttled {
+                backend: &backend,
+                model: &model,
+                waited: started.elapsed(),
+            });
+            let confirm = {
+                let call = Call::at(&backend, &model, estimate, Instant::now());
+                let mut ticket = match then.admit(&call) {
+                    Ok(ticket) => ticket,
+                    Err(mut refusal) => {
+                        refusal.report(&call);
+                        return Err(refusal.into_rejected());
+                    }
+                };
+                let confirm = ticket.confirmation();
+                // In the slot before `G`'s own confirmation is awaited: if
+                // that refuses, the layer ends the ticket as refused.
+                *filled.lock().unwrap_or_else(PoisonError::into_inner) = Some(ticket);
+                confirm
+            };
+            match confirm {
+                Some(confirm) => confirm.await,
+                None => Ok(()),
+            }
+        });
+        Ok(Paced::Waiting {
+            slot,
+            confirm: Some(confirm),
+        })
+    }
+}
+
+/// The ticket of a [`PacedGuard`]: `G`'s ticket, taken at admission or
+/// after the wait.
+pub enum Paced<T> {
+    /// Admitted at once: `G`'s ticket.
+    Admitted(T),
+    /// Waiting for the limiters: `G`'s ticket lands in the slot once `G`
+    /// admits, after the wait.
+    Waiting {
+        /// Where the confirmation puts `G`'s ticket.
+        slot: Arc<Mutex<Option<T>>>,
+        /// The wait and `G`'s admission, until the layer takes it.
+        confirm: Option<Confirmation>,
+    },
+    /// Waited, and `G` never admitted (the call was dropped or refused).
+    Nothing,
+}
+
+impl<T> Paced<T> {
+    /// `G`'s ticket: a match for one taken at admission; one taken after
+    /// the wait is moved out of its slot the first time a hook asks.
+    #[inline]
+    fn ticket(&mut self) -> Option<&mut T> {
+        if let Self::Waiting { .. } = self {
+            self.settle();
+        }
+        match self {
+            Self::Admitted(ticket) => Some(ticket),
+            Self::Waiting { .. } | Self::Nothing => None,
+        }
+    }
+
+    /// Moves `G`'s ticket out of the slot (only the confirmation, which
+    /// has ended once a hook runs, fills it).
+    #[cold]
+    #[inline(never)]
+    fn settle(&mut self) {
+        if let Self::Waiting { slot, .. } = self {
+            let taken = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+            *self = taken.map_or(Self::Nothing, Self::Admitted);
+        }
+    }
+}
+
+impl<T> fmt::Debug for Paced<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Admitted(_) => "Paced::Admitted",
+            Self::Waiting { .. } => "Paced::Waiting",
+            Self::Nothing => "Paced::Nothing",
+        })
+    }
+}
+
+impl<T: Ticket> Ticket for Paced<T> {
+    fn confirmation(&mut self) -> Option<Confirmation> {
+        match self {
+            Self::Admitted(ticket) => ticket.confirmation(),
+            Self::Waiting { confirm, .. } => confirm.take(),
+            Self::Nothing => None,
+        }
+    }
+
+    #[inline]
+    fn on_head(&mut self, head: &Parts) {
+        if let Some(ticket) = self.ticket() {
+            ticket.on_head(head);
+        }
+    }
+
+    #[inline]
+    fn on_chunk<C: Chunk>(&mut self, chunk: &C, now: &Now) {
+        if let Some(ticket) = self.ticket() {
+            ticket.on_chunk(chunk, now);
+        }
+    }
+
+    fn on_end(mut self, end: End<'_>, now: &Now) {
+        self.ticket();
+        if let Self::Admitted(ticket) = self {
+            ticket.on_end(end, now);
+        }
+    }
+}
