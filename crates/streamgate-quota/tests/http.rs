@@ -162,6 +162,12 @@ impl MetricsSink for Throttles {
 
 const PACED_TPM: u32 = 600;
 
+async fn unlimited_server() -> MockServer {
+    MockServer::start(MockConfig::new().with_plan(plan()))
+        .await
+        .unwrap()
+}
+
 fn paced_600_tpm(throttles: &Arc<Throttles>) -> PacingLayer {
     PacingLayer::builder(BackendId::new("mock"))
         .tokens_per_minute(PACED_TPM)
@@ -222,9 +228,7 @@ async fn paced_workload<S, B, C, E>(
 
 #[tokio::test(start_paused = true)]
 async fn pacing_keeps_the_observed_tokens_per_minute_under_the_limit() {
-    let server = MockServer::start(MockConfig::new().with_plan(plan()))
-        .await
-        .unwrap();
+    let server = unlimited_server().await;
     let throttles = Arc::new(Throttles::default());
     let service = paced_600_tpm(&throttles).layer(client(&server));
     paced_workload("as a layer", &server, &throttles, service).await;
@@ -235,9 +239,7 @@ async fn pacing_keeps_the_observed_tokens_per_minute_under_the_limit() {
 /// in one guard layer.
 #[tokio::test(start_paused = true)]
 async fn pacing_as_a_guard_keeps_the_observed_tokens_per_minute_under_the_limit() {
-    let server = MockServer::start(MockConfig::new().with_plan(plan()))
-        .await
-        .unwrap();
+    let server = unlimited_server().await;
     let throttles = Arc::new(Throttles::default());
     let quota = QuotaLayer::new(BackendId::new("mock"), QuotaTracker::new()).into_guard();
     let guard = paced_600_tpm(&throttles).guard(quota);

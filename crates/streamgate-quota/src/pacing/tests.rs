@@ -19,15 +19,25 @@ use tower::{Layer, Service, ServiceExt};
 use super::{PacedGuard, PacingLayer};
 use crate::{QuotaInfo, QuotaTracker};
 
-#[derive(Default)]
-struct Waits(Mutex<Vec<Duration>>);
+/// What a sink heard: one value from each event that has one.
+struct Heard<T>(Mutex<Vec<T>>, fn(&Event<'_>) -> Option<T>);
 
-impl MetricsSink for Waits {
+impl<T: Send + 'static> MetricsSink for Heard<T> {
     fn record(&self, event: &Event<'_>) {
-        if let Event::Throttled { waited, .. } = event {
-            self.0.lock().unwrap().push(*waited);
+        if let Some(value) = (self.1)(event) {
+            self.0.lock().unwrap().push(value);
         }
     }
+}
+
+/// The waits reported.
+type Waits = Heard<Duration>;
+
+fn waits() -> Arc<Waits> {
+    Arc::new(Heard(Mutex::default(), |event| match event {
+        Event::Throttled { waited, .. } => Some(*waited),
+        _ => None,
+    }))
 }
 
 fn backend() -> BackendId {
@@ -55,19 +65,23 @@ where
 fn ten_a_minute_one_at_once(
     waits: &Arc<Waits>,
 ) -> (ScriptedService, super::Pacing<ScriptedService>) {
-    let layer = PacingLayer::builder(backend())
+    let inner = ScriptedService::new(Script::new().text("x"));
+    (inner.clone(), ten_a_minute(waits).layer(inner))
+}
+
+/// Pacing of 10 requests a minute, one at once, reporting to `waits`.
+fn ten_a_minute(waits: &Arc<Waits>) -> PacingLayer {
+    PacingLayer::builder(backend())
         .requests_per_minute(10)
         .request_burst(1)
         .sink(waits.clone())
         .build()
-        .unwrap();
-    let inner = ScriptedService::new(Script::new().text("x"));
-    (inner.clone(), layer.layer(inner))
+        .unwrap()
 }
 
 #[tokio::test(start_paused = true)]
 async fn requests_wait_instead_of_failing_and_each_wait_is_reported() {
-    let waits = Arc::new(Waits::default());
+    let waits = waits();
     let (inner, mut service) = ten_a_minute_one_at_once(&waits);
     let at = send_all(&mut service, vec![TestRequest::new("m"); 3]).await;
     // Burst 1, refill 9 per minute: one every 6.67 s after the first.
@@ -224,7 +238,7 @@ fn builder_validates_once() {
 
 #[tokio::test(start_paused = true)]
 async fn an_admitted_request_is_called_at_call_and_a_paced_one_from_its_future() {
-    let waits = Arc::new(Waits::default());
+    let waits = waits();
     let (inner, mut service) = ten_a_minute_one_at_once(&waits);
 
     // The burst admits the first at once: the inner call is made in `call`.
@@ -299,32 +313,21 @@ impl Behind {
     }
 }
 
-#[derive(Default)]
-struct Rejections(Mutex<Vec<RejectReason>>);
-
-impl MetricsSink for Rejections {
-    fn record(&self, event: &Event<'_>) {
-        if let Event::Rejected { reason, .. } = event {
-            self.0.lock().unwrap().push(*reason);
-        }
-    }
+/// The refusals reported.
+fn rejections() -> Arc<Heard<RejectReason>> {
+    Arc::new(Heard(Mutex::default(), |event| match event {
+        Event::Rejected { reason, .. } => Some(*reason),
+        _ => None,
+    }))
 }
+
+/// A scripted client behind one guard layer of pacing and a [`Behind`].
+type PacedService = GuardService<ScriptedService, PacedGuard<Behind>>;
 
 /// Pacing of 10 requests a minute, one at once, in front of `behind`, in
 /// one guard layer over a scripted client.
-fn paced_guard_layer(
-    waits: &Arc<Waits>,
-    behind: &Behind,
-) -> (
-    ScriptedService,
-    GuardService<ScriptedService, PacedGuard<Behind>>,
-) {
-    let pacing = PacingLayer::builder(backend())
-        .requests_per_minute(10)
-        .request_burst(1)
-        .sink(waits.clone())
-        .build()
-        .unwrap();
+fn paced_guard_layer(waits: &Arc<Waits>, behind: &Behind) -> (ScriptedService, PacedService) {
+    let pacing = ten_a_minute(waits);
     let inner = ScriptedService::new(Script::new().text("x"));
     let layer = GuardLayer::new(backend(), pacing.guard(behind.clone()));
     (inner.clone(), layer.layer(inner))
@@ -337,9 +340,23 @@ async fn drain<B: futures::Stream + Unpin>(response: http::Response<B>) {
     while body.next().await.is_some() {}
 }
 
+/// Sends one request through `service` to its end, then calls a second,
+/// which must wait: its future, not yet polled.
+async fn second_call(service: &mut PacedService) -> <PacedService as Service<TestRequest>>::Future {
+    let first = ServiceExt::<TestRequest>::ready(&mut *service)
+        .await
+        .unwrap()
+        .call(TestRequest::new("m"));
+    drain(first.await.unwrap()).await;
+    ServiceExt::<TestRequest>::ready(&mut *service)
+        .await
+        .unwrap()
+        .call(TestRequest::new("m"))
+}
+
 #[tokio::test(start_paused = true)]
 async fn as_a_guard_it_waits_like_the_layer_and_asks_the_next_guard_only_after_the_wait() {
-    let waits = Arc::new(Waits::default());
+    let waits = waits();
     let behind = Behind::default();
     let (inner, mut service) = paced_guard_layer(&waits, &behind);
     let start = Instant::now();
@@ -382,22 +399,10 @@ async fn as_a_guard_it_waits_like_the_layer_and_asks_the_next_guard_only_after_t
 
 #[tokio::test(start_paused = true)]
 async fn as_a_guard_a_request_dropped_while_waiting_takes_nothing_of_the_next_guard() {
-    let waits = Arc::new(Waits::default());
+    let waits = waits();
     let behind = Behind::default();
     let (inner, mut service) = paced_guard_layer(&waits, &behind);
-    drain(
-        ServiceExt::<TestRequest>::ready(&mut service)
-            .await
-            .unwrap()
-            .call(TestRequest::new("m"))
-            .await
-            .unwrap(),
-    )
-    .await;
-    let mut waiting = ServiceExt::<TestRequest>::ready(&mut service)
-        .await
-        .unwrap()
-        .call(TestRequest::new("m"));
+    let mut waiting = second_call(&mut service).await;
     assert!((&mut waiting).now_or_never().is_none());
     drop(waiting);
     tokio::time::advance(Duration::from_secs(120)).await;
@@ -409,25 +414,13 @@ async fn as_a_guard_a_request_dropped_while_waiting_takes_nothing_of_the_next_gu
 
 #[tokio::test(start_paused = true)]
 async fn as_a_guard_a_refusal_after_the_wait_fails_the_call_and_is_reported_once() {
-    let rejections = Arc::new(Rejections::default());
+    let rejections = rejections();
     let behind = Behind {
         sink: Some(rejections.clone()),
         ..Behind::default()
     };
-    let (inner, mut service) = paced_guard_layer(&Arc::default(), &behind);
-    drain(
-        ServiceExt::<TestRequest>::ready(&mut service)
-            .await
-            .unwrap()
-            .call(TestRequest::new("m"))
-            .await
-            .unwrap(),
-    )
-    .await;
-    let waiting = ServiceExt::<TestRequest>::ready(&mut service)
-        .await
-        .unwrap()
-        .call(TestRequest::new("m"));
+    let (inner, mut service) = paced_guard_layer(&waits(), &behind);
+    let waiting = second_call(&mut service).await;
     behind.refuse.store(true, Ordering::Relaxed);
     let error = waiting.await.expect_err("refused after the wait");
     let rejected = error.downcast_ref::<Rejected>().expect("a Rejected");
