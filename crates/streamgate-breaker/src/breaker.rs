@@ -307,22 +307,31 @@ impl Breaker {
         });
     }
 
+    /// Reports a transition, if there was one: the check is inlined, the
+    /// report (rare) is not.
+    #[inline]
     fn report(&self, transition: Option<Transition>) {
-        if let Some(Transition {
+        if let Some(transition) = transition {
+            self.report_transition(transition);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn report_transition(&self, transition: Transition) {
+        let Transition {
             from,
             to,
             wait_capped,
-        }) = transition
-        {
-            emit(&self.inner.settings.sink, || Event::BreakerTransition {
-                backend: &self.inner.backend,
-                model: self.model(),
-                from,
-                to,
-                wait_capped,
-            });
-            self.publish(from, to);
-        }
+        } = transition;
+        emit(&self.inner.settings.sink, || Event::BreakerTransition {
+            backend: &self.inner.backend,
+            model: self.model(),
+            from,
+            to,
+            wait_capped,
+        });
+        self.publish(from, to);
     }
 
     /// Tells the other replicas of an open, or of a probe's outcome.
