@@ -6,7 +6,9 @@ use std::{
 };
 
 use pin_project::pin_project;
-use streamgate_core::{emit, BackendId, BoxError, Event, LlmRequest, SharedSink};
+use streamgate_core::{
+    emit, time::instant_after, BackendId, BoxError, Event, LlmRequest, SharedSink,
+};
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
@@ -108,7 +110,7 @@ where
                         Err(wait) => {
                             started.get_or_insert(now);
                             // One boxed timer per waiting request, reset on later waits.
-                            let deadline = now + wait;
+                            let deadline = instant_after(now, wait);
                             match sleep.as_mut() {
                                 Some(timer) => timer.as_mut().reset(deadline),
                                 None => *sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),

@@ -10,6 +10,7 @@ use streamgate_core::{
     emit,
     guard::{Call, End, Guard, Now, Refusal, Ticket},
     state::Confirmation,
+    time::instant_after,
     Chunk, Event, SharedSink,
 };
 use tokio::time::Instant;
@@ -75,10 +76,14 @@ where
             .advance(&mut stage, call.estimate(), started)
             .is_ok()
         {
-            return self.then.admit(call).map(Paced::Admitted);
+            return self
+                .then
+                .admit(call)
+                .map(|ticket| Paced(State::Admitted(ticket)));
         }
         // The wait, then `G`, in the confirmation: everything it needs is
-        // owned (one allocation for the model name, only on this path).
+        // owned. Only this path allocates: the confirmation, the model
+        // name and the slot for `G`'s ticket.
         let slot: Arc<Mutex<Option<G::Ticket>>> = Arc::default();
         let filled = slot.clone();
         let mut then = self.then.clone();
@@ -91,7 +96,7 @@ where
                 let now = Instant::now();
                 match limiters.advance(&mut stage, estimate, now) {
                     Ok(()) => break,
-                    Err(wait) => tokio::time::sleep_until(now + wait).await,
+                    Err(wait) => tokio::time::sleep_until(instant_after(now, wait)).await,
                 }
             }
             emit(&sink, || Event::Throttled {
@@ -119,17 +124,19 @@ where
                 None => Ok(()),
             }
         });
-        Ok(Paced::Waiting {
+        Ok(Paced(State::Waiting {
             slot,
             confirm: Some(confirm),
-        })
+        }))
     }
 }
 
 /// The ticket of a [`PacedGuard`]: `G`'s ticket, taken at admission or
 /// after the wait.
-pub enum Paced<T> {
-    /// Admitted at once: `G`'s ticket.
+pub struct Paced<T>(State<T>);
+
+enum State<T> {
+    /// Admitted at once, or after the wait: `G`'s ticket.
     Admitted(T),
     /// Waiting for the limiters: `G`'s ticket lands in the slot once `G`
     /// admits, after the wait.
@@ -148,12 +155,12 @@ impl<T> Paced<T> {
     /// the wait is moved out of its slot the first time a hook asks.
     #[inline]
     fn ticket(&mut self) -> Option<&mut T> {
-        if let Self::Waiting { .. } = self {
+        if let State::Waiting { .. } = self.0 {
             self.settle();
         }
-        match self {
-            Self::Admitted(ticket) => Some(ticket),
-            Self::Waiting { .. } | Self::Nothing => None,
+        match &mut self.0 {
+            State::Admitted(ticket) => Some(ticket),
+            State::Waiting { .. } | State::Nothing => None,
         }
     }
 
@@ -162,29 +169,29 @@ impl<T> Paced<T> {
     #[cold]
     #[inline(never)]
     fn settle(&mut self) {
-        if let Self::Waiting { slot, .. } = self {
+        if let State::Waiting { slot, .. } = &self.0 {
             let taken = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
-            *self = taken.map_or(Self::Nothing, Self::Admitted);
+            self.0 = taken.map_or(State::Nothing, State::Admitted);
         }
     }
 }
 
 impl<T> fmt::Debug for Paced<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Admitted(_) => "Paced::Admitted",
-            Self::Waiting { .. } => "Paced::Waiting",
-            Self::Nothing => "Paced::Nothing",
+        f.write_str(match self.0 {
+            State::Admitted(_) => "Paced::Admitted",
+            State::Waiting { .. } => "Paced::Waiting",
+            State::Nothing => "Paced::Nothing",
         })
     }
 }
 
 impl<T: Ticket> Ticket for Paced<T> {
     fn confirmation(&mut self) -> Option<Confirmation> {
-        match self {
-            Self::Admitted(ticket) => ticket.confirmation(),
-            Self::Waiting { confirm, .. } => confirm.take(),
-            Self::Nothing => None,
+        match &mut self.0 {
+            State::Admitted(ticket) => ticket.confirmation(),
+            State::Waiting { confirm, .. } => confirm.take(),
+            State::Nothing => None,
         }
     }
 
@@ -204,7 +211,7 @@ impl<T: Ticket> Ticket for Paced<T> {
 
     fn on_end(mut self, end: End<'_>, now: &Now) {
         self.ticket();
-        if let Self::Admitted(ticket) = self {
+        if let State::Admitted(ticket) = self.0 {
             ticket.on_end(end, now);
         }
     }
