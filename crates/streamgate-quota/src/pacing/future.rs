@@ -1,18 +1,13 @@
 use std::{
     future::Future,
     pin::Pin,
-    sync::Arc,
     task::{ready, Context, Poll},
 };
 
 use pin_project::pin_project;
-use streamgate_core::{
-    emit, time::instant_after, BackendId, BoxError, Event, LlmRequest, SharedSink,
-};
-use tokio::time::{Instant, Sleep};
+use streamgate_core::{emit, BackendId, BoxError, Event, LlmRequest, SharedSink};
+use tokio::time::Instant;
 use tower_service::Service;
-
-use super::pacer::{Limiters, Stage};
 
 /// The response future of [`Pacing`](super::Pacing): waits for the
 /// limiters, then calls the inner service.
@@ -23,16 +18,16 @@ pub struct PacingFuture<S: Service<Req>, Req> {
     state: State<S, Req>,
 }
 
+/// A request's wait for the limiters ([`Limiters::wait`](super::pacer::Limiters::wait)), boxed once.
+pub(crate) type Wait = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
+
 #[pin_project(project = StateProj)]
 enum State<S: Service<Req>, Req> {
     Waiting {
         service: Option<S>,
         request: Option<Req>,
-        limiters: Arc<Limiters>,
-        stage: Stage,
-        sleep: Option<Pin<Box<Sleep>>>,
-        armed: bool,
-        started: Option<Instant>,
+        wait: Wait,
+        started: Instant,
         backend: BackendId,
         sink: SharedSink,
     },
@@ -47,13 +42,12 @@ impl<S: Service<Req>, Req> PacingFuture<S, Req> {
         }
     }
 
-    /// A request that must wait from `started` for the limiters, from
-    /// `stage` on, then calls the readied `service`.
+    /// A request that must wait from `started` for the limiters (`wait`,
+    /// made by [`Limiters::wait`](super::pacer::Limiters::wait)), then calls the readied `service`.
     pub(crate) fn waiting(
         service: S,
         request: Req,
-        limiters: Arc<Limiters>,
-        stage: Stage,
+        wait: Wait,
         started: Instant,
         backend: BackendId,
         sink: SharedSink,
@@ -62,16 +56,22 @@ impl<S: Service<Req>, Req> PacingFuture<S, Req> {
             state: State::Waiting {
                 service: Some(service),
                 request: Some(request),
-                limiters,
-                stage,
-                sleep: None,
-                armed: false,
-                started: Some(started),
+                wait,
+                started,
                 backend,
                 sink,
             },
         }
     }
+}
+
+/// Reports a wait that began at `started` and just ended.
+pub(super) fn throttled(sink: &SharedSink, backend: &BackendId, model: &str, started: Instant) {
+    emit(sink, || Event::Throttled {
+        backend,
+        model,
+        waited: started.elapsed(),
+    });
 }
 
 impl<S, Req> Future for PacingFuture<S, Req>
@@ -90,52 +90,18 @@ where
                 StateProj::Waiting {
                     service,
                     request,
-                    limiters,
-                    stage,
-                    sleep,
-                    armed,
+                    wait,
                     started,
                     backend,
                     sink,
                 } => {
-                    if *armed {
-                        if let Some(timer) = sleep.as_mut() {
-                            ready!(timer.as_mut().poll(cx));
-                        }
-                        *armed = false;
-                    }
-                    let tokens = request.as_ref().map_or(0, LlmRequest::estimated_tokens);
-                    let now = Instant::now();
-                    match limiters.advance(stage, tokens, now) {
-                        Err(wait) => {
-                            started.get_or_insert(now);
-                            // One boxed timer per waiting request, reset on later waits.
-                            let deadline = instant_after(now, wait);
-                            match sleep.as_mut() {
-                                Some(timer) => timer.as_mut().reset(deadline),
-                                None => *sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
-                            }
-                            *armed = true;
-                            continue;
-                        }
-                        Ok(()) => {
-                            let (Some(mut service), Some(request)) =
-                                (service.take(), request.take())
-                            else {
-                                return Poll::Ready(Err(
-                                    "pacing future polled after completion".into()
-                                ));
-                            };
-                            if let Some(started) = started {
-                                emit(sink, || Event::Throttled {
-                                    backend,
-                                    model: request.model(),
-                                    waited: started.elapsed(),
-                                });
-                            }
-                            service.call(request)
-                        }
-                    }
+                    ready!(wait.as_mut().poll(cx));
+                    let (Some(mut service), Some(request)) = (service.take(), request.take())
+                    else {
+                        return Poll::Ready(Err("pacing future polled after completion".into()));
+                    };
+                    throttled(sink, backend, request.model(), *started);
+                    service.call(request)
                 }
             };
             this.state.set(State::Calling(call));

@@ -7,15 +7,16 @@ use std::{
 
 use http::response::Parts;
 use streamgate_core::{
-    emit,
     guard::{Call, End, Guard, Now, Refusal, Ticket},
     state::Confirmation,
-    time::instant_after,
-    Chunk, Event, SharedSink,
+    Chunk, SharedSink,
 };
 use tokio::time::Instant;
 
-use super::pacer::{Pacer, Stage};
+use super::{
+    future::throttled,
+    pacer::{Pacer, Stage},
+};
 
 /// Pacing in front of guard `G` (the breaker, in `Backend`), as one guard:
 /// made by [`PacingLayer::guard`](super::PacingLayer::guard).
@@ -92,18 +93,8 @@ where
         let model: Arc<str> = Arc::from(call.model());
         let estimate = call.estimate();
         let confirm: Confirmation = Box::pin(async move {
-            loop {
-                let now = Instant::now();
-                match limiters.advance(&mut stage, estimate, now) {
-                    Ok(()) => break,
-                    Err(wait) => tokio::time::sleep_until(instant_after(now, wait)).await,
-                }
-            }
-            emit(&sink, || Event::Throttled {
-                backend: &backend,
-                model: &model,
-                waited: started.elapsed(),
-            });
+            limiters.wait(stage, estimate).await;
+            throttled(&sink, &backend, &model, started);
             let confirm = {
                 let call = Call::at(&backend, &model, estimate, Instant::now());
                 let mut ticket = match then.admit(&call) {

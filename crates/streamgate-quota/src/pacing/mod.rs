@@ -84,8 +84,8 @@ impl PacingLayer {
         self.pacer.learned_len()
     }
 
-    /// This pacing as a guard in front of `then` (say a
-    /// [`BreakerGuard`](https://docs.rs/streamgate-breaker)), to fuse into one
+    /// This pacing as a guard in front of `then` (say the breaker's
+    /// `streamgate_breaker::BreakerGuard`), to fuse into one
     /// [`GuardLayer`](streamgate_core::guard::GuardLayer) with the gates
     /// that come before it: the same waits and events as this layer above a
     /// guard layer of `then`, in one response future and one body wrapper
@@ -268,10 +268,8 @@ where
         let limiters = self.pacer.limiters(&self.backend, request.model());
         let mut stage = Stage::Requests;
         let now = tokio::time::Instant::now();
-        if limiters
-            .advance(&mut stage, request.estimated_tokens(), now)
-            .is_ok()
-        {
+        let tokens = request.estimated_tokens();
+        if limiters.advance(&mut stage, tokens, now).is_ok() {
             // Admitted now: the readied service is called now, with nothing
             // cloned for a wait that will not happen.
             return PacingFuture::called(self.inner.call(request));
@@ -282,8 +280,7 @@ where
         PacingFuture::waiting(
             service,
             request,
-            limiters,
-            stage,
+            Box::pin(limiters.wait(stage, tokens)),
             now,
             self.backend.clone(),
             self.sink.clone(),

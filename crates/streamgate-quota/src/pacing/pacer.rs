@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use streamgate_core::{keyed::KeyedMap, BackendId};
+use streamgate_core::{keyed::KeyedMap, time::instant_after, BackendId};
 use tokio::time::Instant;
 
 use super::gcra::Gcra;
@@ -143,6 +143,18 @@ impl Limiters {
                     *stage = Stage::Done;
                 }
                 Stage::Done => return Ok(()),
+            }
+        }
+    }
+
+    /// Sleeps on tokio time until the limiters admit `tokens` from `stage`
+    /// on: the wait of a request they did not admit at once.
+    pub(crate) async fn wait(self: Arc<Self>, mut stage: Stage, tokens: u64) {
+        loop {
+            let now = Instant::now();
+            match self.advance(&mut stage, tokens, now) {
+                Ok(()) => return,
+                Err(wait) => tokio::time::sleep_until(instant_after(now, wait)).await,
             }
         }
     }
